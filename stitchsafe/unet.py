@@ -63,7 +63,7 @@ class UNetConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        pf = normalize_pooling_factors(self.pooling_factors, dims=self.dims)  # type: ignore[arg-type]
+        pf = normalize_pooling_factors(self.pooling_factors, dims=self.dims)
         object.__setattr__(self, "pooling_factors", pf)
         if self.dims not in (1, 2, 3):
             raise StitchsafeError(f"the built-in U-Net supports 1-3 spatial dims, not {self.dims}.")
@@ -122,7 +122,9 @@ class ConvBlock(nn.Module):
         pad = cfg.kernel_size // 2 if cfg.padding == "same" else 0
         layers: list[nn.Module] = []
         for i in range(cfg.convs_per_level):
-            layers.append(_CONV[cfg.dims](cin if i == 0 else cout, cout, cfg.kernel_size, padding=pad))
+            layers.append(
+                _CONV[cfg.dims](cin if i == 0 else cout, cout, cfg.kernel_size, padding=pad)
+            )
             layers.append(_norm(cfg.norm, cfg.dims, cout))
             layers.append(nn.ReLU())
         self.body = nn.Sequential(*layers)
@@ -138,7 +140,8 @@ class Upsample(nn.Module):
         super().__init__()
         self.mode = cfg.upsampling
         if cfg.upsampling == "transposed":
-            self.up: nn.Module = _CONVT[cfg.dims](cin, cout, kernel_size=factor, stride=factor)
+            convt: Any = _CONVT[cfg.dims]  # per-axis tuples are fine at run time
+            self.up: nn.Module = convt(cin, cout, kernel_size=factor, stride=factor)
         else:
             self.up = nn.Upsample(scale_factor=tuple(float(f) for f in factor), mode="nearest")
         self.proj: nn.Module = (

@@ -52,11 +52,13 @@ def test_unet_geometry_period_and_valid_sizes(factors: list, period: tuple) -> N
     assert g.step == period
     for a in range(g.dims):
         fa = [f[a] for f in factors]
-        valid = [n for n in range(1, g.min_input[a] + 3 * g.step[a] + 1)
-                 if unet_output_size(n, fa) is not None]
+        valid = [
+            n
+            for n in range(1, g.min_input[a] + 3 * g.step[a] + 1)
+            if unet_output_size(n, fa) is not None
+        ]
         # valid sizes are exactly min + k * step, and output = input - context on each
-        assert valid == list(range(g.min_input[a], g.min_input[a] + 3 * g.step[a] + 1,
-                                   g.step[a]))
+        assert valid == list(range(g.min_input[a], g.min_input[a] + 3 * g.step[a] + 1, g.step[a]))
         for n in valid:
             assert unet_output_size(n, fa) == n - g.context[a]
 
@@ -140,8 +142,10 @@ def test_plan_properties(plan) -> None:  # type: ignore[no-untyped-def]
         chunks = {
             tuple(c)
             for c in itertools.product(
-                *(range(b // w, -(-e // w)) for b, e, w in zip(t.write.begin, t.write.end,
-                                                              plan.chunks))
+                *(
+                    range(b // w, -(-e // w))
+                    for b, e, w in zip(t.write.begin, t.write.end, plan.chunks)
+                )
             )
         }
         assert not chunks & seen_chunks
@@ -159,7 +163,8 @@ def test_plan_properties(plan) -> None:  # type: ignore[no-untyped-def]
 @given(
     st.integers(1, 3).flatmap(
         lambda d: st.tuples(
-            st.just(d), st.lists(st.integers(1, 500), min_size=d, max_size=d),
+            st.just(d),
+            st.lists(st.integers(1, 500), min_size=d, max_size=d),
             st.integers(10_000, 5_000_000),
         )
     )

@@ -1,0 +1,311 @@
+"""The public Python API; the command line calls exactly these functions.
+
+>>> import stitchsafe
+>>> callable(stitchsafe.plan) and callable(stitchsafe.predict)
+True
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import StitchsafeError
+from .geometry import (
+    ModelGeometry,
+    Plan,
+    check_tile_shape,
+    default_tile_shape,
+    make_plan,
+    normalize_pooling_factors,
+)
+
+if TYPE_CHECKING:
+    from .io import Volume
+    from .model import LoadedModel
+    from .normalize import Normalization
+
+PathLike = str | os.PathLike[str]
+SPATIAL_AXES = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """A plan together with where its geometry came from."""
+
+    plan: Plan
+    geometry_source: str
+    model_path: str
+    model_format: str
+    input_path: str
+    channels: int
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.plan.to_dict()
+        d["geometry_source"] = self.geometry_source
+        d["model"] = {"path": self.model_path, "format": self.model_format}
+        d["input"] = {"path": self.input_path, "channels": self.channels}
+        return d
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What :func:`predict` wrote and how long it took."""
+
+    output: str
+    embeddings: str
+    plan: PlanResult
+    tiles: int
+    seconds: float
+    device: str
+    normalization: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "embeddings": self.embeddings,
+            "plan": self.plan.to_dict(),
+            "tiles": self.tiles,
+            "seconds": round(self.seconds, 3),
+            "device": self.device,
+            "normalization": self.normalization,
+        }
+
+
+def _pooling(
+    pooling_factors: Sequence[Sequence[int]] | Sequence[int] | int | None,
+    depth: int | None,
+    dims: int,
+) -> tuple[tuple[int, ...], ...] | None:
+    if pooling_factors is None:
+        if depth is not None:
+            raise StitchsafeError("--depth needs --pooling-factor (e.g. --pooling-factor 2).")
+        return None
+    return normalize_pooling_factors(pooling_factors, dims=dims, depth=depth)
+
+
+@dataclass
+class _Session:
+    """Model, volume and plan opened together (internal)."""
+
+    model: LoadedModel
+    volume: Volume
+    geometry: ModelGeometry
+    result: PlanResult
+    device: Any
+
+
+def _open(
+    model: PathLike,
+    input: PathLike,
+    *,
+    input_key: str | None,
+    tile_shape: Sequence[int] | int | None,
+    pooling_factors: Sequence[Sequence[int]] | Sequence[int] | int | None,
+    depth: int | None,
+    device: str,
+) -> _Session:
+    from .engine import default_max_input_voxels, resolve_device
+    from .io import open_volume
+    from .model import load_model, resolve_geometry
+
+    dev = resolve_device(device)
+    loaded = load_model(model, device="cpu")
+    pf = _pooling(pooling_factors, depth, loaded.dims)
+    geometry, source = resolve_geometry(loaded, pooling_factors=pf, depth=depth)
+    volume = open_volume(input, key=input_key, spatial_dims=geometry.dims)
+    if volume.channels != geometry.channels_in:
+        volume.close()
+        raise StitchsafeError(
+            f"the input {os.fspath(input)!r} has {volume.channels} channel(s) but the model "
+            f"expects {geometry.channels_in}. Pass an input with a leading channel axis of "
+            f"size {geometry.channels_in}"
+            + (" (or select one with --input-key)." if geometry.channels_in > 1 else ".")
+        )
+    loaded = loaded.to(dev)
+    if tile_shape is None:
+        budget = default_max_input_voxels(loaded, geometry, dev)
+        tshape = default_tile_shape(volume.shape, geometry, max_input_voxels=budget)
+    else:
+        tshape = check_tile_shape(
+            (tile_shape,) * geometry.dims if isinstance(tile_shape, int) else tile_shape,
+            geometry,
+        )
+    the_plan = make_plan(volume.shape, geometry, tile_shape=tshape)
+    result = PlanResult(
+        plan=the_plan,
+        geometry_source=source,
+        model_path=os.fspath(model),
+        model_format=loaded.format,
+        input_path=os.fspath(input),
+        channels=volume.channels,
+        notes=tuple(loaded.notes),
+    )
+    return _Session(loaded, volume, geometry, result, dev)
+
+
+def plan(
+    model: PathLike,
+    input: PathLike,
+    *,
+    input_key: str | None = None,
+    tile_shape: Sequence[int] | int | None = None,
+    pooling_factors: Sequence[Sequence[int]] | Sequence[int] | int | None = None,
+    depth: int | None = None,
+    device: str = "auto",
+) -> PlanResult:
+    """Work out the exact tiling of ``input`` for ``model`` without running it.
+
+    Parameters
+    ----------
+    model
+        A torch.export program (``.pt2``), a TorchScript file or a stitchsafe checkpoint.
+    input
+        A zarr array, zarr group (with ``input_key``), OME-Zarr image or TIFF.
+    tile_shape
+        Output write box per tile (a multiple of the period); default: the largest that
+        fits the device's memory budget.
+    pooling_factors, depth
+        Geometry hints for models without metadata.
+    device
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the default tile size depends on it).
+
+    Returns
+    -------
+    PlanResult
+        The plan and where the geometry came from (``metadata``, ``flags`` or ``probe``).
+    """
+    session = _open(
+        model,
+        input,
+        input_key=input_key,
+        tile_shape=tile_shape,
+        pooling_factors=pooling_factors,
+        depth=depth,
+        device=device,
+    )
+    session.volume.close()
+    return session.result
+
+
+def default_normalization(model: LoadedModel) -> tuple[str, tuple[float, float]]:
+    """Normalisation method and percentiles from the model's metadata (default: percentile)."""
+    meta = (model.metadata or {}).get("normalization") or {}
+    method = str(meta.get("method", "percentile"))
+    pct = meta.get("percentiles", (1.0, 99.8))
+    return method, (float(pct[0]), float(pct[1]))
+
+
+def predict(
+    model: PathLike,
+    input: PathLike,
+    *,
+    output: PathLike | None = None,
+    input_key: str | None = None,
+    tile_shape: Sequence[int] | int | None = None,
+    pooling_factors: Sequence[Sequence[int]] | Sequence[int] | int | None = None,
+    depth: int | None = None,
+    batch_size: int = 1,
+    device: str = "auto",
+    pad_mode: str = "reflect",
+    normalize: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PredictResult:
+    """Run ``model`` over ``input`` tile by tile; the result equals one whole-volume pass.
+
+    Parameters
+    ----------
+    model, input, input_key, tile_shape, pooling_factors, depth, device
+        As for :func:`plan`.
+    output
+        Zarr v3 group to write into. Default: the input's own zarr v3 container, or
+        ``<input stem>.stitchsafe.zarr`` beside a TIFF, a bare array or a zarr v2 input.
+    batch_size
+        Tiles per forward pass.
+    pad_mode
+        ``reflect`` (default), ``constant`` (zeros after normalisation) or ``edge``:
+        ``numpy.pad`` semantics applied to the whole volume.
+    normalize
+        ``none``, ``percentile`` or ``zscore``; statistics are computed once over the whole
+        volume (or a deterministic sample). Default: from the model's metadata.
+    overwrite
+        Replace an existing embeddings image in the output group.
+    progress
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    PredictResult
+        Output group, embeddings array path, plan, tile count, seconds.
+    """
+    from .engine import PAD_MODES, run_plan
+    from .io import default_output_location, mark_complete, prepare_output
+    from .normalize import compute_normalization
+
+    if pad_mode not in PAD_MODES:
+        raise StitchsafeError(f"--pad-mode {pad_mode!r} is not one of {', '.join(PAD_MODES)}.")
+    if batch_size < 1:
+        raise StitchsafeError(f"--batch-size must be at least 1, got {batch_size}.")
+    start = time.perf_counter()
+    session = _open(
+        model,
+        input,
+        input_key=input_key,
+        tile_shape=tile_shape,
+        pooling_factors=pooling_factors,
+        depth=depth,
+        device=device,
+    )
+    volume, geometry, the_plan = session.volume, session.geometry, session.result.plan
+    try:
+        method, percentiles = default_normalization(session.model)
+        norm: Normalization = compute_normalization(
+            volume, method=normalize or method, percentiles=percentiles
+        )
+        group, image = default_output_location(volume)
+        if output is not None:
+            group = os.fspath(output)
+        attrs = {
+            "plan": session.result.to_dict(),
+            "normalization": norm.to_dict(),
+            "pad_mode": pad_mode,
+            "complete": False,
+        }
+        spec = prepare_output(
+            group,
+            image=image,
+            shape=volume.shape,
+            channels=geometry.channels_out,
+            chunks=the_plan.chunks,
+            axes=SPATIAL_AXES[geometry.dims],
+            overwrite=overwrite,
+            attributes=attrs,
+        )
+        stats = run_plan(
+            volume,
+            session.model,
+            the_plan,
+            spec,
+            transform=norm,
+            pad_mode=pad_mode,
+            batch_size=batch_size,
+            device=session.device,
+            progress=progress,
+        )
+        mark_complete(spec, {**attrs, "complete": True, "seconds": round(stats.seconds, 3)})
+    finally:
+        volume.close()
+    return PredictResult(
+        output=spec.group,
+        embeddings=spec.array,
+        plan=session.result,
+        tiles=stats.tiles,
+        seconds=time.perf_counter() - start,
+        device=stats.device,
+        normalization=norm.to_dict(),
+    )

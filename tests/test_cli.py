@@ -1,0 +1,229 @@
+"""The command line, through click's CliRunner and as the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+from nets import make_net
+
+from stitchsafe.cli import cli
+from stitchsafe.model import save_checkpoint, save_torchscript, unet_metadata
+
+EXE = shutil.which("stitchsafe") or str(Path(sys.executable).with_name("stitchsafe"))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> dict[str, Path]:
+    net, cfg = make_net("2d-d2-f3")
+    model = tmp_path / "model.pt"
+    save_checkpoint(net, model, metadata=unet_metadata(cfg))
+    data = (np.random.default_rng(0).random((40, 50)) * 1000).astype(np.uint16)
+    inp = tmp_path / "vol.zarr"
+    arr = zarr.create_array(inp, shape=data.shape, chunks=(16, 16), dtype=data.dtype)
+    arr[...] = data
+    return {"model": model, "input": inp, "tmp": tmp_path}
+
+
+def test_help_is_light() -> None:
+    # --help must not import torch, dask or zarr (start-up stays well under a second).
+    code = (
+        "import sys; from click.testing import CliRunner; import stitchsafe.cli as c; "
+        "r = CliRunner().invoke(c.cli, ['--help']); assert r.exit_code == 0, r.output; "
+        "heavy = [m for m in ('torch', 'dask', 'zarr', 'tifffile') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "predict" in proc.stdout and "plan" in proc.stdout
+
+
+def test_plan_json_subprocess(setup: dict[str, Path]) -> None:
+    proc = run_cli(
+        "plan",
+        "--model",
+        str(setup["model"]),
+        "--input",
+        str(setup["input"]),
+        "--tile-shape",
+        "9",
+        "--json",
+        "--device",
+        "cpu",
+    )
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["plan"]["period"] == [9, 9]
+    assert d["plan"]["tile_shape"] == [9, 9]
+    assert d["tiles"] == 5 * 6 == d["plan"]["tiles"]
+    assert d["plan"]["geometry_source"] == "metadata"
+
+
+def test_plan_human_readable(setup: dict[str, Path]) -> None:
+    r = CliRunner().invoke(
+        cli,
+        ["plan", "--model", str(setup["model"]), "--input", str(setup["input"]), "--device", "cpu"],
+    )
+    assert r.exit_code == 0, r.output
+    for word in (
+        "period",
+        "halo",
+        "remainder r",
+        "valid input sizes",
+        "tiles",
+        "halo overhead",
+        "same-looking objects",
+        "training rule",
+    ):
+        assert word in r.output
+
+
+def test_predict_json_subprocess(setup: dict[str, Path]) -> None:
+    out = setup["tmp"] / "out.zarr"
+    proc = run_cli(
+        "predict",
+        "--model",
+        str(setup["model"]),
+        "--input",
+        str(setup["input"]),
+        "--output",
+        str(out),
+        "--tile-shape",
+        "18,9",
+        "--json",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "3",
+    )
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["output"] == str(out) and d["embeddings"] == "embeddings/0"
+    assert d["tiles"] == 3 * 6 and d["seconds"] > 0
+    arr = zarr.open_array(out / "embeddings" / "0", mode="r")
+    assert arr.shape == (1, 40, 50) and arr.chunks == (1, 18, 9)
+    attrs = zarr.open_group(out / "embeddings", mode="r").attrs.asdict()
+    assert attrs["ome"]["version"] == "0.5"
+    assert attrs["stitchsafe"]["complete"] is True
+
+
+def test_existing_output_is_refused_and_kept(setup: dict[str, Path]) -> None:
+    out = setup["tmp"] / "out.zarr"
+    args = [
+        "predict",
+        "--model",
+        str(setup["model"]),
+        "--input",
+        str(setup["input"]),
+        "--output",
+        str(out),
+        "--tile-shape",
+        "9",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    before = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2 and "--overwrite" in r.output and "Traceback" not in r.output
+    after = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    np.testing.assert_array_equal(before, after)
+    assert CliRunner().invoke(cli, [*args, "--overwrite"]).exit_code == 0
+
+
+def _assert_bad_input(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("Error: ")
+    for w in words:
+        assert w.lower() in proc.stderr.lower(), proc.stderr
+
+
+@pytest.mark.parametrize(
+    "arch, words",
+    [
+        ("2d-same", ("same",)),
+        ("2d-instancenorm", ("normalisation",)),
+    ],
+)
+def test_unstitchable_models_refused(
+    setup: dict[str, Path], arch: str, words: tuple[str, ...]
+) -> None:
+    net, cfg = make_net(arch)
+    model = setup["tmp"] / f"{arch}.pt"
+    save_torchscript(net, model)
+    proc = run_cli(
+        "predict", "--model", str(model), "--input", str(setup["input"]), "--device", "cpu"
+    )
+    _assert_bad_input(proc, *words)
+    assert not (setup["input"] / "embeddings").exists()
+
+
+def test_bad_inputs_exit_2(setup: dict[str, Path]) -> None:
+    tmp, model, inp = setup["tmp"], str(setup["model"]), str(setup["input"])
+    _assert_bad_input(run_cli("plan", "--model", str(tmp / "nope.pt"), "--input", inp), "nope.pt")
+    corrupt = tmp / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a model")
+    _assert_bad_input(run_cli("plan", "--model", str(corrupt), "--input", inp), "corrupt.pt")
+    _assert_bad_input(
+        run_cli("plan", "--model", model, "--input", inp, "--tile-shape", "10"),
+        "nearest valid values are 9 and 18",
+    )
+    _assert_bad_input(
+        run_cli("plan", "--model", model, "--input", str(tmp / "missing.zarr")), "missing.zarr"
+    )
+    _assert_bad_input(
+        run_cli("predict", "--model", model, "--input", inp, "--device", "cuda:7"), "cuda"
+    )
+    # channel-count mismatch: a 2-channel model on a 1-channel input
+    net, cfg = make_net("2d-d2-f3", in_channels=2)
+    two = tmp / "two.pt"
+    save_checkpoint(net, two, metadata=unet_metadata(cfg))
+    _assert_bad_input(run_cli("plan", "--model", str(two), "--input", inp), "channel")
+
+
+def test_python_api_matches_cli(setup: dict[str, Path]) -> None:
+    import stitchsafe
+
+    p = stitchsafe.plan(setup["model"], setup["input"], tile_shape=(18, 9), device="cpu")
+    r = CliRunner().invoke(
+        cli,
+        [
+            "plan",
+            "--model",
+            str(setup["model"]),
+            "--input",
+            str(setup["input"]),
+            "--tile-shape",
+            "18,9",
+            "--json",
+            "--device",
+            "cpu",
+        ],
+    )
+    d = json.loads(r.output)
+    assert d["plan"] == p.to_dict()
+
+
+@pytest.mark.skipif(os.environ.get("STITCHSAFE_SKIP_DEMO") == "1", reason="demo skipped")
+def test_demo_runs_and_is_exact(tmp_path: Path) -> None:
+    proc = run_cli("demo", "--output", str(tmp_path / "demo"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["exact"] is True and d["relative_deviation"] <= 1e-4
+    assert d["naive_relative_deviation"] > 1e-2
+    assert (tmp_path / "demo" / "sample.zarr" / "embeddings" / "0").exists()
