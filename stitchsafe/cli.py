@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from .errors import StitchsafeError
+from .geometry import parse_ints
 
 
 class BadInput(click.ClickException):
@@ -34,37 +35,21 @@ class Group(click.Group):
             raise BadInput(" ".join(str(exc).split())) from None
 
 
-def _parse_pooling(values: tuple[str, ...]) -> list[Any] | None:
-    """``('2',)`` -> ``[2]``; ``('1,2,2', '2,2,2')`` -> ``[(1, 2, 2), (2, 2, 2)]``."""
+def _parse_pooling(values: tuple[str, ...]) -> Any:
+    """``('2',)`` -> ``2``; ``('1,2,2', '2,2,2')`` -> ``[(1, 2, 2), (2, 2, 2)]``."""
     if not values:
         return None
-    levels: list[Any] = []
-    for v in values:
-        try:
-            parts = [int(p) for p in v.replace("x", ",").split(",") if p.strip()]
-        except ValueError:
-            raise BadInput(
-                f"--pooling-factor {v!r} is not an integer or a comma-separated list of "
-                "integers (e.g. 2 or 1,2,2)."
-            ) from None
-        levels.append(parts[0] if len(parts) == 1 else tuple(parts))
-    if len(levels) == 1 and isinstance(levels[0], int):
-        return levels[0]  # type: ignore[return-value]
-    return levels
+    levels = [parse_ints(v, "--pooling-factor", example="2 or 1,2,2") for v in values]
+    if len(levels) == 1 and len(levels[0]) == 1:
+        return levels[0][0]
+    return [level[0] if len(level) == 1 else level for level in levels]
 
 
 def _tile_shape(text: str | None) -> tuple[int, ...] | int | None:
     if text is None:
         return None
-    try:
-        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        raise BadInput(
-            f"--tile-shape {text!r} is not a comma-separated list of integers (e.g. 32,128,128)."
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise BadInput(f"--tile-shape {text!r} needs positive integers.")
-    return values[0] if len(values) == 1 else tuple(values)
+    values = parse_ints(text, "--tile-shape")
+    return values[0] if len(values) == 1 else values
 
 
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -411,27 +411,27 @@ def check_tile_shape(tile_shape: Sequence[int], geometry: ModelGeometry) -> Shap
     return shape
 
 
-def parse_shape(text: str, dims: int, name: str = "--tile-shape") -> Shape:
-    """Parse ``'32,128,128'`` or ``'64'`` (one value for all axes).
+def parse_ints(text: str, name: str, *, example: str = "32,128,128") -> Shape:
+    """Parse a comma-separated list of positive integers given on the command line.
 
-    >>> parse_shape("64", 3)
-    (64, 64, 64)
-    >>> parse_shape("32, 128,128", 3)
+    >>> parse_ints("32, 128,128", "--tile-shape")
     (32, 128, 128)
+    >>> parse_ints("64", "--tile-shape")
+    (64,)
+    >>> parse_ints("a,b", "--tile-shape")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: --tile-shape 'a,b' is not a comma-separated list ...
     """
     try:
-        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
     except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
         raise StitchsafeError(
-            f"{name} {text!r} is not a comma-separated list of integers (e.g. '32,128,128')."
-        ) from None
-    if len(values) == 1:
-        values = values * dims
-    if len(values) != dims or any(v < 1 for v in values):
-        raise StitchsafeError(
-            f"{name} {text!r} needs {dims} positive integers (or one for all axes)."
+            f"{name} {text!r} is not a comma-separated list of positive integers (e.g. {example})."
         )
-    return tuple(values)
+    return values
 
 
 @dataclass(frozen=True)

@@ -227,3 +227,21 @@ def test_demo_runs_and_is_exact(tmp_path: Path) -> None:
     assert d["exact"] is True and d["relative_deviation"] <= 1e-4
     assert d["naive_relative_deviation"] > 1e-2
     assert (tmp_path / "demo" / "sample.zarr" / "embeddings" / "0").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--pooling-factor", "two"], "--pooling-factor 'two'"),
+        (["--tile-shape", "0,4"], "--tile-shape '0,4'"),
+        (["--depth", "3"], "--depth needs --pooling-factor"),
+        (["--pooling-factor", "2,2", "--depth", "5"], "period"),
+    ],
+    ids=["pooling-not-int", "tile-zero", "depth-alone", "flags-disagree"],
+)
+def test_bad_flags_exit_2(setup: dict[str, Path], extra: list[str], words: str) -> None:
+    r = CliRunner().invoke(
+        cli, ["plan", "--model", str(setup["model"]), "--input", str(setup["input"]), *extra]
+    )
+    assert r.exit_code == 2, r.output
+    assert words in r.output and "Traceback" not in r.output

@@ -18,7 +18,7 @@ from stitchsafe.geometry import (
     default_tile_shape,
     make_plan,
     normalize_pooling_factors,
-    parse_shape,
+    parse_ints,
     unet_geometry,
     unet_output_size,
 )
@@ -90,12 +90,10 @@ def test_normalize_pooling_factors_forms() -> None:
         normalize_pooling_factors([(2, 2)] * 2, dims=2, depth=3)
 
 
-def test_parse_shape() -> None:
-    assert parse_shape("32,128,128", 3) == (32, 128, 128)
-    with pytest.raises(StitchsafeError):
-        parse_shape("a,b", 2)
-    with pytest.raises(StitchsafeError):
-        parse_shape("1,2", 3)
+@pytest.mark.parametrize("text", ["a,b", "", "0,4", "-2", "2.5"])
+def test_parse_ints_rejects(text: str) -> None:
+    with pytest.raises(StitchsafeError, match="positive integers"):
+        parse_ints(text, "--tile-shape")
 
 
 # --- property tests of the plan -------------------------------------------------------
