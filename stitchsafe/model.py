@@ -69,7 +69,7 @@ CHECKPOINT_FORMAT = "stitchsafe-checkpoint"
 FORMATS = ("stitchsafe", "torchscript", "export")
 
 TORCHSCRIPT_NOTE = (
-    "note: TorchScript is deprecated in PyTorch; stitchsafe still runs it, but a torch.export "
+    "TorchScript is deprecated in PyTorch; stitchsafe still runs it, but a torch.export "
     "program (.pt2, stitchsafe.model.save_export) is the preferred format."
 )
 _NOT_A_MODEL = (
