@@ -288,7 +288,8 @@ def demo(output: str, overwrite: bool, as_json: bool) -> None:
             f"  max |stitched - whole-volume| = {summary['max_abs_deviation']:.3g} "
             f"(relative {summary['relative_deviation']:.3g}; exact: {summary['exact']})\n"
             f"  naive tiling (tiles off the period lattice): relative deviation "
-            f"{summary['naive_relative_deviation']:.3g}"
+            f"{summary['naive_relative_deviation']:.3g}\n"
+            f"  picture: {', '.join(summary['pictures'])}"
         )
 
 

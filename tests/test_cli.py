@@ -227,6 +227,8 @@ def test_demo_runs_and_is_exact(tmp_path: Path) -> None:
     assert d["exact"] is True and d["relative_deviation"] <= 1e-4
     assert d["naive_relative_deviation"] > 1e-2
     assert (tmp_path / "demo" / "sample.zarr" / "embeddings" / "0").exists()
+    for picture in d["pictures"]:
+        assert Path(picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize(
