@@ -616,10 +616,10 @@ def default_tile_shape(
     the period. It shrinks the axis with the largest write size first.
 
     >>> g = unet_geometry([(2, 2)] * 2)
-    >>> default_tile_shape((1000, 1000), g, max_input_voxels=200 * 200)
-    (160, 160)
+    >>> default_tile_shape((1000, 1000), g, max_input_voxels=200 * 200)  # 7 x 7 tiles
+    (144, 144)
     >>> default_tile_shape((5, 1000), g, max_input_voxels=200 * 200)
-    (8, 792)
+    (8, 500)
     """
     shape = [max(p, -(-v // p) * p) for v, p in zip(volume_shape, geometry.period)]
     while math.prod(geometry.input_for_output(shape)) > max_input_voxels:
@@ -628,4 +628,9 @@ def default_tile_shape(
             break
         a = max(candidates, key=lambda i: shape[i])
         shape[a] -= geometry.period[a]
+    # Same tile count, but tiles as equal as the period allows: the last tile of a row
+    # then wastes least of its (fixed-size) forward pass on voxels outside the volume.
+    for a, (w, v, p) in enumerate(zip(shape, volume_shape, geometry.period)):
+        per_tile = -(-v // -(-v // w))
+        shape[a] = min(w, max(p, -(-per_tile // p) * p))
     return tuple(shape)

@@ -1,0 +1,269 @@
+"""Throughput of ``stitchsafe predict`` against its compute limit, its I/O limit and MONAI.
+
+Everything is measured in one run on one machine (machines are shared and noisy, so only
+ratios within a run mean anything):
+
+(a) compute limit: the model's tight-loop forward at the plan's tile read shape, batches
+    already on the device; output voxels/s counts the kept write box only;
+(b) I/O limit: reading every tile's padded input and writing outputs of the right shape,
+    chunk-aligned, with the same thread pool but no model;
+(c) ``stitchsafe.predict`` end to end (normalisation, planning, reads, forward, writes);
+(d) MONAI ``sliding_window_inference`` with a same-padded twin of the network (gaussian
+    blending, overlap 0.25 and 0.5), the volume already in memory, and its deviation from
+    one whole-volume pass of that twin (its seams).
+
+Usage::
+
+    python benchmarks/throughput.py                      # small model, sized for 2 CPU cores
+    python benchmarks/throughput.py --model reference --device cuda --shape 320,320,320
+
+Prints a table of output voxels/s and ratios and writes JSON (``--json-out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+import stitchsafe
+from stitchsafe.engine import resolve_device
+from stitchsafe.geometry import Box, make_plan
+from stitchsafe.io import open_volume, prepare_output, read_padded, write_block
+from stitchsafe.model import load_model, save_checkpoint, unet_metadata
+from stitchsafe.normalize import compute_normalization
+from stitchsafe.unet import UNetConfig, build_unet
+
+MODELS = {
+    # Issue 5's reference: depth 3, factor 2, 32 base features doubling, 16 output channels.
+    "reference": dict(dims=3, pooling_factors=((2, 2, 2),) * 3, features=32, out_channels=16),
+    # Small enough that a 2-core CPU finishes the whole benchmark in a few minutes.
+    "small": dict(dims=3, pooling_factors=((1, 2, 2), (2, 2, 2)), features=8, out_channels=8),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compute_limit(model: Any, plan: Any, device: torch.device, batch: int, seconds: float) -> float:
+    """Kept output voxels/s of back-to-back forwards on device-resident batches."""
+    x = torch.randn((batch, plan.geometry.channels_in, *plan.read_shape), device=device)
+    model(x)  # warm-up (allocator, cudnn autotune)
+    _sync(device)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or n < 2:
+        model(x)
+        n += 1
+    _sync(device)
+    return n * batch * math.prod(plan.tile_shape) / (time.perf_counter() - start)
+
+
+def io_limit(
+    volume: Any, plan: Any, out_group: str, channels: int, workers: int, transform: Any
+) -> float:
+    """Output voxels/s of reading every padded tile input and writing its output chunk."""
+    import dask
+
+    spec = prepare_output(
+        out_group,
+        image="io-only",
+        shape=volume.shape,
+        channels=channels,
+        chunks=plan.chunks,
+        axes=("z", "y", "x"),
+        overwrite=True,
+    )
+    rng = np.random.default_rng(0)
+    block = rng.normal(size=(channels, *plan.tile_shape)).astype(np.float32)
+
+    def one(tile: Any) -> None:
+        read_padded(volume, tile.read, transform=transform)
+        write_block(
+            spec, tile.write, block[(slice(None), *Box.from_shape(tile.write.shape).to_slices())]
+        )
+
+    start = time.perf_counter()
+    dask.compute(
+        *[dask.delayed(one, pure=False)(t) for t in plan], scheduler="threads", num_workers=workers
+    )
+    return math.prod(volume.shape) / (time.perf_counter() - start)
+
+
+def monai_runs(
+    volume: np.ndarray, cfg: UNetConfig, roi: tuple[int, ...], batch: int, device: torch.device
+) -> list[dict[str, Any]]:
+    """MONAI sliding window with a same-padded twin; speed and seam error at two overlaps."""
+    try:
+        from monai.inferers import sliding_window_inference
+    except ImportError:
+        return [{"skipped": "monai is not installed (pip install --no-deps monai)"}]
+    twin_cfg = UNetConfig(**{**cfg.__dict__, "padding": "same", "extra": {}})
+    twin = build_unet(twin_cfg, seed=0).to(device)
+    x = torch.from_numpy(volume[None, None].astype(np.float32)).to(device)
+    # whole-volume reference of the twin (same padding needs sizes divisible by the period)
+    period = twin_cfg.geometry().period
+    pad = [(-s) % p for s, p in zip(volume.shape, period)]
+    xp = torch.nn.functional.pad(x, [v for p in reversed(pad) for v in (0, p)], mode="reflect")
+    with torch.inference_mode():
+        whole = twin(xp)[(..., *(slice(0, s) for s in volume.shape))]
+    scale = float(whole.abs().max())
+    out = []
+    for overlap in (0.25, 0.5):
+        with torch.inference_mode():
+            sliding_window_inference(x, roi, batch, twin, overlap=overlap, mode="gaussian")
+            _sync(device)
+            start = time.perf_counter()
+            y = sliding_window_inference(x, roi, batch, twin, overlap=overlap, mode="gaussian")
+            _sync(device)
+            seconds = time.perf_counter() - start
+        out.append(
+            {
+                "overlap": overlap,
+                "roi": list(roi),
+                "voxels_per_s": math.prod(volume.shape) / seconds,
+                "seam_error_relative": float((y - whole).abs().max()) / scale,
+            }
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=sorted(MODELS), default="small")
+    ap.add_argument("--shape", default="48,256,256", help="synthetic volume shape (Z,Y,X)")
+    ap.add_argument("--tile-shape", default=None, help="write box; default: stitchsafe's")
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seconds", type=float, default=10.0, help="tight-loop duration")
+    ap.add_argument("--workdir", default=None, help="where the zarr files go (default: tmp)")
+    ap.add_argument("--json-out", default="benchmarks/results/throughput.json")
+    ap.add_argument("--no-monai", action="store_true")
+    args = ap.parse_args(argv)
+
+    device = resolve_device(args.device)
+    shape = tuple(int(v) for v in args.shape.split(","))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="stitchsafe-bench-"))
+    cfg = UNetConfig(**MODELS[args.model])
+    model_path = work / "model.pt"
+    save_checkpoint(build_unet(cfg, seed=0), model_path, metadata=unet_metadata(cfg))
+    rng = np.random.default_rng(0)
+    data = (rng.random(shape, dtype=np.float32) * 1000).astype(np.uint16)
+    src = work / "input.zarr"
+    arr = zarr.create_array(
+        src, shape=shape, chunks=(min(64, shape[0]), 128, 128), dtype="uint16", overwrite=True
+    )
+    arr[...] = data
+
+    tile = None if args.tile_shape is None else tuple(int(v) for v in args.tile_shape.split(","))
+    p = stitchsafe.plan(model_path, src, tile_shape=tile, device=str(device)).plan
+    volume = open_volume(src, spatial_dims=3)
+    norm = compute_normalization(volume, method="percentile")
+    model = load_model(model_path).to(device)
+    workers = max(2, os.cpu_count() or 1)
+
+    results: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or "cpu",
+        },
+        "model": args.model,
+        "volume_shape": list(shape),
+        "tile_shape": list(p.tile_shape),
+        "read_shape": list(p.read_shape),
+        "tiles": len(p),
+        "batch_size": args.batch_size,
+        "halo_overhead": p.halo_overhead,
+    }
+    results["compute_limit"] = compute_limit(model, p, device, args.batch_size, args.seconds)
+    results["io_limit"] = io_limit(
+        volume, p, os.fspath(work / "out.zarr"), cfg.out_channels, workers, norm
+    )
+    start = time.perf_counter()
+    stitchsafe.predict(
+        model_path,
+        src,
+        output=work / "out.zarr",
+        tile_shape=p.tile_shape,
+        batch_size=args.batch_size,
+        device=str(device),
+        overwrite=True,
+        progress=False,
+        **_no_labels(),
+    )
+    results["end_to_end"] = math.prod(shape) / (time.perf_counter() - start)
+    limit = min(results["compute_limit"], results["io_limit"])
+    results["end_to_end_over_limit"] = results["end_to_end"] / limit
+    if not args.no_monai:
+        roi = tuple(min(s, r) for s, r in zip(shape, p.read_shape))
+        results["monai"] = monai_runs(
+            data.astype(np.float32) / 1000.0, cfg, roi, args.batch_size, device
+        )
+    volume.close()
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    _report(results)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _no_labels() -> dict[str, Any]:
+    """Skip instance labels where predict offers them: this measures the embeddings path."""
+    import inspect
+
+    return {"labels": False} if "labels" in inspect.signature(stitchsafe.predict).parameters else {}
+
+
+def _report(r: dict[str, Any]) -> None:
+    e2e = r["end_to_end"]
+    rows = [
+        ("(a) compute limit (tight loop)", r["compute_limit"]),
+        ("(b) I/O limit (read + write)", r["io_limit"]),
+        ("(c) stitchsafe predict, end to end", e2e),
+    ]
+    for m in r.get("monai", []):
+        if "voxels_per_s" in m:
+            rows.append((f"(d) MONAI sliding window, overlap {m['overlap']}", m["voxels_per_s"]))
+    print(
+        f"machine: {r['machine']['device_name']} ({r['machine']['device']}), "
+        f"torch {r['machine']['torch']}, {r['machine']['cpus']} CPUs"
+    )
+    print(
+        f"model {r['model']}, volume {r['volume_shape']}, tiles {r['tiles']} of "
+        f"{r['tile_shape']} (read {r['read_shape']}), halo overhead {r['halo_overhead']:.2f}"
+    )
+    print(f"{'':40s} {'M voxels/s':>11s} {'x e2e':>7s}")
+    for name, v in rows:
+        print(f"{name:40s} {v / 1e6:11.3f} {v / e2e:7.2f}")
+    print(f"end to end / min(compute, I/O) = {r['end_to_end_over_limit']:.2f}")
+    for m in r.get("monai", []):
+        if "seam_error_relative" in m:
+            print(
+                f"MONAI overlap {m['overlap']}: max seam error {m['seam_error_relative']:.3g} "
+                "of max |output| (stitchsafe: exact)"
+            )
+
+
+if __name__ == "__main__":
+    main()
