@@ -40,7 +40,7 @@ import zarr
 
 import stitchsafe
 from stitchsafe.engine import resolve_device
-from stitchsafe.geometry import Box, make_plan
+from stitchsafe.geometry import Box
 from stitchsafe.io import open_volume, prepare_output, read_padded, write_block
 from stitchsafe.model import load_model, save_checkpoint, unet_metadata
 from stitchsafe.normalize import compute_normalization
