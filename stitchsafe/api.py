@@ -1,7 +1,7 @@
 """The public Python API; the command line calls exactly these functions.
 
 >>> import stitchsafe
->>> callable(stitchsafe.plan) and callable(stitchsafe.predict)
+>>> callable(stitchsafe.plan) and callable(stitchsafe.predict) and callable(stitchsafe.segment)
 True
 """
 
@@ -54,7 +54,11 @@ class PlanResult:
 
 @dataclass(frozen=True)
 class PredictResult:
-    """What :func:`predict` wrote and how long it took."""
+    """What :func:`predict` wrote and how long it took.
+
+    ``labels`` (the label array's path inside ``output``) and ``objects`` are ``None``
+    when labels were not requested.
+    """
 
     output: str
     embeddings: str
@@ -63,16 +67,46 @@ class PredictResult:
     seconds: float
     device: str
     normalization: dict[str, Any] = field(default_factory=dict)
+    labels: str | None = None
+    objects: int | None = None
+    label_params: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "output": self.output,
             "embeddings": self.embeddings,
+            "labels": self.labels,
+            "objects": self.objects,
             "plan": self.plan.to_dict(),
             "tiles": self.tiles,
             "seconds": round(self.seconds, 3),
             "device": self.device,
             "normalization": self.normalization,
+            "label_params": self.label_params,
+        }
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """What :func:`segment` wrote: label array path (inside ``output``), object count."""
+
+    output: str
+    embeddings: str
+    labels: str
+    objects: int
+    blocks: int
+    seconds: float
+    params: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "embeddings": self.embeddings,
+            "labels": self.labels,
+            "objects": self.objects,
+            "blocks": self.blocks,
+            "seconds": round(self.seconds, 3),
+            "params": self.params,
         }
 
 
@@ -215,6 +249,11 @@ def predict(
     normalize: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    labels: bool = True,
+    threshold: float | None = None,
+    min_size: int | None = None,
+    foreground_threshold: float | None = None,
+    label_dtype: str = "uint32",
 ) -> PredictResult:
     """Run ``model`` over ``input`` tile by tile; the result equals one whole-volume pass.
 
@@ -237,14 +276,21 @@ def predict(
         Replace an existing embeddings image in the output group.
     progress
         Show a progress bar on stderr.
+    labels
+        Also write instance labels (see :func:`segment`) under
+        ``<embeddings image>/labels/instances``.
+    threshold, min_size, foreground_threshold, label_dtype
+        As for :func:`segment`; defaults from the model's metadata.
 
     Returns
     -------
     PredictResult
-        Output group, embeddings array path, plan, tile count, seconds.
+        Output group, embeddings (and labels) array paths, plan, tile count, seconds.
     """
     from .engine import PAD_MODES, run_plan
+    from .instances import label_defaults
     from .io import default_output_location, mark_complete, prepare_output
+    from .labelling import check_label_dtype, open_embeddings, resolve_label_params, write_labels
     from .normalize import compute_normalization
 
     if pad_mode not in PAD_MODES:
@@ -263,6 +309,19 @@ def predict(
     )
     volume, geometry, the_plan = session.volume, session.geometry, session.result.plan
     try:
+        metadata = session.model.metadata or {}
+        roles = metadata.get("channel_roles")
+        defaults = label_defaults(metadata)
+        # Bad label flags fail now, before the network runs.
+        params = resolve_label_params(
+            defaults,
+            roles,
+            channels=geometry.channels_out,
+            threshold=threshold,
+            min_size=min_size,
+            foreground_threshold=foreground_threshold,
+        )
+        check_label_dtype(label_dtype)
         method, percentiles = default_normalization(session.model)
         norm: Normalization = compute_normalization(
             volume, method=normalize or method, percentiles=percentiles
@@ -274,6 +333,8 @@ def predict(
             "plan": session.result.to_dict(),
             "normalization": norm.to_dict(),
             "pad_mode": pad_mode,
+            "channel_roles": roles,
+            "label_defaults": defaults,
             "complete": False,
         }
         spec = prepare_output(
@@ -300,6 +361,16 @@ def predict(
         mark_complete(spec, {**attrs, "complete": True, "seconds": round(stats.seconds, 3)})
     finally:
         volume.close()
+    labels_path, objects = None, None
+    if labels:
+        label_spec, label_stats = write_labels(
+            open_embeddings(spec.group, image=spec.image),
+            params=params,
+            label_dtype=label_dtype,
+            overwrite=overwrite,
+            progress=progress,
+        )
+        labels_path, objects = label_spec.array, label_stats.objects
     return PredictResult(
         output=spec.group,
         embeddings=spec.array,
@@ -308,4 +379,87 @@ def predict(
         seconds=time.perf_counter() - start,
         device=stats.device,
         normalization=norm.to_dict(),
+        labels=labels_path,
+        objects=objects,
+        label_params=params.to_dict() if labels else None,
+    )
+
+
+def segment(
+    input: PathLike,
+    *,
+    image: str = "embeddings",
+    threshold: float | None = None,
+    min_size: int | None = None,
+    foreground_threshold: float | None = None,
+    label_dtype: str = "uint32",
+    overwrite: bool = False,
+    progress: bool = True,
+    num_workers: int | None = None,
+) -> SegmentResult:
+    """Derive instance labels from embeddings that :func:`predict` already wrote.
+
+    Face-adjacent foreground voxels whose embeddings are closer than ``threshold`` join
+    one object (:mod:`stitchsafe.instances`); labelled block by block, the result equals
+    labelling the whole volume at once, for any tile shape.
+
+    Parameters
+    ----------
+    input
+        The zarr v3 group predict wrote into (its ``output``).
+    image
+        Path of the embeddings image inside ``input``.
+    threshold
+        Embedding distance below which neighbours join (> 0). Default: stored with the
+        embeddings from the model's metadata (``labels.threshold``, else the
+        discriminative-loss ``loss.delta_d``), else 1.5.
+    min_size
+        Objects with fewer voxels become background (>= 0). Default: metadata, else 0.
+    foreground_threshold
+        Foreground probability cut in (0, 1) for the model's foreground channel (logits).
+        Default: metadata, else 0.5. Without a foreground channel every voxel is
+        foreground.
+    label_dtype
+        ``uint32`` (default) or ``uint64``; more objects than the type holds is an error.
+    overwrite
+        Replace existing labels written by stitchsafe.
+    progress
+        Show progress bars on stderr.
+    num_workers
+        dask threads (default: the CPU count, at least 2).
+
+    Returns
+    -------
+    SegmentResult
+        Label array path inside ``input``, object count, blocks, seconds, parameters.
+    """
+    from .labelling import check_label_dtype, open_embeddings, resolve_label_params, write_labels
+
+    start = time.perf_counter()
+    check_label_dtype(label_dtype)
+    source = open_embeddings(input, image=image)
+    params = resolve_label_params(
+        source.attributes.get("label_defaults"),
+        source.attributes.get("channel_roles"),
+        channels=source.channels,
+        threshold=threshold,
+        min_size=min_size,
+        foreground_threshold=foreground_threshold,
+    )
+    spec, stats = write_labels(
+        source,
+        params=params,
+        label_dtype=label_dtype,
+        overwrite=overwrite,
+        progress=progress,
+        num_workers=num_workers,
+    )
+    return SegmentResult(
+        output=source.group,
+        embeddings=source.array,
+        labels=spec.array,
+        objects=stats.objects,
+        blocks=stats.blocks,
+        seconds=time.perf_counter() - start,
+        params=params.to_dict(),
     )

@@ -100,6 +100,45 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def label_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that writes instance labels."""
+    options = [
+        click.option(
+            "--threshold",
+            type=float,
+            default=None,
+            help="Embedding distance below which neighbouring foreground voxels join one "
+            "object (> 0). Default: the model's metadata (labels.threshold, else the "
+            "discriminative loss's delta_d), else 1.5.",
+        ),
+        click.option(
+            "--min-size",
+            type=int,
+            default=None,
+            help="Objects with fewer voxels become background (>= 0). Default: the model's "
+            "metadata, else 0.",
+        ),
+        click.option(
+            "--foreground-threshold",
+            type=float,
+            default=None,
+            help="Foreground probability cut in (0, 1) for the model's foreground channel. "
+            "Default: the model's metadata, else 0.5. Without a foreground channel every "
+            "voxel is foreground.",
+        ),
+        click.option(
+            "--label-dtype",
+            type=click.Choice(["uint32", "uint64"]),
+            default="uint32",
+            show_default=True,
+            help="Label type; more objects than it holds is an error, never a wrap-around.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stitchsafe")
 def cli() -> None:
@@ -216,6 +255,8 @@ def plan(
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--no-labels", is_flag=True, help="Write embeddings only, no instance labels.")
+@label_options
 def predict(
     model: str,
     input_path: str,
@@ -231,8 +272,17 @@ def predict(
     normalize: str | None,
     overwrite: bool,
     no_progress: bool,
+    no_labels: bool,
+    threshold: float | None,
+    min_size: int | None,
+    foreground_threshold: float | None,
+    label_dtype: str,
 ) -> None:
-    """Run a model over an input tile by tile, identical to one whole-volume pass."""
+    """Run a model over an input tile by tile, identical to one whole-volume pass.
+
+    Instance labels are derived from the embeddings afterwards (see ``segment``) unless
+    --no-labels is given.
+    """
     from . import api
 
     result = api.predict(
@@ -249,6 +299,11 @@ def predict(
         normalize=normalize,
         overwrite=overwrite,
         progress=not no_progress,
+        labels=not no_labels,
+        threshold=threshold,
+        min_size=min_size,
+        foreground_threshold=foreground_threshold,
+        label_dtype=label_dtype,
     )
     _notes(result.plan.notes)
     if as_json:
@@ -260,6 +315,64 @@ def predict(
             + " x ".join(map(str, p.volume_shape))
             + f", {result.tiles} tiles of {' x '.join(map(str, p.tile_shape))} on "
             f"{result.device} in {result.seconds:.1f} s"
+        )
+        if result.labels is not None:
+            click.echo(f"wrote {result.output}/{result.labels}: {result.objects} objects")
+
+
+@cli.command()
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(),
+    help="The zarr v3 group predict wrote into (its --output).",
+)
+@click.option(
+    "--image",
+    default="embeddings",
+    show_default=True,
+    help="Path of the embeddings image inside --input.",
+)
+@label_options
+@click.option("--overwrite", is_flag=True, help="Replace existing labels.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def segment(
+    input_path: str,
+    image: str,
+    threshold: float | None,
+    min_size: int | None,
+    foreground_threshold: float | None,
+    label_dtype: str,
+    overwrite: bool,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
+    """Derive instance labels from embeddings already written by predict.
+
+    Neighbouring foreground voxels whose embeddings are closer than --threshold join one
+    object; labelled block by block, the result equals labelling the whole volume at once.
+    Labels go to <image>/labels/instances as an OME-Zarr image-label.
+    """
+    from . import api
+
+    result = api.segment(
+        input_path,
+        image=image,
+        threshold=threshold,
+        min_size=min_size,
+        foreground_threshold=foreground_threshold,
+        label_dtype=label_dtype,
+        overwrite=overwrite,
+        progress=not no_progress,
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        click.echo(
+            f"wrote {result.output}/{result.labels}: {result.objects} objects from "
+            f"{result.blocks} blocks in {result.seconds:.1f} s"
         )
 
 

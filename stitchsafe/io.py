@@ -8,7 +8,14 @@ keeps working for all of their public names.
 
 from __future__ import annotations
 
-from .output import OutputSpec, default_output_location, mark_complete, prepare_output, write_block
+from .output import (
+    OutputSpec,
+    default_output_location,
+    mark_complete,
+    prepare_labels,
+    prepare_output,
+    write_block,
+)
 from .padding import PAD_MODES as PAD_MODES
 from .padding import pad_indices, read_padded
 from .volume import Volume, open_volume
@@ -20,6 +27,7 @@ __all__ = [
     "mark_complete",
     "open_volume",
     "pad_indices",
+    "prepare_labels",
     "prepare_output",
     "read_padded",
     "write_block",

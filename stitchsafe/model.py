@@ -30,7 +30,23 @@ version 1 (every key but ``stitchsafe_metadata`` is optional; unknown keys are k
      "valid_input": {"min": [...], "step": [...]},  # valid sizes: min + k * step
      "channel_roles": ["embedding", ..., "foreground"],   # one per output channel
      "normalization": {"method": "percentile", "percentiles": [1.0, 99.8]},
+     "labels": {"threshold": 1.5,           # instance labels: embedding distance < this
+                "min_size": 20,             #   joins neighbours; smaller objects -> 0;
+                "foreground_threshold": 0.5},   # foreground probability cut
+     "loss": {"name": "discriminative", "delta_v": 0.5, "delta_d": 1.5},
+     "training": {"command": "stitchsafe train ...",   # free-form, by stitchsafe.train:
+                  "iterations": 1000, "window": [12, 32, 32], "seed": 0,
+                  "torch": "2.13.0", "final_loss": 0.41, ...},
      "architecture": {...}}                 # free-form, e.g. the UNetConfig dict
+
+``channel_roles``: ``"embedding"`` channels feed the instance labelling, one optional
+``"foreground"`` channel holds foreground logits, any other role is ignored. Without
+roles every channel is an embedding and every voxel foreground.
+``labels`` gives the labelling defaults (:mod:`stitchsafe.instances`); without
+``labels.threshold`` the threshold is ``loss.delta_d`` (the discriminative loss's
+distance margin: the middle of the gap it leaves between same-object and
+different-object voxel pairs), else 1.5. ``loss`` is otherwise free-form training
+information; ``delta_v``/``delta_d``, when present, must be positive numbers.
 
 ``period`` + ``halo`` + ``valid_input`` is a complete geometry; ``pooling_factors`` (or
 ``period``) alone fixes the period, and the rest is then probed. Probing measures only
@@ -578,12 +594,41 @@ def validate_metadata(meta: Any) -> dict[str, Any]:
         raise bad(
             f"'channel_roles' must be a list of strings, one per output channel, got {roles!r}"
         )
+    _validate_labels(meta, bad)
     norm = meta.get("normalization")
     if norm is not None and (not isinstance(norm, dict) or not isinstance(norm.get("method"), str)):
         raise bad(f"'normalization' must be an object with a 'method' string, got {norm!r}")
     if "architecture" in meta and not isinstance(meta["architecture"], dict):
         raise bad("'architecture' must be an object")
     return meta
+
+
+def _validate_labels(meta: dict[str, Any], bad: Any) -> None:
+    """Check the optional ``labels`` and ``loss`` entries (labelling defaults)."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    labels = meta.get("labels")
+    if labels is not None:
+        if not isinstance(labels, dict):
+            raise bad(f"'labels' must be an object, got {labels!r}")
+        t = labels.get("threshold", 1.0)
+        m = labels.get("min_size", 0)
+        p = labels.get("foreground_threshold", 0.5)
+        if not (number(t) and t > 0):
+            raise bad(f"'labels.threshold' must be a positive number, got {t!r}")
+        if not (isinstance(m, int) and not isinstance(m, bool) and m >= 0):
+            raise bad(f"'labels.min_size' must be a non-negative integer, got {m!r}")
+        if not (number(p) and 0 < p < 1):
+            raise bad(f"'labels.foreground_threshold' must lie strictly in (0, 1), got {p!r}")
+    loss = meta.get("loss")
+    if loss is not None:
+        if not isinstance(loss, dict):
+            raise bad(f"'loss' must be an object, got {loss!r}")
+        for key in ("delta_v", "delta_d"):
+            if key in loss and not (number(loss[key]) and loss[key] > 0):
+                raise bad(f"'loss.{key}' must be a positive number, got {loss[key]!r}")
 
 
 def _product(levels: Sequence[Sequence[int]]) -> tuple[int, ...]:

@@ -1,7 +1,9 @@
 """OME-Zarr 0.5 output on zarr v3.
 
 Outputs are written chunk by chunk with :func:`write_block`; each chunk is one tile's write
-box, so concurrent writers never share a chunk.
+box, so concurrent writers never share a chunk. Instance labels go beside the image they
+were derived from, as an OME-Zarr ``image-label`` under its ``labels`` group
+(:func:`prepare_labels`), chunked like the image's spatial axes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "OutputSpec",
     "default_output_location",
     "mark_complete",
+    "prepare_labels",
     "prepare_output",
     "write_block",
 ]
@@ -169,58 +172,20 @@ def prepare_output(
         raise ValueError(f"shape {shape}, chunks {chunks} and axes {axes} differ in length")
     if channels < 1 or any(s < 1 for s in shape) or any(c < 1 for c in chunks):
         raise ValueError(f"invalid output shape {shape} / chunks {chunks} / channels {channels}")
-    parts = [p for p in image.strip("/").split("/") if p]
-    if not parts or any(p in (".", "..") or p.startswith("__") for p in parts):
-        raise StitchsafeError(
-            f"invalid output image name {image!r}; use a plain name such as 'embeddings'."
-        )
+    parts = _image_parts(image)
     image = "/".join(parts)
-    scale_t = tuple(float(s) for s in scale) if scale is not None else (1.0,) * nd
-    units_t = tuple(units) if units is not None else (None,) * nd
-    if len(scale_t) != nd or len(units_t) != nd:
-        raise ValueError(f"scale {scale_t} / units {units_t} need {nd} values")
+    scale_t, units_t = _scale_units(scale, units, nd)
 
     _check_output_group(group)
     root = zarr.open_group(store=group, mode="a", zarr_format=3)
-    image_dir = os.path.join(group, *parts)
-    if os.path.exists(image_dir):
-        existing = _zarr_node(image_dir)
-        if not overwrite:
-            raise StitchsafeError(
-                f"the output {group!r} already holds {image!r}. Pass --overwrite to replace "
-                "it, or choose another output path or image name."
-            )
-        if existing is None or "stitchsafe" not in existing[2]:
-            raise StitchsafeError(
-                f"{image!r} in {group!r} was not written by stitchsafe, so --overwrite will "
-                "not delete it. Choose another output image name."
-            )
-        _forget_arrays(group)
-        shutil.rmtree(image_dir)
+    _remove_existing(group, parts, overwrite=overwrite)
 
     parent = root
     for p in parts[:-1]:
         parent = parent.require_group(p)
-    axis_meta: list[dict[str, Any]] = [{"name": "c", "type": "channel"}]
-    for name, unit in zip(axes, units_t, strict=True):
-        entry: dict[str, Any] = {"name": name, "type": "space"}
-        if unit is not None:
-            entry["unit"] = unit
-        axis_meta.append(entry)
     ome = {
         "version": "0.5",
-        "multiscales": [
-            {
-                "name": parts[-1],
-                "axes": axis_meta,
-                "datasets": [
-                    {
-                        "path": "0",
-                        "coordinateTransformations": [{"type": "scale", "scale": [1.0, *scale_t]}],
-                    }
-                ],
-            }
-        ],
+        "multiscales": _multiscales(parts[-1], axes, scale_t, units_t, channel=True),
     }
     img = parent.create_group(
         parts[-1], attributes={"ome": ome, "stitchsafe": dict(attributes or {})}
@@ -235,6 +200,184 @@ def prepare_output(
         dimension_names=("c", *axes),
     )
     return OutputSpec(group=group, image=image, array=f"{image}/0")
+
+
+def _image_parts(image: str) -> list[str]:
+    parts = [p for p in image.strip("/").split("/") if p]
+    if not parts or any(p in (".", "..") or p.startswith("__") for p in parts):
+        raise StitchsafeError(
+            f"invalid output image name {image!r}; use a plain name such as 'embeddings'."
+        )
+    return parts
+
+
+def _scale_units(
+    scale: Sequence[float] | None, units: Sequence[str | None] | None, nd: int
+) -> tuple[tuple[float, ...], tuple[str | None, ...]]:
+    scale_t = tuple(float(s) for s in scale) if scale is not None else (1.0,) * nd
+    units_t = tuple(units) if units is not None else (None,) * nd
+    if len(scale_t) != nd or len(units_t) != nd:
+        raise ValueError(f"scale {scale_t} / units {units_t} need {nd} values")
+    return scale_t, units_t
+
+
+def _remove_existing(group: str, parts: Sequence[str], *, overwrite: bool) -> None:
+    """Refuse an existing image, or (``overwrite``) delete it if stitchsafe wrote it."""
+    image = "/".join(parts)
+    image_dir = os.path.join(group, *parts)
+    if not os.path.exists(image_dir):
+        return
+    existing = _zarr_node(image_dir)
+    if not overwrite:
+        raise StitchsafeError(
+            f"the output {group!r} already holds {image!r}. Pass --overwrite to replace "
+            "it, or choose another output path or image name."
+        )
+    if existing is None or "stitchsafe" not in existing[2]:
+        raise StitchsafeError(
+            f"{image!r} in {group!r} was not written by stitchsafe, so --overwrite will "
+            "not delete it. Choose another output image name."
+        )
+    _forget_arrays(group)
+    shutil.rmtree(image_dir)
+
+
+def _multiscales(
+    name: str,
+    axes: Sequence[str],
+    scale: Sequence[float],
+    units: Sequence[str | None],
+    *,
+    channel: bool,
+) -> list[dict[str, Any]]:
+    """One-level OME-Zarr 0.5 ``multiscales`` (dataset ``"0"``), with a ``c`` axis or not."""
+    axis_meta: list[dict[str, Any]] = [{"name": "c", "type": "channel"}] if channel else []
+    for axis, unit in zip(axes, units, strict=True):
+        entry: dict[str, Any] = {"name": axis, "type": "space"}
+        if unit is not None:
+            entry["unit"] = unit
+        axis_meta.append(entry)
+    full_scale = [1.0, *scale] if channel else list(scale)
+    return [
+        {
+            "name": name,
+            "axes": axis_meta,
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [{"type": "scale", "scale": full_scale}],
+                }
+            ],
+        }
+    ]
+
+
+def prepare_labels(
+    group: str | os.PathLike[str],
+    *,
+    image: str = "embeddings",
+    name: str = "instances",
+    shape: Sequence[int],
+    chunks: Sequence[int],
+    dtype: str = "uint32",
+    axes: Sequence[str],
+    overwrite: bool = False,
+    attributes: dict[str, Any] | None = None,
+    scale: Sequence[float] | None = None,
+    units: Sequence[str | None] | None = None,
+) -> OutputSpec:
+    """Create an empty OME-Zarr 0.5 image-label ``<image>/labels/<name>`` (level ``"0"``).
+
+    The ``labels`` group of ``image`` is created if needed and lists ``name``; the label
+    image's ``image-label`` points back at its source image (``"../../"``) and carries no
+    per-id colours. The array ``0`` is ``shape`` (spatial axes only), chunked by
+    ``chunks`` (the image's spatial chunks, so labels are written chunk-aligned).
+
+    Parameters
+    ----------
+    group
+        The zarr v3 group that holds ``image``.
+    image
+        Path of the source image inside ``group`` (it must exist).
+    name
+        Name of the label image inside ``labels``.
+    shape, chunks, axes
+        Spatial shape, chunk shape and axis names.
+    dtype
+        ``uint32`` or ``uint64``.
+    overwrite
+        Replace an existing label image ``name`` written by stitchsafe.
+    attributes
+        Stored under ``attributes["stitchsafe"]`` of the label image (parameters, ...).
+    scale, units
+        Voxel size and unit per spatial axis (those of the source image).
+
+    Returns
+    -------
+    OutputSpec
+        ``image`` is ``"<image>/labels/<name>"``, ``array`` that plus ``"/0"``.
+    """
+    import zarr
+
+    group = os.fspath(group)
+    shape = tuple(int(s) for s in shape)
+    chunks = tuple(int(c) for c in chunks)
+    axes = tuple(str(a) for a in axes)
+    nd = len(shape)
+    if not (len(chunks) == len(axes) == nd) or nd == 0:
+        raise ValueError(f"shape {shape}, chunks {chunks} and axes {axes} differ in length")
+    if np.dtype(dtype).kind != "u":
+        raise ValueError(f"labels need an unsigned integer dtype, got {dtype}")
+    parts = _image_parts(image)
+    if "/" in name or name in ("", ".", "..") or name.startswith("__"):
+        raise StitchsafeError(f"invalid label image name {name!r}; use e.g. 'instances'.")
+    scale_t, units_t = _scale_units(scale, units, nd)
+    source = _zarr_node(os.path.join(group, *parts))
+    if source is None or source[:2] != ("group", 3):
+        raise StitchsafeError(
+            f"{'/'.join(parts)!r} in {group!r} is not a zarr v3 image group, so labels "
+            "cannot be written beside it."
+        )
+    labels_parts = [*parts, "labels"]
+    node = _zarr_node(os.path.join(group, *labels_parts))
+    if node is not None and node[:2] != ("group", 3):
+        raise StitchsafeError(
+            f"{'/'.join(labels_parts)!r} in {group!r} exists but is not a zarr v3 group; "
+            "move it away to write labels there."
+        )
+    _remove_existing(group, [*labels_parts, name], overwrite=overwrite)
+    labels = zarr.open_group(store=os.path.join(group, *labels_parts), mode="a", zarr_format=3)
+    previous: Any = labels.attrs.asdict().get("ome")
+    ome_labels: dict[str, Any] = dict(previous) if isinstance(previous, dict) else {}
+    names = [n for n in ome_labels.get("labels", []) if n != name]
+    labels.attrs["ome"] = {**ome_labels, "version": "0.5", "labels": [*names, name]}
+    ome = {
+        "version": "0.5",
+        "image-label": {"source": {"image": "../../"}},
+        "multiscales": _multiscales(name, axes, scale_t, units_t, channel=False),
+    }
+    label_image = labels.create_group(
+        name, attributes={"ome": ome, "stitchsafe": dict(attributes or {})}
+    )
+    label_image.create_array(
+        "0",
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        fill_value=0,
+        compressors=_label_compressor(),
+        dimension_names=axes,
+    )
+    image_path = "/".join(labels_parts + [name])
+    return OutputSpec(group=group, image=image_path, array=f"{image_path}/0")
+
+
+def _label_compressor() -> Any:
+    from zarr.codecs import BloscCodec
+
+    # Labels are long runs of equal integers: byte shuffle + zstd packs them far better
+    # than lz4 at a cost that is small next to the labelling itself.
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 
 
 # Opened output arrays, per process (a forked child must not reuse its parent's objects).

@@ -49,6 +49,7 @@ def test_help_is_light() -> None:
     assert out.stdout.strip() == "[]"
     proc = run_cli("--help")
     assert proc.returncode == 0 and "predict" in proc.stdout and "plan" in proc.stdout
+    assert "segment" in proc.stdout
 
 
 def test_plan_json_subprocess(setup: dict[str, Path]) -> None:
@@ -113,6 +114,10 @@ def test_predict_json_subprocess(setup: dict[str, Path]) -> None:
     d = json.loads(proc.stdout)
     assert d["output"] == str(out) and d["embeddings"] == "embeddings/0"
     assert d["tiles"] == 3 * 6 and d["seconds"] > 0
+    assert d["labels"] == "embeddings/labels/instances/0" and d["objects"] >= 1
+    labels = zarr.open_array(out / "embeddings" / "labels" / "instances" / "0", mode="r")
+    assert labels.shape == (40, 50) and labels.chunks == (18, 9) and labels.dtype == np.uint32
+    assert int(np.asarray(labels).max()) == d["objects"]
     arr = zarr.open_array(out / "embeddings" / "0", mode="r")
     assert arr.shape == (1, 40, 50) and arr.chunks == (1, 18, 9)
     attrs = zarr.open_group(out / "embeddings", mode="r").attrs.asdict()
@@ -247,3 +252,88 @@ def test_bad_flags_exit_2(setup: dict[str, Path], extra: list[str], words: str) 
     )
     assert r.exit_code == 2, r.output
     assert words in r.output and "Traceback" not in r.output
+
+
+def _predict_args(setup: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return [
+        "predict",
+        "--model",
+        str(setup["model"]),
+        "--input",
+        str(setup["input"]),
+        "--output",
+        str(out),
+        "--tile-shape",
+        "18",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
+
+
+def test_segment_json_subprocess(setup: dict[str, Path]) -> None:
+    out = setup["tmp"] / "out.zarr"
+    r = CliRunner().invoke(cli, _predict_args(setup, out, "--threshold", "0.05", "--json"))
+    assert r.exit_code == 0, r.output
+    predicted = json.loads(r.output)
+    first = np.asarray(zarr.open_array(out / predicted["labels"], mode="r"))
+    args = ["segment", "--input", str(out), "--threshold", "0.05", "--json", "--no-progress"]
+    proc = run_cli(*args)
+    _assert_bad_input(proc, "already holds", "--overwrite")
+    proc = run_cli(*args, "--overwrite", "--label-dtype", "uint64")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["labels"] == predicted["labels"] == "embeddings/labels/instances/0"
+    assert d["objects"] == predicted["objects"] > 1 and d["params"]["threshold"] == 0.05
+    again = np.asarray(zarr.open_array(out / d["labels"], mode="r"))
+    assert again.dtype == np.uint64
+    np.testing.assert_array_equal(again, first)
+
+
+def test_predict_no_labels_and_human_readable_segment(setup: dict[str, Path]) -> None:
+    out = setup["tmp"] / "out.zarr"
+    r = CliRunner().invoke(cli, _predict_args(setup, out, "--no-labels", "--json"))
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["labels"] is None and d["objects"] is None
+    assert not (out / "embeddings" / "labels").exists()
+    r = CliRunner().invoke(cli, ["segment", "--input", str(out), "--min-size", "3"])
+    assert r.exit_code == 0, r.output
+    assert "embeddings/labels/instances/0" in r.output and "objects" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--threshold", "0"], "--threshold must be a positive"),
+        (["--threshold", "-2"], "--threshold must be a positive"),
+        (["--min-size", "-1"], "--min-size must be a non-negative"),
+        (["--foreground-threshold", "1.5"], "--foreground-threshold"),
+        (["--image", "nothing"], "embeddings array is missing"),
+    ],
+    ids=["threshold-zero", "threshold-negative", "min-size", "probability", "no-image"],
+)
+def test_segment_bad_input_exit_2(setup: dict[str, Path], args: list[str], words: str) -> None:
+    out = setup["tmp"] / "out.zarr"
+    assert CliRunner().invoke(cli, _predict_args(setup, out, "--no-labels")).exit_code == 0
+    r = CliRunner().invoke(cli, ["segment", "--input", str(out), *args])
+    assert r.exit_code == 2, r.output
+    assert words in r.output and "Traceback" not in r.output
+    assert not (out / "embeddings" / "labels" / "instances").exists()
+
+
+def test_segment_bad_input_subprocess(setup: dict[str, Path]) -> None:
+    tmp = setup["tmp"]
+    _assert_bad_input(run_cli("segment", "--input", str(tmp / "none.zarr")), "does not exist")
+    flat = tmp / "flat.zarr"
+    g = zarr.open_group(str(flat), mode="w")
+    g.create_group("embeddings").create_array("0", shape=(3, 4, 5, 6, 7), dtype="float32")
+    _assert_bad_input(run_cli("segment", "--input", str(flat)), "2 or 3 spatial axes")
+
+
+def test_predict_bad_label_flags_fail_before_running(setup: dict[str, Path]) -> None:
+    out = setup["tmp"] / "out.zarr"
+    r = CliRunner().invoke(cli, _predict_args(setup, out, "--threshold", "0"))
+    assert r.exit_code == 2 and "--threshold must be a positive" in r.output
+    assert not (out / "embeddings").exists()

@@ -21,6 +21,7 @@ from stitchsafe.output import (
     OutputSpec,
     default_output_location,
     mark_complete,
+    prepare_labels,
     prepare_output,
     write_block,
 )
@@ -199,3 +200,62 @@ def test_output_cache_is_thread_safe(tmp_path: Path) -> None:
         t.join()
     arr = zarr.open_array(str(tmp_path / "o.zarr" / "embeddings" / "0"), mode="r")
     assert arr[0, :, 0, 0].tolist() == list(range(8))
+
+
+def _labels(group: Path, **kw: Any) -> OutputSpec:
+    args: dict[str, Any] = dict(shape=(10, 12, 14), chunks=(4, 8, 8), axes=("z", "y", "x"))
+    args.update(kw)
+    return prepare_labels(group, **args)
+
+
+def test_prepare_labels_metadata_and_validation(tmp_path: Path) -> None:
+    models = pytest.importorskip("ome_zarr_models.v05")
+    group = tmp_path / "o.zarr"
+    _prepare(group, units=("micrometer", None, None), scale=(2.0, 0.5, 0.5))
+    attributes = {"params": {"threshold": 1.0}}
+    units = ("micrometer", None, None)
+    spec = _labels(group, attributes=attributes, scale=(2.0, 0.5, 0.5), units=units)
+    assert spec == OutputSpec(
+        str(group), "embeddings/labels/instances", "embeddings/labels/instances/0"
+    )
+    root = group / "embeddings" / "labels"
+    assert json.loads((root / "zarr.json").read_text())["attributes"] == {
+        "ome": {"version": "0.5", "labels": ["instances"]}
+    }
+    attrs = json.loads((root / "instances" / "zarr.json").read_text())["attributes"]
+    assert attrs["ome"]["image-label"] == {"source": {"image": "../../"}}
+    (ms,) = attrs["ome"]["multiscales"]
+    assert [a["name"] for a in ms["axes"]] == ["z", "y", "x"]
+    assert ms["axes"][0]["unit"] == "micrometer"
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.0, 0.5, 0.5]
+    assert attrs["stitchsafe"] == {"params": {"threshold": 1.0}}
+    arr = zarr.open_array(str(root / "instances" / "0"), mode="r")
+    assert (arr.shape, arr.chunks, arr.dtype) == ((10, 12, 14), (4, 8, 8), np.uint32)
+    assert arr.fill_value == 0
+    models.Labels.from_zarr(zarr.open_group(str(root)))
+    models.ImageLabel.from_zarr(zarr.open_group(str(root / "instances")))
+    models.Image.from_zarr(zarr.open_group(str(group / "embeddings")))
+
+
+def test_prepare_labels_overwrite_and_foreign_labels(tmp_path: Path) -> None:
+    group = tmp_path / "o.zarr"
+    _prepare(group)
+    with pytest.raises(StitchsafeError, match="not a zarr v3 image group"):
+        _labels(group, image="missing")
+    # Someone else's label image is kept and stays listed.
+    foreign = zarr.open_group(str(group / "embeddings" / "labels"), mode="a")
+    foreign.attrs["ome"] = {"version": "0.5", "labels": ["cells"]}
+    foreign.create_group("cells")
+    _labels(group, dtype="uint64")
+    listed = zarr.open_group(str(group / "embeddings" / "labels")).attrs["ome"]["labels"]
+    assert listed == ["cells", "instances"]
+    with pytest.raises(StitchsafeError, match="already holds.*--overwrite"):
+        _labels(group)
+    _labels(group, overwrite=True)
+    assert zarr.open_group(str(group / "embeddings" / "labels")).attrs["ome"]["labels"] == [
+        "cells",
+        "instances",
+    ]
+    with pytest.raises(StitchsafeError, match="not written by stitchsafe"):
+        _labels(group, name="cells", overwrite=True)
+    assert (group / "embeddings" / "labels" / "cells").exists()
