@@ -406,6 +406,107 @@ def demo(output: str, overwrite: bool, as_json: bool) -> None:
         )
 
 
+@cli.command()
+@click.option("--image", required=True, type=click.Path(), help="Training image (zarr, TIFF).")
+@click.option("--labels", required=True, type=click.Path(), help="Instance labels, 0 = background.")
+@click.option("--image-key", default=None, help="Array path inside a zarr group for --image.")
+@click.option("--labels-key", default=None, help="Array path inside a zarr group for --labels.")
+@click.option(
+    "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write."
+)
+@click.option("--dims", type=click.Choice(["2", "3"]), default=None, help="Default: the labels'.")
+@click.option("--depth", type=int, default=None, help="U-Net levels.")
+@click.option(
+    "--pooling-factor",
+    multiple=True,
+    metavar="F",
+    help="Per level, per axis, e.g. --pooling-factor 1,2,2 --pooling-factor 2,2,2.",
+)
+@click.option("--features", type=int, default=None, help="Feature maps at the first level.")
+@click.option("--embedding-dims", type=int, default=None, help="Embedding channels.")
+@click.option("--iterations", type=int, default=None, help="Optimiser steps.")
+@click.option(
+    "--window",
+    default=None,
+    metavar="Z,Y,X",
+    help="Output training window; must be larger than the period on every axis.",
+)
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--lr", type=float, default=None, help="Learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--export-pt2",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write a torch.export program here.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def train(
+    image: str,
+    labels: str,
+    image_key: str | None,
+    labels_key: str | None,
+    output: str,
+    dims: str | None,
+    depth: int | None,
+    pooling_factor: tuple[str, ...],
+    features: int | None,
+    embedding_dims: int | None,
+    iterations: int | None,
+    window: str | None,
+    batch_size: int,
+    lr: float | None,
+    seed: int,
+    device: str,
+    export_pt2: str | None,
+    overwrite: bool,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
+    """Train the built-in valid-conv U-Net (discriminative loss + foreground) to stitch exactly.
+
+    Enforces the paper's rule: the output window must be larger than the period on every
+    axis. The checkpoint carries full metadata, so `predict` needs no extra flags.
+    """
+    from . import train as training
+
+    optional: dict[str, Any] = {
+        "embedding_dims": embedding_dims,
+        "iterations": iterations,
+        "lr": lr,
+    }
+    result = training.train(
+        image,
+        labels,
+        output=output,
+        image_key=image_key,
+        labels_key=labels_key,
+        dims=None if dims is None else int(dims),
+        depth=depth,
+        pooling_factors=_parse_pooling(pooling_factor),
+        features=features,
+        window=_tile_shape(window),
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        export_pt2=export_pt2,
+        overwrite=overwrite,
+        progress=not no_progress,
+        command=" ".join(["stitchsafe", *sys.argv[1:]]),
+        **{k: v for k, v in optional.items() if v is not None},
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        click.echo(
+            f"wrote {result.output} ({result.iterations} iterations in {result.seconds:.0f} s "
+            f"on {result.device}, final loss {result.final_loss:.3g}; log {result.log})"
+        )
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="stitchsafe")

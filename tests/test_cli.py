@@ -337,3 +337,84 @@ def test_predict_bad_label_flags_fail_before_running(setup: dict[str, Path]) -> 
     r = CliRunner().invoke(cli, _predict_args(setup, out, "--threshold", "0"))
     assert r.exit_code == 2 and "--threshold must be a positive" in r.output
     assert not (out / "embeddings").exists()
+
+
+@pytest.fixture()
+def training_data(tmp_path: Path) -> tuple[Path, Path]:
+    from stitchsafe.synthetic import synthetic_cells
+
+    image, labels = synthetic_cells((80, 80), seed=3)
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "lbl.tif", labels)
+    return tmp_path / "img.tif", tmp_path / "lbl.tif"
+
+
+def test_train_refuses_window_not_larger_than_period(
+    tmp_path: Path, training_data: tuple[Path, Path]
+) -> None:
+    image, labels = training_data
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--image",
+            str(image),
+            "--labels",
+            str(labels),
+            "--output",
+            str(tmp_path / "m.pt"),
+            "--pooling-factor",
+            "2,2",
+            "--pooling-factor",
+            "2,2",
+            "--window",
+            "4,8",
+            "--iterations",
+            "2",
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 2, r.output
+    assert "period" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_train_then_predict_without_flags(tmp_path: Path, training_data: tuple[Path, Path]) -> None:
+    image, labels = training_data
+    model = tmp_path / "m.pt"
+    proc = run_cli(
+        "train",
+        "--image",
+        str(image),
+        "--labels",
+        str(labels),
+        "--output",
+        str(model),
+        "--iterations",
+        "3",
+        "--features",
+        "4",
+        "--device",
+        "cpu",
+        "--json",
+        "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["output"] == str(model) and d["iterations"] == 3
+    proc = run_cli(
+        "predict",
+        "--model",
+        str(model),
+        "--input",
+        str(image),
+        "--json",
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["plan"]["geometry_source"] == "metadata" and "labels" in out
