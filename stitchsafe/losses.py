@@ -166,14 +166,19 @@ class DiscriminativeLoss:
     foreground_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.delta_v < self.delta_d:
+        if not 0 < self.delta_v < self.delta_d:
             raise StitchsafeError(
-                f"loss margins need 0 <= delta_v < delta_d, got delta_v={self.delta_v}, "
+                f"loss margins need 0 < delta_v < delta_d, got delta_v={self.delta_v}, "
                 f"delta_d={self.delta_d}."
             )
 
-    def __call__(self, output: torch.Tensor, labels: torch.Tensor) -> LossTerms:
-        """``output`` is ``(N, E + 1, *spatial)``: E embedding channels, then foreground logits."""
+    def __call__(
+        self, output: torch.Tensor, labels: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> LossTerms:
+        """``output`` is ``(N, E + 1, *spatial)``: E embedding channels, then foreground logits.
+
+        ``foreground`` is the BCE target, ``(N, *spatial)``; default ``labels > 0``.
+        """
         if output.shape[1] < 2:
             raise StitchsafeError(
                 f"the output has {output.shape[1]} channel(s); the loss needs at least one "
@@ -182,7 +187,8 @@ class DiscriminativeLoss:
         var, dist, reg = discriminative_terms(
             output[:, :-1], labels, delta_v=self.delta_v, delta_d=self.delta_d
         )
-        fg = F.binary_cross_entropy_with_logits(output[:, -1], (labels > 0).to(output.dtype))
+        target = labels > 0 if foreground is None else foreground
+        fg = F.binary_cross_entropy_with_logits(output[:, -1], target.to(output.dtype))
         total = self.alpha * var + self.beta * dist + self.gamma * reg + self.foreground_weight * fg
         return LossTerms(total, var, dist, reg, fg)
 

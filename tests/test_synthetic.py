@@ -21,7 +21,7 @@ def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
     return pairs
 
 
-@pytest.mark.parametrize("shape", [(96, 96), (24, 64, 64)], ids=["2d", "3d"])
+@pytest.mark.parametrize("shape", [(128, 128), (24, 64, 64)], ids=["2d", "3d"])
 def test_cells_are_deterministic_varied_touching_and_noisy(shape: tuple[int, ...]) -> None:
     img, lab = synthetic_cells(shape, seed=5)
     again = synthetic_cells(shape, seed=5)

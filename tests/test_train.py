@@ -20,12 +20,13 @@ from stitchsafe.losses import DiscriminativeLoss, discriminative_terms
 from stitchsafe.model import load_model, resolve_geometry
 from stitchsafe.normalize import compute_normalization
 from stitchsafe.synthetic import synthetic_cells
-from stitchsafe.train import (
+from stitchsafe.train import default_window, train
+from stitchsafe.training_data import (
     augment,
     augmentations,
     check_training_window,
+    contact_voxels,
     sample_origin,
-    train,
 )
 
 # ----------------------------------------------------------------------------- the loss
@@ -151,9 +152,24 @@ def test_augmentations_keep_input_and_labels_aligned() -> None:
     halo = 3
     for _ in range(30):
         img = rng.random((1, 5 + 2 * halo, 8 + 2 * halo, 8 + 2 * halo))
-        lab = img[0, halo:-halo, halo:-halo, halo:-halo]  # the label "is" the centre voxel
+        lab = img[:, halo:-halo, halo:-halo, halo:-halo]  # the label "is" the centre voxel
         i2, l2 = augment(img, lab, rng, flips=(0, 1, 2), planes=((1, 2),))
-        assert np.array_equal(i2[0, halo:-halo, halo:-halo, halo:-halo], l2)
+        assert np.array_equal(i2[:, halo:-halo, halo:-halo, halo:-halo], l2)
+
+
+def test_default_window_shrinks_to_small_images() -> None:
+    assert default_window((16, 48, 48), G3, (60, 200, 200)) == (16, 48, 48)
+    small = default_window((16, 48, 48), G3, (9, 30, 200))
+    out = G3.output_shape(G3.input_for_output(small))
+    assert all(o + p - 1 <= s for o, p, s in zip(out, G3.period, (9, 30, 200)))
+    assert all(w > p for w, p in zip(small, G3.period)) and small[2] == 48
+
+
+def test_contact_voxels_mark_both_sides_of_a_touching_face() -> None:
+    lab = np.zeros((3, 6), np.int64)
+    lab[:, 1:3], lab[:, 3:5] = 1, 2
+    c = contact_voxels(lab)
+    assert c[:, 2].all() and c[:, 3].all() and c.sum() == 6
 
 
 def test_augmentations_follow_the_geometry() -> None:
@@ -201,7 +217,10 @@ def test_checkpoint_metadata_is_complete(trained: tuple[Path, dict, np.ndarray])
     assert meta["channels_out"] == 4
     assert meta["channel_roles"] == ["embedding"] * 3 + ["foreground"]
     assert meta["loss"]["name"] == "discriminative" and meta["loss"]["delta_d"] == 1.5
-    assert meta["labels"]["threshold"] == meta["loss"]["delta_d"]
+    # The labelling threshold is measured on the training data, among fractions of delta_d.
+    calibration = meta["labels"]["calibration"]
+    assert meta["labels"]["threshold"] in calibration["candidates"]
+    assert 1.5 in calibration["candidates"] and len(calibration["ap50_per_candidate"]) == 7
     assert meta["labels"]["min_size"] >= 1
     t = meta["training"]
     assert t["iterations"] == 3 and t["seed"] == 0 and t["torch"] == torch.__version__
