@@ -253,6 +253,9 @@ def predict(
     threshold: float | None = None,
     min_size: int | None = None,
     foreground_threshold: float | None = None,
+    seed_threshold: float | None = None,
+    seed_foreground_threshold: float | None = None,
+    grow: int | None = None,
     label_dtype: str = "uint32",
 ) -> PredictResult:
     """Run ``model`` over ``input`` tile by tile; the result equals one whole-volume pass.
@@ -281,6 +284,8 @@ def predict(
         ``<embeddings image>/labels/instances``.
     threshold, min_size, foreground_threshold, label_dtype
         As for :func:`segment`; defaults from the model's metadata.
+    seed_threshold, seed_foreground_threshold, grow
+        As for :func:`segment`.
 
     Returns
     -------
@@ -320,6 +325,9 @@ def predict(
             threshold=threshold,
             min_size=min_size,
             foreground_threshold=foreground_threshold,
+            seed_threshold=seed_threshold,
+            seed_foreground_threshold=seed_foreground_threshold,
+            grow=grow,
         )
         check_label_dtype(label_dtype)
         method, percentiles = default_normalization(session.model)
@@ -392,6 +400,9 @@ def segment(
     threshold: float | None = None,
     min_size: int | None = None,
     foreground_threshold: float | None = None,
+    seed_threshold: float | None = None,
+    seed_foreground_threshold: float | None = None,
+    grow: int | None = None,
     label_dtype: str = "uint32",
     overwrite: bool = False,
     progress: bool = True,
@@ -419,6 +430,12 @@ def segment(
         Foreground probability cut in (0, 1) for the model's foreground channel (logits).
         Default: metadata, else 0.5. Without a foreground channel every voxel is
         foreground.
+    seed_threshold, seed_foreground_threshold, grow
+        The seeded variant (:mod:`stitchsafe.instances`): only voxels whose embedding
+        differs from every foreground neighbour's by less than ``seed_threshold`` (and whose
+        foreground probability exceeds ``seed_foreground_threshold``) are linked, then the
+        objects grow ``grow`` voxels into the remaining foreground. Default: metadata
+        (models trained by stitchsafe declare them), else plain links.
     label_dtype
         ``uint32`` (default) or ``uint64``; more objects than the type holds is an error.
     overwrite
@@ -445,6 +462,9 @@ def segment(
         threshold=threshold,
         min_size=min_size,
         foreground_threshold=foreground_threshold,
+        seed_threshold=seed_threshold,
+        seed_foreground_threshold=seed_foreground_threshold,
+        grow=grow,
     )
     spec, stats = write_labels(
         source,

@@ -3,20 +3,25 @@
 Three passes of dask tasks on the threaded scheduler (one task per block; a block is one
 output chunk, so no two tasks ever write the same chunk):
 
-1. **components** — read a block's embeddings, find its connected components
-   (:func:`~stitchsafe.instances.label_block`), write the block-local ids into the output
-   array, return each fragment's size and global first voxel.
+1. **components** — read a block's embeddings (with a one-voxel halo when seeds are used:
+   whether a voxel is a seed depends on its neighbours), find its connected components
+   (:func:`~stitchsafe.instances.label_block`), write the block-local ids, return each
+   fragment's size and global first voxel.
 2. **faces** — for each face a block shares with its next neighbour along each axis, read
    the one-voxel slabs on both sides (local ids, and the embeddings only where both sides
    are foreground) and return the fragment pairs linked across the face.
 3. **relabel** — after union-find over those pairs, the size filter and the global
    numbering (:func:`~stitchsafe.instances.merge_fragments`), map each block's local ids
-   to final ids and write the block again.
+   to final ids and write the block again. With growth (``params.grow > 0``) the block is
+   read with a halo of ``grow`` voxels, the neighbours' local ids in the halo are mapped
+   with *their* tables, and the seeds grow (:func:`~stitchsafe.instances.grow_labels`)
+   before the block's own part is written: exact, because growth moves one voxel a step.
 
-Memory: one block's embeddings (and its faces' slabs) per worker thread, plus tables with
-one entry per fragment (an object cut by ``k`` blocks counts ``k`` times); never the whole
-volume. The local ids are parked in the output array itself between passes 1 and 3, so
-nothing else is written to disk.
+Memory: one block's embeddings (and its faces' slabs, or its halo) per worker thread, plus
+tables with one entry per fragment (an object cut by ``k`` blocks counts ``k`` times);
+never the whole volume. Without growth the local ids are parked in the output array itself
+between passes 1 and 3; with growth they go to a ``scratch`` array of the same layout,
+because pass 3 reads neighbours' local ids while other tasks write their final labels.
 """
 
 from __future__ import annotations
@@ -34,7 +39,15 @@ import numpy as np
 
 from .errors import StitchsafeError
 from .geometry import Box
-from .instances import LabelParams, label_block, link_mask, max_label, merge_fragments
+from .instances import (
+    LabelParams,
+    grow_labels,
+    label_block,
+    link_mask,
+    max_label,
+    merge_fragments,
+    seed_mask,
+)
 
 __all__ = ["LabelStats", "block_boxes", "label_blocks"]
 
@@ -97,11 +110,25 @@ def _plane(box: Box, axis: int, at: int) -> Box:
     return Box(tuple(begin), tuple(end))
 
 
+def _grown(box: Box, halo: int, shape: Sequence[int]) -> Box:
+    """``box`` grown by ``halo`` voxels on every side, clipped to ``shape``."""
+    return Box(
+        tuple(max(0, b - halo) for b in box.begin),
+        tuple(min(s, e + halo) for e, s in zip(box.end, shape)),
+    )
+
+
+def _inner(box: Box, window: Box) -> tuple[slice, ...]:
+    """Where ``box`` lies inside ``window`` (both in volume coordinates)."""
+    return tuple(slice(b - w, e - w) for b, e, w in zip(box.begin, box.end, window.begin))
+
+
 def label_blocks(
     embeddings: Any,
     out: Any,
     *,
     params: LabelParams,
+    scratch: Any | None = None,
     block_shape: Sequence[int] | None = None,
     max_id: int | None = None,
     num_workers: int | None = None,
@@ -117,7 +144,10 @@ def label_blocks(
         ``(*spatial)`` unsigned-integer array-like written by slicing. A zarr array's
         chunks must equal ``block_shape`` so that no two tasks share a chunk.
     params
-        Threshold, minimum size, foreground cut and channel roles.
+        Threshold, minimum size, foreground cut, channel roles and seeding.
+    scratch
+        With growth: an array-like like ``out`` (shape, chunks, dtype) for the block-local
+        ids; default for a numpy ``out``: a numpy array. Its content is garbage afterwards.
     block_shape
         Spatial block shape; default: ``out``'s chunks.
     max_id
@@ -147,16 +177,34 @@ def label_blocks(
     boxes = block_boxes(shape, block)
     grid = tuple(math.ceil(s / b) for s, b in zip(shape, block))
     emb_channels = list(params.embedding_channels(channels))
+    if params.grow == 0:
+        local = out
+    elif scratch is not None:
+        local = scratch
+    elif isinstance(out, np.ndarray):
+        local = np.zeros_like(out)
+    else:
+        raise ValueError("growing labels blockwise needs a scratch array like the output")
+
+    def read(box: Box) -> np.ndarray:
+        return np.asarray(embeddings[(slice(None), *box.to_slices())])
 
     def components(i: int) -> tuple[np.ndarray, np.ndarray]:
         box = boxes[i]
-        frags = label_block(np.asarray(embeddings[(slice(None), *box.to_slices())]), params=params)
+        if params.seeded:
+            window = _grown(box, 1, shape)
+            data = read(window)
+            inner = (slice(None), *_inner(box, window))
+            seeds = seed_mask(data, params)[inner[1:]]
+            frags = label_block(data[inner], params=params, mask=seeds)
+        else:
+            frags = label_block(read(box), params=params)
         if frags.count > local_limit:
             raise StitchsafeError(
                 f"block {box} holds {frags.count} separate pieces, more than {dtype} ids "
                 f"({local_limit}); pass --label-dtype uint64 or use smaller tiles."
             )
-        out[box.to_slices()] = frags.labels.astype(dtype, copy=False)
+        local[box.to_slices()] = frags.labels.astype(dtype, copy=False)
         coords = np.unravel_index(frags.first, box.shape)
         first = np.ravel_multi_index(tuple(c + b for c, b in zip(coords, box.begin)), shape)
         return frags.sizes, first.astype(np.int64)
@@ -182,10 +230,10 @@ def label_blocks(
             if counts[j] == 0:
                 continue
             if own is None:
-                own = np.asarray(out[box.to_slices()])
+                own = np.asarray(local[box.to_slices()])
             lo = np.take(own, -1, axis=axis)
             hi_box = _plane(boxes[j], axis, boxes[j].begin[axis])
-            hi = np.asarray(out[hi_box.to_slices()]).squeeze(axis)
+            hi = np.asarray(local[hi_box.to_slices()]).squeeze(axis)
             both = (lo > 0) & (hi > 0)
             if not both.any():
                 continue
@@ -209,15 +257,38 @@ def label_blocks(
     ids, objects = merge_fragments(sizes, first, pairs, min_size=params.min_size, max_id=limit)
     del sizes, first, pairs
 
+    def lut(j: int) -> np.ndarray:
+        table = np.zeros(int(counts[j]) + 1, dtype)
+        table[1:] = ids[offsets[j] : offsets[j + 1]]
+        return table
+
     def relabel(i: int) -> None:
         if counts[i] == 0:
             return  # the block holds background only and was written as zeros
         box = boxes[i]
-        lut = np.zeros(int(counts[i]) + 1, dtype)
-        lut[1:] = ids[offsets[i] : offsets[i + 1]]
-        out[box.to_slices()] = lut[np.asarray(out[box.to_slices()])]
+        out[box.to_slices()] = lut(i)[np.asarray(out[box.to_slices()])]
 
-    run(relabel, len(boxes), desc="labels: relabel")
+    def relabel_and_grow(i: int) -> None:
+        box = boxes[i]
+        window = _grown(box, params.grow, shape)
+        labels = np.zeros(window.shape, dtype)
+        first = [b // s for b, s in zip(window.begin, block)]
+        last = [(e - 1) // s for e, s in zip(window.end, block)]
+        for index in itertools.product(*(range(f, t + 1) for f, t in zip(first, last))):
+            j = int(np.ravel_multi_index(index, grid))
+            if counts[j] == 0:
+                continue
+            part = Box(
+                tuple(max(a, b) for a, b in zip(window.begin, boxes[j].begin)),
+                tuple(min(a, b) for a, b in zip(window.end, boxes[j].end)),
+            )
+            labels[_inner(part, window)] = lut(j)[np.asarray(local[part.to_slices()])]
+        if not labels.any():
+            return  # no seed within reach: the block stays background
+        grown = grow_labels(labels, read(window), params)
+        out[box.to_slices()] = grown[_inner(box, window)]
+
+    run(relabel if params.grow == 0 else relabel_and_grow, len(boxes), desc="labels: relabel")
     return LabelStats(
         objects=objects,
         fragments=int(offsets[-1]),

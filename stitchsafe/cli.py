@@ -127,6 +127,29 @@ def label_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "voxel is foreground.",
         ),
         click.option(
+            "--seed-threshold",
+            type=float,
+            default=None,
+            help="Link only seed voxels: those whose embedding differs from every foreground "
+            "neighbour's by less than this (> 0); objects then grow into the rest of the "
+            "foreground (--grow). Robust to blurred borders. Default: the model's metadata "
+            "(models trained by stitchsafe set it), else off.",
+        ),
+        click.option(
+            "--seed-foreground-threshold",
+            type=float,
+            default=None,
+            help="Seeds also need a foreground probability above this, in (0, 1). "
+            "Default: the model's metadata, else 0.9.",
+        ),
+        click.option(
+            "--grow",
+            type=int,
+            default=None,
+            help="Steps (voxels) the seeded objects grow into the foreground (>= 0). "
+            "Default: the model's metadata, else 0.",
+        ),
+        click.option(
             "--label-dtype",
             type=click.Choice(["uint32", "uint64"]),
             default="uint32",
@@ -276,6 +299,9 @@ def predict(
     threshold: float | None,
     min_size: int | None,
     foreground_threshold: float | None,
+    seed_threshold: float | None,
+    seed_foreground_threshold: float | None,
+    grow: int | None,
     label_dtype: str,
 ) -> None:
     """Run a model over an input tile by tile, identical to one whole-volume pass.
@@ -303,6 +329,9 @@ def predict(
         threshold=threshold,
         min_size=min_size,
         foreground_threshold=foreground_threshold,
+        seed_threshold=seed_threshold,
+        seed_foreground_threshold=seed_foreground_threshold,
+        grow=grow,
         label_dtype=label_dtype,
     )
     _notes(result.plan.notes)
@@ -344,6 +373,9 @@ def segment(
     threshold: float | None,
     min_size: int | None,
     foreground_threshold: float | None,
+    seed_threshold: float | None,
+    seed_foreground_threshold: float | None,
+    grow: int | None,
     label_dtype: str,
     overwrite: bool,
     no_progress: bool,
@@ -363,6 +395,9 @@ def segment(
         threshold=threshold,
         min_size=min_size,
         foreground_threshold=foreground_threshold,
+        seed_threshold=seed_threshold,
+        seed_foreground_threshold=seed_foreground_threshold,
+        grow=grow,
         label_dtype=label_dtype,
         overwrite=overwrite,
         progress=not no_progress,

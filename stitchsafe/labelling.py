@@ -14,7 +14,12 @@ from typing import Any
 
 from .blockwise import LabelStats, label_blocks
 from .errors import StitchsafeError
-from .instances import LABEL_DTYPES, LabelParams, label_defaults
+from .instances import (
+    FALLBACK_SEED_FOREGROUND_THRESHOLD,
+    LABEL_DTYPES,
+    LabelParams,
+    label_defaults,
+)
 from .output import OutputSpec, mark_complete, prepare_labels
 from .volume import _zarr_node
 
@@ -133,8 +138,14 @@ def resolve_label_params(
     threshold: float | None = None,
     min_size: int | None = None,
     foreground_threshold: float | None = None,
+    seed_threshold: float | None = None,
+    seed_foreground_threshold: float | None = None,
+    grow: int | None = None,
 ) -> LabelParams:
     """Flags over stored defaults over fallbacks; checked against ``channels``.
+
+    A ``seed_threshold`` flag switches seeding on even when the defaults have none
+    (growth then defaults to 0 steps unless ``grow`` says otherwise).
 
     >>> p = resolve_label_params(None, ["embedding", "foreground"], channels=2, min_size=3)
     >>> p.threshold, p.min_size, p.channel_roles
@@ -152,9 +163,19 @@ def resolve_label_params(
             base["foreground_threshold"] if foreground_threshold is None else foreground_threshold
         ),
         channel_roles=None if channel_roles is None else tuple(channel_roles),
+        seed_threshold=base.get("seed_threshold") if seed_threshold is None else seed_threshold,
+        seed_foreground_threshold=(
+            base.get("seed_foreground_threshold", FALLBACK_SEED_FOREGROUND_THRESHOLD)
+            if seed_foreground_threshold is None
+            else seed_foreground_threshold
+        ),
+        grow=base.get("grow", 0) if grow is None else grow,
     )
     params.check_channels(channels)
     return params
+
+
+SCRATCH = "stitchsafe-local-ids"
 
 
 def check_label_dtype(label_dtype: str) -> str:
@@ -217,11 +238,24 @@ def write_labels(
     )
     embeddings = zarr.open_array(store=_path(source.group, source.array), mode="r")
     out = zarr.open_array(store=_path(spec.group, spec.array), mode="r+")
+    scratch_path = _path(spec.group, f"{spec.image}/{SCRATCH}")
+    scratch = None
+    if params.grow:
+        # Block-local ids while the growth reads neighbours' halos; removed when done.
+        scratch = zarr.create_array(
+            store=scratch_path,
+            shape=out.shape,
+            chunks=out.chunks,
+            dtype=out.dtype,
+            fill_value=0,
+            overwrite=True,
+        )
     try:
         stats = label_blocks(
             embeddings,
             out,
             params=params,
+            scratch=scratch,
             max_id=max_id,
             num_workers=num_workers,
             progress=progress,
@@ -231,6 +265,7 @@ def write_labels(
         # label image a moment ago, so removing it deletes nothing of anyone else's.
         _discard(spec, name)
         raise
+    shutil.rmtree(scratch_path, ignore_errors=True)
     mark_complete(
         spec,
         {**attrs, "complete": True, "objects": stats.objects, "seconds": round(stats.seconds, 3)},

@@ -289,6 +289,11 @@ def test_segment_json_subprocess(setup: dict[str, Path]) -> None:
     again = np.asarray(zarr.open_array(out / d["labels"], mode="r"))
     assert again.dtype == np.uint64
     np.testing.assert_array_equal(again, first)
+    seeded = ["--seed-threshold", "0.05", "--grow", "2", "--overwrite"]
+    proc = run_cli(*args, *seeded)
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["params"]["seed_threshold"] == 0.05 and d["params"]["grow"] == 2
 
 
 def test_predict_no_labels_and_human_readable_segment(setup: dict[str, Path]) -> None:
@@ -311,8 +316,20 @@ def test_predict_no_labels_and_human_readable_segment(setup: dict[str, Path]) ->
         (["--min-size", "-1"], "--min-size must be a non-negative"),
         (["--foreground-threshold", "1.5"], "--foreground-threshold"),
         (["--image", "nothing"], "embeddings array is missing"),
+        (["--grow", "3"], "--grow needs --seed-threshold"),
+        (["--seed-threshold", "0"], "--seed-threshold must be a positive"),
+        (["--seed-threshold", "1", "--seed-foreground-threshold", "0"], "strictly between"),
     ],
-    ids=["threshold-zero", "threshold-negative", "min-size", "probability", "no-image"],
+    ids=[
+        "threshold-zero",
+        "threshold-negative",
+        "min-size",
+        "probability",
+        "no-image",
+        "grow-without-seeds",
+        "seed-threshold",
+        "seed-probability",
+    ],
 )
 def test_segment_bad_input_exit_2(setup: dict[str, Path], args: list[str], words: str) -> None:
     out = setup["tmp"] / "out.zarr"

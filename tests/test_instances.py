@@ -406,3 +406,185 @@ def test_memory_does_not_grow_with_the_volume(tmp_path: Path) -> None:
     # it by a small fraction of that (measured: about a sixth).
     data_growth = 12 * (128 - 32) * 128 * 128
     assert large - small < 0.35 * data_growth
+
+
+# ------------------------------------------------------------------ the seeded variant
+
+
+def blurred(gt: np.ndarray, *, sigma: float = 1.0, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    """Embeddings that change smoothly across borders, as a trained network's do."""
+    emb = embed(gt, noise=noise, seed=seed)
+    for c in range(2):
+        emb[c] = ndimage.gaussian_filter(emb[c], sigma)
+    return emb
+
+
+def seeded_oracle(emb: np.ndarray, params: LabelParams) -> np.ndarray:
+    """The seeded definition voxel by voxel (tiny arrays): seeds, links, size, growth."""
+    shape = emb.shape[1:]
+    roles = params.channel_roles or ("embedding",) * emb.shape[0]
+    e = [i for i, r in enumerate(roles) if r == "embedding"]
+    logit = emb[roles.index("foreground")] if "foreground" in roles else None
+
+    def prob_above(v: tuple[int, ...], p: float) -> bool:
+        return True if logit is None else bool(logit[v] > np.log(p / (1 - p)))
+
+    def dist2(v: tuple[int, ...], w: tuple[int, ...]) -> float:
+        return sum((float(emb[c][v]) - float(emb[c][w])) ** 2 for c in e)
+
+    def neighbours(v: tuple[int, ...]) -> list[tuple[int, ...]]:
+        found = []
+        for a in range(len(shape)):
+            for step in (1, -1):  # the next voxel before the previous one
+                w = tuple(x + step * (i == a) for i, x in enumerate(v))
+                if 0 <= w[a] < shape[a]:
+                    found.append(w)
+        return found
+
+    voxels = list(itertools.product(*map(range, shape)))
+    fg = {v for v in voxels if prob_above(v, params.foreground_threshold)}
+    assert params.seed_threshold is not None
+    seeds = {
+        v
+        for v in fg
+        if prob_above(v, params.seed_foreground_threshold)
+        and all(dist2(v, w) < params.seed_threshold**2 for w in neighbours(v) if w in fg)
+    }
+    parent = {v: v for v in seeds}
+
+    def find(v: tuple[int, ...]) -> tuple[int, ...]:
+        while parent[v] != v:
+            v = parent[v]
+        return v
+
+    for v in sorted(seeds):
+        for w in neighbours(v):
+            if w in seeds and dist2(v, w) < params.threshold**2:
+                parent[find(v)] = find(w)
+    groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+    for v in sorted(seeds):
+        groups.setdefault(find(v), []).append(v)
+    out = np.zeros(shape, np.uint32)
+    kept = sorted((g for g in groups.values() if len(g) >= params.min_size), key=min)
+    for i, g in enumerate(kept, 1):
+        for v in g:
+            out[v] = i
+    for _ in range(params.grow):
+        new = {}
+        for v in fg:
+            if out[v]:
+                continue
+            best = None
+            for w in neighbours(v):
+                if out[w] and (best is None or dist2(v, w) < best[0]):
+                    best = (dist2(v, w), int(out[w]))
+            if best is not None:
+                new[v] = best[1]
+        for v, i in new.items():
+            out[v] = i
+    return out
+
+
+SEEDED = LabelParams(1.0, channel_roles=ROLES, seed_threshold=1.0, grow=3)
+
+
+@pytest.mark.parametrize("name, gt, block", CASES, ids=[c[0] for c in CASES])
+def test_seeded_blockwise_equals_whole_array(
+    name: str, gt: np.ndarray, block: tuple[int, ...]
+) -> None:
+    emb = blurred(gt, sigma=0.7, seed=2)
+    whole = label_array(emb, params=SEEDED)
+    np.testing.assert_array_equal(blockwise(emb, SEEDED, block), whole)
+    if name == "filling":
+        assert (whole == 1).all()
+    if name == "empty":
+        assert not whole.any()
+
+
+def test_seeds_separate_what_links_merge_across_a_blurred_border() -> None:
+    # Two touching rectangles whose embedding ramps smoothly from 0 to 4 across their
+    # border (steepest step 0.8): a chain of close neighbours crosses it, so plain links
+    # merge them; seeds stop short of the steep part and growth splits it evenly.
+    gt = np.zeros((20, 24), np.uint32)
+    gt[4:16, 3:12] = 1
+    gt[4:16, 12:21] = 2
+    x = np.arange(24) - 11.5
+    emb = np.zeros((2, *gt.shape), np.float32)
+    emb[0] = 4.0 / (1.0 + np.exp(-x / 1.25))
+    emb[1] = np.where(gt > 0, 5.0, -5.0)
+    roles = ("embedding", "foreground")
+    links = label_array(emb, params=LabelParams(1.0, channel_roles=roles))
+    assert links.max() == 1  # one merged object
+    seeded = LabelParams(1.0, channel_roles=roles, seed_threshold=0.5, grow=4)
+    labels = label_array(emb, params=seeded)
+    assert bijective(labels, gt)  # both objects back, every voxel assigned by the growth
+    np.testing.assert_array_equal(blockwise(emb, seeded, (5, 7)), labels)
+    seeds_only = LabelParams(1.0, channel_roles=roles, seed_threshold=0.5)
+    no_growth = label_array(emb, params=seeds_only)
+    assert no_growth.max() == 2 and (no_growth > 0).sum() < (gt > 0).sum()
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_seeded_blockwise_property(data: st.DataObject) -> None:
+    dims = data.draw(st.sampled_from([2, 3]), label="dims")
+    limit = 12 if dims == 2 else 7
+    shape = tuple(data.draw(st.integers(1, limit), label=f"size{a}") for a in range(dims))
+    blocks = [
+        tuple(data.draw(st.integers(max(1, -(-s // 4)), s), label="block") for s in shape)
+        for _ in range(2)
+    ]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    emb = rng.choice([0.0, 0.5, 1.0, 2.0], size=(3, *shape)).astype(np.float32)
+    emb[2] = rng.normal(0.8, 1.5, shape)
+    params = LabelParams(
+        data.draw(st.sampled_from([0.5, 1.0, 1.5]), label="threshold"),
+        min_size=data.draw(st.sampled_from([0, 2, 4]), label="min_size"),
+        channel_roles=ROLES,
+        seed_threshold=data.draw(st.sampled_from([0.6, 1.0, 2.0]), label="seed_threshold"),
+        seed_foreground_threshold=data.draw(st.sampled_from([0.5, 0.8]), label="ps"),
+        grow=data.draw(st.integers(0, 4), label="grow"),
+    )
+    whole = label_array(emb, params=params)
+    if whole.size <= 250:
+        np.testing.assert_array_equal(whole, seeded_oracle(emb, params))
+    for block in blocks:
+        np.testing.assert_array_equal(blockwise(emb, params, block, num_workers=2), whole)
+
+
+def test_seeded_zarr_blocks_use_a_scratch_array(tmp_path: Path) -> None:
+    gt = np.zeros((10, 14, 15), np.uint32)
+    gt[1:9, 2:8, 2:13] = 1
+    gt[1:9, 8:13, 2:13] = 2
+    emb = blurred(gt, sigma=1.0)
+    params = LabelParams(1.5, channel_roles=ROLES, seed_threshold=1.5, grow=3)
+    out = zarr.create_array(tmp_path / "l.zarr", shape=gt.shape, chunks=(4, 5, 6), dtype="uint32")
+    with pytest.raises(ValueError, match="scratch"):
+        label_blocks(emb, out, params=params, progress=False)
+    scratch = zarr.create_array(
+        tmp_path / "s.zarr", shape=gt.shape, chunks=(4, 5, 6), dtype="uint32"
+    )
+    label_blocks(emb, out, params=params, scratch=scratch, progress=False)
+    np.testing.assert_array_equal(out[...], label_array(emb, params=params))
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"grow": 2}, "--grow needs --seed-threshold"),
+        ({"seed_threshold": 0.0}, "--seed-threshold must be a positive"),
+        ({"seed_threshold": float("nan")}, "--seed-threshold must be a positive"),
+        ({"seed_threshold": 1.0, "seed_foreground_threshold": 1.0}, "strictly between 0 and 1"),
+        ({"seed_threshold": 1.0, "grow": -1}, "--grow must be a non-negative"),
+    ],
+)
+def test_bad_seed_parameters(kwargs: dict[str, object], words: str) -> None:
+    with pytest.raises(StitchsafeError, match=words):
+        LabelParams(1.0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_seeded_defaults_from_metadata() -> None:
+    meta = {"labels": {"threshold": 0.4, "seed_threshold": 0.5, "grow": 6}}
+    d = label_defaults(meta)
+    assert (d["threshold"], d["seed_threshold"], d["grow"]) == (0.4, 0.5, 6)
+    assert "seed_threshold" not in label_defaults({"labels": {"threshold": 0.4}})

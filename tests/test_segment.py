@@ -115,6 +115,42 @@ def test_segment_any_chunking_gives_the_same_labels(tmp_path: Path) -> None:
         np.testing.assert_array_equal(_labels(group, s.labels), whole)
 
 
+def test_seeded_segment_any_chunking_and_no_scratch_left(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    data = rng.choice([0.0, 0.4, 1.0], size=(3, 9, 17, 14)).astype(np.float32)
+    data[2] = rng.normal(1.0, 1.5, data.shape[1:])
+    roles = ["embedding", "embedding", "foreground"]
+    flags = {"threshold": 0.6, "min_size": 2, "seed_threshold": 0.7, "grow": 3}
+    params = LabelParams(**flags, channel_roles=tuple(roles))  # type: ignore[arg-type]
+    whole = label_array(data, params=params)
+    assert whole.max() > 3
+    for i, chunks in enumerate([(9, 17, 14), (4, 6, 5), (2, 3, 2)]):
+        group = tmp_path / f"c{i}.zarr"
+        _embeddings_image(group, data, chunks, channel_roles=roles)
+        s = stitchsafe.segment(group, progress=False, **flags)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(_labels(group, s.labels), whole)
+        assert s.params["seed_threshold"] == 0.7 and s.params["grow"] == 3
+        image = group / "embeddings" / "labels" / "instances"
+        assert sorted(p.name for p in image.iterdir()) == ["0", "zarr.json"]
+
+
+def test_seeded_defaults_come_from_the_model(tmp_path: Path) -> None:
+    net, cfg = make_net("2d-d1-f2", out_channels=3)
+    model = tmp_path / "model.pt"
+    labels = {"threshold": 0.05, "min_size": 2, "seed_threshold": 0.05, "grow": 2}
+    save_checkpoint(net, model, metadata=unet_metadata(cfg, channel_roles=ROLES, labels=labels))
+    yy, xx = np.mgrid[:40, :44]
+    data = (1000 * (np.sin(yy / 3.0) * np.cos(xx / 4.0) > 0.2)).astype(np.uint16)
+    inp = tmp_path / "vol.zarr"
+    zarr.create_array(inp, shape=data.shape, chunks=(16, 16), dtype=data.dtype)[...] = data
+    r = stitchsafe.predict(
+        model, inp, output=tmp_path / "o.zarr", tile_shape=(12, 12), device="cpu", progress=False
+    )
+    emb = _labels(r.output, r.embeddings)
+    params = LabelParams(0.05, min_size=2, channel_roles=tuple(ROLES), seed_threshold=0.05, grow=2)
+    np.testing.assert_array_equal(_labels(r.output, r.labels), label_array(emb, params=params))
+
+
 def test_labels_are_valid_ome_zarr(volume: dict[str, Path]) -> None:
     models = pytest.importorskip("ome_zarr_models.v05")
     reader = pytest.importorskip("ome_zarr.reader")
