@@ -32,7 +32,10 @@ version 1 (every key but ``stitchsafe_metadata`` is optional; unknown keys are k
      "normalization": {"method": "percentile", "percentiles": [1.0, 99.8]},
      "labels": {"threshold": 1.5,           # instance labels: embedding distance < this
                 "min_size": 20,             #   joins neighbours; smaller objects -> 0;
-                "foreground_threshold": 0.5},   # foreground probability cut
+                "foreground_threshold": 0.5,    # foreground probability cut;
+                "seed_threshold": 0.5,      #   optional seeded variant: seeds' neighbours
+                "seed_foreground_threshold": 0.9,   # all closer than this, and
+                "grow": 6},                 #   growth steps from the seeds
      "loss": {"name": "discriminative", "delta_v": 0.5, "delta_d": 1.5},
      "training": {"command": "stitchsafe train ...",   # free-form, by stitchsafe.train:
                   "iterations": 1000, "window": [12, 32, 32], "seed": 0,
@@ -622,6 +625,17 @@ def _validate_labels(meta: dict[str, Any], bad: Any) -> None:
             raise bad(f"'labels.min_size' must be a non-negative integer, got {m!r}")
         if not (number(p) and 0 < p < 1):
             raise bad(f"'labels.foreground_threshold' must lie strictly in (0, 1), got {p!r}")
+        st = labels.get("seed_threshold")
+        sp = labels.get("seed_foreground_threshold", 0.5)
+        g = labels.get("grow", 0)
+        if st is not None and not (number(st) and st > 0):
+            raise bad(f"'labels.seed_threshold' must be a positive number or null, got {st!r}")
+        if not (number(sp) and 0 < sp < 1):
+            raise bad(f"'labels.seed_foreground_threshold' must lie strictly in (0, 1), got {sp!r}")
+        if not (isinstance(g, int) and not isinstance(g, bool) and g >= 0):
+            raise bad(f"'labels.grow' must be a non-negative integer, got {g!r}")
+        if g and st is None:
+            raise bad("'labels.grow' needs 'labels.seed_threshold'")
     loss = meta.get("loss")
     if loss is not None:
         if not isinstance(loss, dict):

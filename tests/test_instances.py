@@ -292,8 +292,22 @@ def test_merge_fragments_chains_across_many_faces() -> None:
         ({"labels": {"foreground_threshold": 1.0}}, "labels.foreground_threshold"),
         ({"labels": [1.5]}, "'labels' must be an object"),
         ({"loss": {"delta_d": "big"}}, "loss.delta_d"),
+        ({"labels": {"seed_threshold": -1}}, "labels.seed_threshold"),
+        ({"labels": {"seed_threshold": 1, "grow": 1.5}}, "labels.grow"),
+        ({"labels": {"grow": 2}}, "needs 'labels.seed_threshold'"),
+        ({"labels": {"seed_foreground_threshold": 0}}, "labels.seed_foreground_threshold"),
     ],
-    ids=["threshold", "min-size", "probability", "not-object", "delta-d"],
+    ids=[
+        "threshold",
+        "min-size",
+        "probability",
+        "not-object",
+        "delta-d",
+        "seed-threshold",
+        "grow",
+        "grow-without-seeds",
+        "seed-probability",
+    ],
 )
 def test_metadata_label_entries_are_validated(entry: dict[str, object], words: str) -> None:
     with pytest.raises(StitchsafeError, match=words):
@@ -411,7 +425,9 @@ def test_memory_does_not_grow_with_the_volume(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ the seeded variant
 
 
-def blurred(gt: np.ndarray, *, sigma: float = 1.0, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+def blurred(
+    gt: np.ndarray, *, sigma: float = 1.0, noise: float = 0.05, seed: int = 0
+) -> np.ndarray:
     """Embeddings that change smoothly across borders, as a trained network's do."""
     emb = embed(gt, noise=noise, seed=seed)
     for c in range(2):

@@ -219,8 +219,11 @@ def test_checkpoint_metadata_is_complete(trained: tuple[Path, dict, np.ndarray])
     assert meta["loss"]["name"] == "discriminative" and meta["loss"]["delta_d"] == 1.5
     # The labelling threshold is measured on the training data, among fractions of delta_d.
     calibration = meta["labels"]["calibration"]
-    assert meta["labels"]["threshold"] in calibration["candidates"]
-    assert 1.5 in calibration["candidates"] and len(calibration["ap50_per_candidate"]) == 7
+    chosen = {k: meta["labels"].get(k) for k in calibration["params"]}
+    assert chosen == calibration["params"]
+    assert chosen in [{k: c[k] for k in chosen} for c in calibration["candidates"]]
+    assert len(calibration["candidates"]) == 19
+    assert calibration["ap50"] == max(c["ap50"] for c in calibration["candidates"])
     assert meta["labels"]["min_size"] >= 1
     t = meta["training"]
     assert t["iterations"] == 3 and t["seed"] == 0 and t["torch"] == torch.__version__
