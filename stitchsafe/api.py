@@ -134,7 +134,7 @@ class _Session:
 
 
 def _open(
-    model: PathLike,
+    model: PathLike | None,
     input: PathLike,
     *,
     input_key: str | None,
@@ -148,6 +148,15 @@ def _open(
     from .model import load_model, resolve_geometry
 
     dev = resolve_device(device)
+    notes: list[str] = []
+    if model is None:
+        from .bundled import model_for_input
+
+        model = model_for_input(input, input_key=input_key)
+        notes.append(
+            f"no --model given: using the bundled {model.stem} model (synthetic nuclei-like "
+            "cells; train your own with `stitchsafe train`)."
+        )
     loaded = load_model(model, device="cpu")
     pf = _pooling(pooling_factors, depth, loaded.dims)
     geometry, source = resolve_geometry(loaded, pooling_factors=pf, depth=depth)
@@ -177,13 +186,13 @@ def _open(
         model_format=loaded.format,
         input_path=os.fspath(input),
         channels=volume.channels,
-        notes=tuple(loaded.notes),
+        notes=(*notes, *loaded.notes),
     )
     return _Session(loaded, volume, geometry, result, dev)
 
 
 def plan(
-    model: PathLike,
+    model: PathLike | None,
     input: PathLike,
     *,
     input_key: str | None = None,
@@ -197,7 +206,9 @@ def plan(
     Parameters
     ----------
     model
-        A torch.export program (``.pt2``), a TorchScript file or a stitchsafe checkpoint.
+        A torch.export program (``.pt2``), a TorchScript file or a stitchsafe checkpoint;
+        ``None``: the bundled model for the input's dimensionality
+        (:mod:`stitchsafe.bundled`).
     input
         A zarr array, zarr group (with ``input_key``), OME-Zarr image or TIFF.
     tile_shape
@@ -235,7 +246,7 @@ def default_normalization(model: LoadedModel) -> tuple[str, tuple[float, float]]
 
 
 def predict(
-    model: PathLike,
+    model: PathLike | None,
     input: PathLike,
     *,
     output: PathLike | None = None,

@@ -93,30 +93,43 @@ def label_colours(n: int, *, seed: int = 0) -> np.ndarray:
     return colours
 
 
-def save_label_overlay(
-    path: str | os.PathLike[str],
-    image: np.ndarray,
-    labels: np.ndarray,
-    *,
-    title: str | None = None,
-    alpha: float = 0.45,
-) -> None:
-    """A 2-D intensity slice in grey with its instance labels overlaid in colour."""
-    plt = _pyplot()
+def _overlay(ax: Any, image: np.ndarray, labels: np.ndarray, alpha: float) -> None:
     ids, inverse = np.unique(labels, return_inverse=True)
     dense = inverse.reshape(labels.shape)
     if ids[0] != 0:  # no background in this slice: keep every id coloured
         dense = dense + 1
     rgba = label_colours(int(dense.max()))[dense]
     rgba[..., 3] *= alpha
-    fig, ax = plt.subplots(figsize=(5, 5 * image.shape[0] / max(1, image.shape[1])))
     lo, hi = np.percentile(image, (1, 99.8))
     ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
     ax.imshow(rgba, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def save_label_overlay(
+    path: str | os.PathLike[str],
+    image: np.ndarray,
+    labels: np.ndarray | Sequence[tuple[str, np.ndarray]],
+    *,
+    title: str | None = None,
+    alpha: float = 0.45,
+) -> None:
+    """A 2-D intensity slice in grey with instance labels overlaid in colour.
+
+    ``labels`` is one label slice, or ``(caption, labels)`` pairs drawn side by side
+    (e.g. ground truth next to a prediction).
+    """
+    plt = _pyplot()
+    panels = [("", labels)] if isinstance(labels, np.ndarray) else list(labels)
+    aspect = image.shape[0] / max(1, image.shape[1])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5 * aspect + 0.6))
+    for ax, (caption, lab) in zip(np.atleast_1d(axes), panels):
+        _overlay(ax, image, np.asarray(lab), alpha)
+        if caption:
+            ax.set_title(caption, fontsize=10)
     if title:
-        ax.set_title(title, fontsize=10)
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -246,3 +246,25 @@ def test_models_without_metadata(tmp_path: Path, hints: dict, source: str) -> No
         **hints,
     )
     assert relative_error(stitched(result), oracle(model, data)) <= TOL
+
+
+@pytest.mark.parametrize(
+    "shape, tile",
+    [((45, 71), (16, 24)), ((13, 37, 29), (8, 16, 12))],
+    ids=["bundled-2d", "bundled-3d"],
+)
+def test_bundled_models_equal_whole_volume(tmp_path: Path, shape: tuple, tile: tuple) -> None:
+    # No --model: predict picks the bundled model for the input's dimensionality.
+    from stitchsafe.bundled import bundled_model
+    from stitchsafe.normalize import Normalization
+    from stitchsafe.synthetic import synthetic_cells
+
+    image, _ = synthetic_cells(shape, seed=11)
+    inp = write_zarr(tmp_path / "in.zarr", image)
+    result = stitchsafe.predict(None, inp, tile_shape=tile, device="cpu", progress=False)
+    assert result.plan.model_path == str(bundled_model(len(shape)))
+    assert any("bundled" in n for n in result.plan.notes)
+    assert result.tiles > 1
+    norm = Normalization.from_dict(result.normalization)
+    ref = oracle(bundled_model(len(shape)), image, transform=norm)
+    assert relative_error(stitched(result), ref) <= TOL
