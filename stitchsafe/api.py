@@ -237,6 +237,9 @@ def plan(
     return session.result
 
 
+EMBEDDING_DTYPES = ("float32", "float16")
+
+
 def default_normalization(model: LoadedModel) -> tuple[str, tuple[float, float]]:
     """Normalisation method and percentiles from the model's metadata (default: percentile)."""
     meta = (model.metadata or {}).get("normalization") or {}
@@ -258,6 +261,8 @@ def predict(
     device: str = "auto",
     pad_mode: str = "reflect",
     normalize: str | None = None,
+    precision: str = "fp32",
+    embeddings_dtype: str = "float32",
     overwrite: bool = False,
     progress: bool = True,
     labels: bool = True,
@@ -293,6 +298,12 @@ def predict(
     labels
         Also write instance labels (see :func:`segment`) under
         ``<embeddings image>/labels/instances``.
+    precision
+        ``fp32`` (default; exact to float rounding), ``bf16`` or ``fp16`` (autocast: faster
+        on GPUs, but stitched results then differ from a whole-volume pass by ~1e-2).
+    embeddings_dtype
+        ``float32`` (default) or ``float16`` (half the disk and write time; embeddings
+        rounded to ~1e-3 relative, labels computed from the rounded values).
     threshold, min_size, foreground_threshold, label_dtype
         As for :func:`segment`; defaults from the model's metadata.
     seed_threshold, seed_foreground_threshold, grow
@@ -303,7 +314,7 @@ def predict(
     PredictResult
         Output group, embeddings (and labels) array paths, plan, tile count, seconds.
     """
-    from .engine import PAD_MODES, run_plan
+    from .engine import PAD_MODES, check_precision, run_plan
     from .instances import label_defaults
     from .io import default_output_location, mark_complete, prepare_output
     from .labelling import check_label_dtype, open_embeddings, resolve_label_params, write_labels
@@ -313,6 +324,11 @@ def predict(
         raise StitchsafeError(f"--pad-mode {pad_mode!r} is not one of {', '.join(PAD_MODES)}.")
     if batch_size < 1:
         raise StitchsafeError(f"--batch-size must be at least 1, got {batch_size}.")
+    check_precision(precision)
+    if embeddings_dtype not in EMBEDDING_DTYPES:
+        raise StitchsafeError(
+            f"--embeddings-dtype {embeddings_dtype!r} is not one of {', '.join(EMBEDDING_DTYPES)}."
+        )
     start = time.perf_counter()
     session = _open(
         model,
@@ -363,6 +379,7 @@ def predict(
             channels=geometry.channels_out,
             chunks=the_plan.chunks,
             axes=SPATIAL_AXES[geometry.dims],
+            dtype=embeddings_dtype,
             overwrite=overwrite,
             attributes=attrs,
         )
@@ -375,6 +392,7 @@ def predict(
             pad_mode=pad_mode,
             batch_size=batch_size,
             device=session.device,
+            precision=precision,
             progress=progress,
         )
         mark_complete(spec, {**attrs, "complete": True, "seconds": round(stats.seconds, 3)})

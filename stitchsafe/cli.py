@@ -265,6 +265,21 @@ def plan(
 )
 @click.option("--batch-size", default=1, show_default=True, type=int, help="Tiles per forward.")
 @click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Forward precision. fp32 is exact; bf16/fp16 (autocast) are faster on GPUs but "
+    "stitched results then differ from a whole-volume pass by about 1e-2.",
+)
+@click.option(
+    "--embeddings-dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Type of the written embeddings; float16 halves disk use and write time.",
+)
+@click.option(
     "--pad-mode",
     type=click.Choice(["reflect", "constant", "edge"]),
     default="reflect",
@@ -293,6 +308,8 @@ def predict(
     as_json: bool,
     output: str | None,
     batch_size: int,
+    precision: str,
+    embeddings_dtype: str,
     pad_mode: str,
     normalize: str | None,
     overwrite: bool,
@@ -323,6 +340,8 @@ def predict(
         depth=depth,
         batch_size=batch_size,
         device=device,
+        precision=precision,
+        embeddings_dtype=embeddings_dtype,
         pad_mode=pad_mode,
         normalize=normalize,
         overwrite=overwrite,

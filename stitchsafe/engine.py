@@ -1,17 +1,30 @@
-"""Execute a tile plan: dask tasks of batched tiles -> device -> crop -> chunk-aligned writes.
+"""Execute a tile plan: a bounded pipeline of batched tiles -> device -> crop -> writes.
 
-One task is one batch of tiles. Reading, padding and writing run in dask's thread pool;
-the forward pass itself is serialised by a lock because there is one device (several
-concurrent forwards on one device only fight over it). While one batch is on the device,
-other tasks read their tiles and write their results, so I/O overlaps compute.
+Three stages run at once, so the device never waits for the disk:
+
+1. **read** — a thread pool reads and pads the next batches (up to ``prefetch`` ahead)
+   and normalises them; on CUDA into pinned host memory so that the copy to the device
+   does not block.
+2. **compute** — one thread (the caller's) owns the device: it copies a batch in, runs
+   the forward pass (optionally under ``bf16``/``fp16`` autocast), and starts the copy
+   of the result back into pinned memory without waiting for it.
+3. **write** — another pool waits for each result, crops it, casts it to the output
+   type and writes whole chunks (compression runs here, in parallel).
+
+Both queues are bounded (``prefetch`` batches read ahead, ``prefetch`` results waiting to
+be written), so host memory stays flat however large the volume is. The first error in
+any stage stops the pipeline and is raised in the caller.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +103,9 @@ def default_max_input_voxels(
     return max(math.prod(shape), int(0.5 * free / per_voxel))
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class RunStats:
     """What a run did."""
@@ -98,6 +114,7 @@ class RunStats:
     batches: int
     seconds: float
     device: str
+    compute_seconds: float = 0.0
 
 
 def _batches(tiles: Iterable[Tile], batch_size: int) -> list[list[Tile]]:
@@ -108,6 +125,32 @@ def _batches(tiles: Iterable[Tile], batch_size: int) -> list[list[Tile]]:
             out.append([])
         out[-1].append(t)
     return out
+
+
+def check_precision(precision: str) -> str:
+    """``fp32``, ``bf16`` or ``fp16``, else StitchsafeError."""
+    if precision not in PRECISIONS:
+        raise StitchsafeError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
+    return precision
+
+
+def forward_context(precision: str, device: torch.device) -> Any:
+    """Autocast for ``bf16``/``fp16``, nothing for ``fp32`` (no gradients either way).
+
+    Reduced precision is not exact: stitched results then match a whole-volume pass only
+    to about 1e-2 relative, because convolutions of different sizes round differently.
+    """
+    import contextlib
+
+    import torch
+
+    check_precision(precision)
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if precision != "fp32":
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
+    return stack
 
 
 def run_plan(
@@ -122,6 +165,8 @@ def run_plan(
     device: torch.device | str = "cpu",
     tiles: Sequence[Tile] | None = None,
     num_workers: int | None = None,
+    precision: str = "fp32",
+    prefetch: int | None = None,
     progress: bool = True,
 ) -> RunStats:
     """Run every tile of ``plan`` (or the given ``tiles``) and write the crops to ``output``.
@@ -135,7 +180,8 @@ def run_plan(
     plan
         The tile plan (its tiles' write boxes are the output chunks).
     output
-        Where :func:`stitchsafe.io.prepare_output` put the embeddings array.
+        Where :func:`stitchsafe.io.prepare_output` put the embeddings array; results are
+        cast to its dtype.
     transform
         Intensity normalisation computed once for the whole volume; applied before padding.
     pad_mode
@@ -145,11 +191,14 @@ def run_plan(
     tiles
         A subset of tiles (default: all of the plan).
     num_workers
-        dask threads (default: the CPU count, at least 2 so I/O overlaps compute).
+        Threads for each of the read and write stages (default: the CPU count, at least 2).
+    precision
+        ``fp32`` (exact), ``bf16`` or ``fp16`` (autocast; see :func:`forward_context`).
+    prefetch
+        Batches read ahead, and results waiting to be written (default: ``num_workers``).
     progress
         Show a tqdm bar on stderr.
     """
-    import dask
     import torch
     from tqdm.auto import tqdm
 
@@ -159,39 +208,88 @@ def run_plan(
         raise StitchsafeError(f"--pad-mode {pad_mode!r} is not one of {', '.join(PAD_MODES)}.")
     if batch_size < 1:
         raise StitchsafeError(f"--batch-size must be at least 1, got {batch_size}.")
+    check_precision(precision)
     dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        # One fixed tile shape for the whole run: let cuDNN pick its fastest algorithms.
+        torch.backends.cudnn.benchmark = True
     work = list(plan) if tiles is None else list(tiles)
     batches = _batches(work, batch_size)
-    device_lock = threading.Lock()
+    workers = num_workers or max(2, _cpu_count())
+    ahead = max(1, prefetch or workers)
+    out_dtype = np.dtype(_output_dtype(output))
     bar = tqdm(total=len(work), desc="tiles", unit="tile", disable=not progress, leave=False)
     bar_lock = threading.Lock()
 
-    def run_batch(batch: list[Tile]) -> int:
+    def read(batch: list[Tile]) -> torch.Tensor:
         x = np.stack(
             [read_padded(volume, t.read, mode=pad_mode, transform=transform) for t in batch]
         )
-        with device_lock:
-            xt = torch.from_numpy(x).to(dev, non_blocking=True)
-            y = model(xt).float().cpu().numpy()
-        for t, yt in zip(batch, y):
-            write_block(output, t.write, yt[(slice(None), *t.crop.to_slices())])
+        xt = torch.from_numpy(x)
+        return xt.pin_memory() if cuda else xt
+
+    def write(batch: list[Tile], y: torch.Tensor, done: Any) -> None:
+        if done is not None:
+            done.synchronize()  # the device-to-host copy has landed
+        arr = y.numpy()
+        for t, yt in zip(batch, arr):
+            crop = yt[(slice(None), *t.crop.to_slices())]
+            write_block(output, t.write, crop.astype(out_dtype, copy=False))
         with bar_lock:
             bar.update(len(batch))
-        return len(batch)
 
     start = time.perf_counter()
-    tasks = [dask.delayed(run_batch, pure=False)(b) for b in batches]
-    workers = num_workers or max(2, _cpu_count())
+    compute = 0.0
+    readers = ThreadPoolExecutor(workers, thread_name_prefix="stitchsafe-read")
+    writers = ThreadPoolExecutor(workers, thread_name_prefix="stitchsafe-write")
+    reads: deque[Future[torch.Tensor]] = deque()
+    writes: deque[Future[None]] = deque()
     try:
-        dask.compute(*tasks, scheduler="threads", num_workers=workers)
+        queued = iter(batches)
+        for batch in itertools.islice(queued, ahead):
+            reads.append(readers.submit(read, batch))
+        with forward_context(precision, dev):
+            for batch in batches:
+                x = reads.popleft().result()
+                following = next(queued, None)
+                if following is not None:
+                    reads.append(readers.submit(read, following))
+                tick = time.perf_counter()
+                y = model(x.to(dev, non_blocking=True))
+                if cuda:
+                    host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
+                    host.copy_(y, non_blocking=True)
+                    done: Any = torch.cuda.Event()
+                    done.record()
+                else:
+                    host, done = y.float(), None
+                compute += time.perf_counter() - tick
+                while len(writes) >= ahead:
+                    writes.popleft().result()  # bounded: wait for the oldest write
+                writes.append(writers.submit(write, batch, host, done))
+        while writes:
+            writes.popleft().result()
     finally:
+        for pending in (reads, writes):
+            for f in pending:
+                f.cancel()
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)
         bar.close()
     return RunStats(
         tiles=len(work),
         batches=len(batches),
         seconds=time.perf_counter() - start,
         device=str(dev),
+        compute_seconds=compute,
     )
+
+
+def _output_dtype(output: OutputSpec) -> Any:
+    from .output import _output_array
+
+    return _output_array(output).dtype
 
 
 def _cpu_count() -> int:
