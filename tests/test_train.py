@@ -302,3 +302,17 @@ def test_loss_decreases_on_a_separable_toy_problem(tmp_path: Path) -> None:
     )  # fmt: skip
     losses = [json.loads(line)["loss"] for line in Path(result.log).read_text().splitlines()]
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])  # measured: 0.12-0.28
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_bundled_models_record_how_to_retrain_them(dims: int) -> None:
+    from stitchsafe.bundled import bundled_model
+
+    meta = load_model(bundled_model(dims)).metadata
+    assert meta is not None and meta["dims"] == dims
+    command = meta["training"]["command"]
+    assert command.startswith("stitchsafe train --image cells") and "--output cells" in command
+    assert meta["channel_roles"][-1] == "foreground"
+    # Labelling defaults were calibrated on the training data; the seeded variant won.
+    assert meta["labels"]["seed_threshold"] > 0 and meta["labels"]["grow"] > 0
+    assert bundled_model(dims).stat().st_size < 3_000_000
