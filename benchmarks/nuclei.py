@@ -32,6 +32,7 @@ import zarr
 
 import stitchsafe
 from stitchsafe.metrics import adapted_rand_error, average_precision
+from stitchsafe.model import load_model
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "nuclei"
 SPLIT = 128
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--iterations", type=int, default=None, help="default: train's own")
+    parser.add_argument("--reuse", action="store_true", help="evaluate WORKDIR/nuclei.pt again")
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -61,19 +63,18 @@ def main() -> None:
     command += ["--output", "nuclei.pt", "--overwrite", "--no-progress", "--json"]
     if args.iterations:
         command += ["--iterations", str(args.iterations)]
-    start = time.perf_counter()
-    proc = subprocess.run(command, cwd=work, capture_output=True, text=True, check=True)
-    train_seconds = time.perf_counter() - start
-    trained = json.loads(proc.stdout)
-    meta = stitchsafe.model.load_model(work / "nuclei.pt").metadata or {}
+    if not (args.reuse and (work / "nuclei.pt").exists()):
+        subprocess.run(command, cwd=work, capture_output=True, text=True, check=True)
+    meta = load_model(work / "nuclei.pt").metadata or {}
+    training = meta.get("training", {})
 
     summary: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "volume": list(image.shape),
         "split": f"train x < {SPLIT}, test x >= {SPLIT}",
         "command": " ".join(command),
-        "train_seconds": round(train_seconds, 1),
-        "iterations": trained.get("iterations"),
+        "train_seconds": training.get("seconds"),
+        "iterations": training.get("iterations"),
         "label_params": {k: v for k, v in meta.get("labels", {}).items() if k != "calibration"},
         "calibration_ap50": (meta.get("labels", {}).get("calibration") or {}).get("ap50"),
     }

@@ -59,21 +59,34 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compute_limit(model: Any, plan: Any, device: torch.device, batch: int, seconds: float) -> float:
+def compute_limit(
+    model: Any, plan: Any, device: torch.device, batch: int, seconds: float, precision: str
+) -> float:
     """Kept output voxels/s of back-to-back forwards on device-resident batches."""
+    from stitchsafe.engine import forward_context
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as predict does for its fixed tile shape
     x = torch.randn((batch, plan.geometry.channels_in, *plan.read_shape), device=device)
-    model(x)  # warm-up (allocator, cudnn autotune)
-    _sync(device)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or n < 2:
-        model(x)
-        n += 1
-    _sync(device)
+    with forward_context(precision, device):
+        model(x)  # warm-up (allocator, cudnn autotune)
+        _sync(device)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or n < 2:
+            model(x)
+            n += 1
+        _sync(device)
     return n * batch * math.prod(plan.tile_shape) / (time.perf_counter() - start)
 
 
 def io_limit(
-    volume: Any, plan: Any, out_group: str, channels: int, workers: int, transform: Any
+    volume: Any,
+    plan: Any,
+    out_group: str,
+    channels: int,
+    workers: int,
+    transform: Any,
+    dtype: str = "float32",
 ) -> float:
     """Output voxels/s of reading every padded tile input and writing its output chunk."""
     import dask
@@ -85,10 +98,11 @@ def io_limit(
         channels=channels,
         chunks=plan.chunks,
         axes=("z", "y", "x"),
+        dtype=dtype,
         overwrite=True,
     )
     rng = np.random.default_rng(0)
-    block = rng.normal(size=(channels, *plan.tile_shape)).astype(np.float32)
+    block = rng.normal(size=(channels, *plan.tile_shape)).astype(dtype)
 
     def one(tile: Any) -> None:
         read_padded(volume, tile.read, transform=transform)
@@ -152,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workdir", default=None, help="where the zarr files go (default: tmp)")
     ap.add_argument("--json-out", default="benchmarks/results/throughput.json")
     ap.add_argument("--no-monai", action="store_true")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    ap.add_argument("--embeddings-dtype", choices=["float32", "float16"], default="float32")
     args = ap.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -194,9 +210,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "halo_overhead": p.halo_overhead,
     }
-    results["compute_limit"] = compute_limit(model, p, device, args.batch_size, args.seconds)
+    results["precision"] = args.precision
+    results["embeddings_dtype"] = args.embeddings_dtype
+    results["compute_limit"] = compute_limit(
+        model, p, device, args.batch_size, args.seconds, args.precision
+    )
     results["io_limit"] = io_limit(
-        volume, p, os.fspath(work / "out.zarr"), cfg.out_channels, workers, norm
+        volume,
+        p,
+        os.fspath(work / "out.zarr"),
+        cfg.out_channels,
+        workers,
+        norm,
+        args.embeddings_dtype,
     )
     start = time.perf_counter()
     stitchsafe.predict(
@@ -206,6 +232,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tile_shape=p.tile_shape,
         batch_size=args.batch_size,
         device=str(device),
+        precision=args.precision,
+        embeddings_dtype=args.embeddings_dtype,
         overwrite=True,
         progress=False,
         **_no_labels(),

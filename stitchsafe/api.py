@@ -24,7 +24,7 @@ from .geometry import (
 )
 
 if TYPE_CHECKING:
-    from .io import Volume
+    from .io import OutputSpec, Volume
     from .model import LoadedModel
     from .normalize import Normalization
 
@@ -240,6 +240,26 @@ def plan(
 EMBEDDING_DTYPES = ("float32", "float16")
 
 
+def _previous_run(group: str, image: str) -> tuple[OutputSpec, dict[str, Any]] | None:
+    """The output image an interrupted run left at ``group/image``, with its attributes."""
+    import zarr
+
+    from .io import OutputSpec as Spec
+
+    path = os.path.join(group, *image.split("/"))
+    if not os.path.exists(os.path.join(path, "zarr.json")):
+        return None
+    try:
+        attrs = zarr.open_group(store=path, mode="r").attrs.asdict().get("stitchsafe")
+    except Exception:  # noqa: BLE001 - unreadable: not ours to resume
+        attrs = None
+    if not isinstance(attrs, dict):
+        raise StitchsafeError(
+            f"{path} exists but was not written by stitchsafe; choose another --output."
+        )
+    return Spec(group=group, image=image, array=f"{image}/0"), attrs
+
+
 def default_normalization(model: LoadedModel) -> tuple[str, tuple[float, float]]:
     """Normalisation method and percentiles from the model's metadata (default: percentile)."""
     meta = (model.metadata or {}).get("normalization") or {}
@@ -264,6 +284,7 @@ def predict(
     precision: str = "fp32",
     embeddings_dtype: str = "float32",
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
     labels: bool = True,
     threshold: float | None = None,
@@ -304,6 +325,11 @@ def predict(
     embeddings_dtype
         ``float32`` (default) or ``float16`` (half the disk and write time; embeddings
         rounded to ~1e-3 relative, labels computed from the rounded values).
+    resume
+        Continue an interrupted run into the same output: only tiles not yet marked done
+        are computed (:mod:`stitchsafe.resume`); refused when the plan, the model file or
+        the settings changed. Labels are then derived anew. Without an existing output
+        this is a normal run.
     threshold, min_size, foreground_threshold, label_dtype
         As for :func:`segment`; defaults from the model's metadata.
     seed_threshold, seed_foreground_threshold, grow
@@ -319,12 +345,17 @@ def predict(
     from .io import default_output_location, mark_complete, prepare_output
     from .labelling import check_label_dtype, open_embeddings, resolve_label_params, write_labels
     from .normalize import compute_normalization
+    from .resume import DoneMask, check_fingerprint, file_sha256, run_fingerprint
 
     if pad_mode not in PAD_MODES:
         raise StitchsafeError(f"--pad-mode {pad_mode!r} is not one of {', '.join(PAD_MODES)}.")
     if batch_size < 1:
         raise StitchsafeError(f"--batch-size must be at least 1, got {batch_size}.")
     check_precision(precision)
+    if resume and overwrite:
+        raise StitchsafeError(
+            "--resume continues an interrupted run and --overwrite starts again; pass one."
+        )
     if embeddings_dtype not in EMBEDDING_DTYPES:
         raise StitchsafeError(
             f"--embeddings-dtype {embeddings_dtype!r} is not one of {', '.join(EMBEDDING_DTYPES)}."
@@ -364,37 +395,61 @@ def predict(
         group, image = default_output_location(volume)
         if output is not None:
             group = os.fspath(output)
+        fingerprint = run_fingerprint(
+            the_plan,
+            model_sha256=file_sha256(session.result.model_path),
+            normalization=norm.to_dict(),
+            pad_mode=pad_mode,
+            precision=precision,
+            embeddings_dtype=embeddings_dtype,
+        )
         attrs = {
             "plan": session.result.to_dict(),
             "normalization": norm.to_dict(),
             "pad_mode": pad_mode,
             "channel_roles": roles,
             "label_defaults": defaults,
+            "run": fingerprint,
             "complete": False,
         }
-        spec = prepare_output(
-            group,
-            image=image,
-            shape=volume.shape,
-            channels=geometry.channels_out,
-            chunks=the_plan.chunks,
-            axes=SPATIAL_AXES[geometry.dims],
-            dtype=embeddings_dtype,
-            overwrite=overwrite,
-            attributes=attrs,
-        )
-        stats = run_plan(
-            volume,
-            session.model,
-            the_plan,
-            spec,
-            transform=norm,
-            pad_mode=pad_mode,
-            batch_size=batch_size,
-            device=session.device,
-            precision=precision,
-            progress=progress,
-        )
+        previous = _previous_run(group, image) if resume else None
+        if previous is None:
+            spec = prepare_output(
+                group,
+                image=image,
+                shape=volume.shape,
+                channels=geometry.channels_out,
+                chunks=the_plan.chunks,
+                axes=SPATIAL_AXES[geometry.dims],
+                dtype=embeddings_dtype,
+                overwrite=overwrite,
+                attributes=attrs,
+            )
+            done = DoneMask.create(spec.group, spec.image, the_plan.grid_shape)
+            todo = None
+        else:
+            spec, stored = previous
+            check_fingerprint(stored.get("run"), fingerprint, f"{group}/{image}")
+            done = DoneMask.open(spec.group, spec.image, the_plan.grid_shape)
+            todo = done.remaining(the_plan)
+            # Labels from before the interruption (if any) are derived anew below.
+        try:
+            stats = run_plan(
+                volume,
+                session.model,
+                the_plan,
+                spec,
+                transform=norm,
+                pad_mode=pad_mode,
+                batch_size=batch_size,
+                device=session.device,
+                precision=precision,
+                tiles=todo,
+                on_done=done.mark,
+                progress=progress,
+            )
+        finally:
+            done.flush()  # what finished is kept, whatever stopped the run
         mark_complete(spec, {**attrs, "complete": True, "seconds": round(stats.seconds, 3)})
     finally:
         volume.close()
@@ -404,7 +459,7 @@ def predict(
             open_embeddings(spec.group, image=spec.image),
             params=params,
             label_dtype=label_dtype,
-            overwrite=overwrite,
+            overwrite=overwrite or resume,
             progress=progress,
         )
         labels_path, objects = label_spec.array, label_stats.objects

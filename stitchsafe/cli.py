@@ -273,6 +273,12 @@ def plan(
     "stitched results then differ from a whole-volume pass by about 1e-2.",
 )
 @click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run into the same output: only unfinished tiles are "
+    "computed. Refused if the plan, the model file or the settings changed.",
+)
+@click.option(
     "--embeddings-dtype",
     type=click.Choice(["float32", "float16"]),
     default="float32",
@@ -309,6 +315,7 @@ def predict(
     output: str | None,
     batch_size: int,
     precision: str,
+    resume: bool,
     embeddings_dtype: str,
     pad_mode: str,
     normalize: str | None,
@@ -342,6 +349,7 @@ def predict(
         device=device,
         precision=precision,
         embeddings_dtype=embeddings_dtype,
+        resume=resume,
         pad_mode=pad_mode,
         normalize=normalize,
         overwrite=overwrite,

@@ -167,6 +167,7 @@ def run_plan(
     num_workers: int | None = None,
     precision: str = "fp32",
     prefetch: int | None = None,
+    on_done: Callable[[list[Tile]], None] | None = None,
     progress: bool = True,
 ) -> RunStats:
     """Run every tile of ``plan`` (or the given ``tiles``) and write the crops to ``output``.
@@ -196,6 +197,9 @@ def run_plan(
         ``fp32`` (exact), ``bf16`` or ``fp16`` (autocast; see :func:`forward_context`).
     prefetch
         Batches read ahead, and results waiting to be written (default: ``num_workers``).
+    on_done
+        Called in the caller's thread with each batch's tiles once all their chunks are
+        written (the resume bookkeeping, :mod:`stitchsafe.resume`).
     progress
         Show a tqdm bar on stderr.
     """
@@ -244,7 +248,14 @@ def run_plan(
     readers = ThreadPoolExecutor(workers, thread_name_prefix="stitchsafe-read")
     writers = ThreadPoolExecutor(workers, thread_name_prefix="stitchsafe-write")
     reads: deque[Future[torch.Tensor]] = deque()
-    writes: deque[Future[None]] = deque()
+    writes: deque[tuple[list[Tile], Future[None]]] = deque()
+
+    def finish_oldest() -> None:
+        batch, future = writes.popleft()
+        future.result()
+        if on_done is not None:
+            on_done(batch)
+
     try:
         queued = iter(batches)
         for batch in itertools.islice(queued, ahead):
@@ -266,14 +277,15 @@ def run_plan(
                     host, done = y.float(), None
                 compute += time.perf_counter() - tick
                 while len(writes) >= ahead:
-                    writes.popleft().result()  # bounded: wait for the oldest write
-                writes.append(writers.submit(write, batch, host, done))
+                    finish_oldest()  # bounded: wait for the oldest write
+                writes.append((batch, writers.submit(write, batch, host, done)))
         while writes:
-            writes.popleft().result()
+            finish_oldest()
     finally:
-        for pending in (reads, writes):
-            for f in pending:
-                f.cancel()
+        for pending in reads:
+            pending.cancel()
+        for _, waiting in writes:
+            waiting.cancel()
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True, cancel_futures=True)
         bar.close()

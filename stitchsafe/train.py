@@ -48,6 +48,7 @@ __all__ = [
     "calibrate_labels",
     "check_training_window",
     "label_candidates",
+    "recalibrate",
     "train",
 ]
 
@@ -131,6 +132,7 @@ def default_window(
     return tuple(wanted)
 
 
+WHOLE_IMAGE_CALIBRATION = 8_000_000  # voxels: calibrate on the whole training image
 GROW_STEPS = 6  # enough to fill the border zone seeds leave out (measured: 3 < 6 = 10)
 SEED_FOREGROUND = 0.9
 
@@ -195,7 +197,9 @@ def calibrate_labels(
     labels
         The training labels ``(*spatial)``.
     window
-        Output window of each crop (shrunk to the image); ``crops`` random crops.
+        Output window of each crop (shrunk to the image); ``crops`` random crops. Images
+        of at most ``WHOLE_IMAGE_CALIBRATION`` voxels are scored whole instead, in one
+        forward pass.
 
     Returns
     -------
@@ -210,22 +214,32 @@ def calibrate_labels(
 
     rng = np.random.default_rng(seed)
     shape = labels.shape
-    out_window = geometry.output_shape(
-        geometry.input_for_output(default_window(window, geometry, shape))
-    )
-    in_window = geometry.input_for_output(out_window)
     candidates = label_candidates(delta_d)
     scores = np.zeros(len(candidates))
     device = next(net.parameters()).device
+    whole = math.prod(shape) <= WHOLE_IMAGE_CALIBRATION
+    if whole:
+        # Small enough for one forward pass: score whole objects, not crop fragments
+        # (large objects cut by crops favour over-merging thresholds).
+        crops, out_window = 1, tuple(int(v) for v in shape)
+        in_window = geometry.input_for_output(out_window)
+        extra = [(0, 0)] + [(0, n - p) for n, p in zip(in_window, padded.shape[1:])]
+        source = np.pad(padded, extra, mode="reflect") if any(e for _, e in extra) else padded
+    else:
+        out_window = geometry.output_shape(
+            geometry.input_for_output(default_window(window, geometry, shape))
+        )
+        in_window = geometry.input_for_output(out_window)
+        source = padded
     was_training = net.training
     net.eval()
     try:
         for _ in range(crops):
-            o = sample_origin(rng, shape, out_window)
-            x = padded[(slice(None), *(slice(b, b + n) for b, n in zip(o, in_window)))]
+            o = (0,) * len(shape) if whole else sample_origin(rng, shape, out_window)
+            x = source[(slice(None), *(slice(b, b + n) for b, n in zip(o, in_window)))]
             with torch.no_grad():
                 out = net(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))
-            emb = out[0].cpu().numpy()
+            emb = out[0].cpu().numpy()[(slice(None), *(slice(0, n) for n in out_window))]
             gt = labels[tuple(slice(b, b + n) for b, n in zip(o, out_window))]
             for i, c in enumerate(candidates):
                 params = LabelParams(**c, min_size=min_size, channel_roles=tuple(channel_roles))
@@ -240,6 +254,7 @@ def calibrate_labels(
         "candidates": [{**c, "ap50": round(float(v), 4)} for c, v in zip(candidates, scores)],
         "crops": crops,
         "window": list(out_window),
+        "whole_image": whole,
     }
 
 
@@ -606,3 +621,80 @@ def train(
         window=out_window,
         input_window=input_window,
     )
+
+
+def recalibrate(
+    model: PathLike,
+    image: np.ndarray | PathLike,
+    labels: np.ndarray | PathLike,
+    *,
+    output: PathLike | None = None,
+    image_key: str | None = None,
+    labels_key: str | None = None,
+) -> dict[str, Any]:
+    """Measure a trained checkpoint's labelling defaults again, as ``train`` does at its end.
+
+    For a model trained before the labelling changed: the weights stay, the ``labels``
+    entry of the metadata is replaced by what :func:`calibrate_labels` finds on ``image``
+    and ``labels`` (normally the training data), with the same minimum size, margins and
+    normalisation, and ``labels.calibration.recalibrated`` records it. Writes ``output``
+    (default: ``model`` itself, replaced atomically) and returns the new metadata.
+    """
+    from .model import load_model, save_checkpoint, validate_metadata
+    from .normalize import Normalization
+    from .unet import UNet
+
+    loaded = load_model(model, device="cpu")
+    meta = loaded.metadata
+    if loaded.format != "stitchsafe" or meta is None or not isinstance(loaded.module, UNet):
+        raise StitchsafeError(
+            f"{os.fspath(model)!r} is not a stitchsafe checkpoint of the built-in U-Net."
+        )
+    geometry, _ = resolve_geometry_from(meta)
+    img, lab = load_training_data(
+        image, labels, image_key=image_key, labels_key=labels_key, dims=meta["dims"]
+    )
+    norm = Normalization.from_dict(meta["normalization"])
+    pad_mode = meta.get("training", {}).get("pad_mode", "reflect")
+    padded = np.pad(norm(img), [(0, 0), *geometry.halo], mode=cast(Any, pad_mode))
+    loss = meta.get("loss", {})
+    delta_d = float(loss.get("delta_d", 1.5))
+    window = meta.get("training", {}).get("window") or [2 * p for p in geometry.period]
+    calibration = calibrate_labels(
+        loaded.module,
+        padded,
+        lab,
+        geometry,
+        channel_roles=meta["channel_roles"],
+        window=tuple(2 * int(w) for w in window),
+        min_size=int(meta.get("labels", {}).get("min_size", default_min_size(lab))),
+        delta_d=delta_d,
+        seed=int(meta.get("training", {}).get("seed", 0)) + 1,
+    )
+    calibration["recalibrated"] = f"stitchsafe.train.recalibrate on {describe_source(image)}"
+    old = meta.get("labels", {})
+    meta = {
+        **meta,
+        "labels": {
+            "min_size": old.get("min_size", default_min_size(lab)),
+            "foreground_threshold": old.get("foreground_threshold", 0.5),
+            **calibration["params"],
+            "calibration": calibration,
+        },
+    }
+    validate_metadata(meta)
+    target = Path(output if output is not None else model)
+    partial = target.with_name(target.name + ".partial")
+    save_checkpoint(loaded.module, partial, metadata=meta)
+    os.replace(partial, target)
+    return meta
+
+
+def resolve_geometry_from(meta: dict[str, Any]) -> tuple[ModelGeometry, str]:
+    """The geometry a checkpoint's metadata declares."""
+    from .model import metadata_geometry
+
+    geometry, _ = metadata_geometry(meta, channels_in=int(meta.get("channels_in", 1)))
+    if geometry is None:
+        raise StitchsafeError("the checkpoint's metadata declares no geometry.")
+    return geometry, "metadata"

@@ -313,6 +313,29 @@ def test_bundled_models_record_how_to_retrain_them(dims: int) -> None:
     command = meta["training"]["command"]
     assert command.startswith("stitchsafe train --image cells") and "--output cells" in command
     assert meta["channel_roles"][-1] == "foreground"
-    # Labelling defaults were calibrated on the training data; the seeded variant won.
-    assert meta["labels"]["seed_threshold"] > 0 and meta["labels"]["grow"] > 0
+    # Labelling defaults were calibrated on the training data: the best candidate is stored.
+    calibration = meta["labels"]["calibration"]
+    assert {k: meta["labels"].get(k) for k in calibration["params"]} == calibration["params"]
     assert bundled_model(dims).stat().st_size < 3_000_000
+
+
+def test_recalibrate_replaces_only_the_labelling_defaults(
+    trained: tuple[Path, dict, np.ndarray], tmp_path: Path
+) -> None:
+    from stitchsafe.train import recalibrate
+
+    d, result, img = trained
+    before = load_model(d / "model.pt")
+    lab = tifffile.imread(d / "lab.tif")
+    meta = recalibrate(d / "model.pt", img, lab, output=tmp_path / "re.pt")
+    after = load_model(tmp_path / "re.pt")
+    assert after.metadata == meta
+    assert meta["labels"]["calibration"]["recalibrated"].startswith("stitchsafe.train.recalibrate")
+    assert meta["labels"]["calibration"]["whole_image"] is True  # a 48 x 56 image: scored whole
+    assert {k: v for k, v in meta.items() if k != "labels"} == {
+        k: v for k, v in (before.metadata or {}).items() if k != "labels"
+    }
+    for k, v in before.module.state_dict().items():
+        assert torch.equal(v, after.module.state_dict()[k])
+    with pytest.raises(StitchsafeError, match="not a stitchsafe checkpoint"):
+        recalibrate(d / "model.pt2", img, lab, output=tmp_path / "x.pt")
