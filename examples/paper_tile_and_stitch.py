@@ -54,16 +54,20 @@ from stitchsafe.synthetic import synthetic_cells
 SHAPE = (256, 256)
 
 
-def train_model(path: Path, image: np.ndarray, labels: np.ndarray, **kwargs: Any) -> Path:
-    training.train(image, labels, output=path, overwrite=True, progress=False, **kwargs)
+def train_model(
+    path: Path, image: np.ndarray, labels: np.ndarray, reuse: bool, **kwargs: Any
+) -> Path:
+    if not (reuse and path.exists()):
+        training.train(image, labels, output=path, overwrite=True, progress=False, **kwargs)
     return path
 
 
-def tiled(model_path: Path, image_path: Path, tile: tuple[int, ...], work: Path) -> np.ndarray:
+def tiled(
+    model_path: Path, image_path: Path, tile: tuple[int, ...], work: Path, norm: Normalization
+) -> np.ndarray:
     """Stitched output of an arbitrary (possibly wrong) tiling, for comparison."""
     model = load_model(model_path, device="cpu")
     geometry, _ = resolve_geometry(model)
-    meta = model.metadata or {}
     volume = open_volume(image_path, spatial_dims=2)
     plan = make_plan(volume.shape, geometry, tile_shape=tile, exact=False)
     spec = prepare_output(
@@ -74,16 +78,15 @@ def tiled(model_path: Path, image_path: Path, tile: tuple[int, ...], work: Path)
         axes=("y", "x"),
         overwrite=True,
     )
-    norm = Normalization.from_dict(meta["normalization"])
     run_plan(volume, model, plan, spec, transform=norm, progress=False)
     volume.close()
     return np.asarray(zarr.open_array(f"{spec.group}/{spec.array}", mode="r"))
 
 
-def whole(model_path: Path, image: np.ndarray) -> np.ndarray:
+def whole(model_path: Path, image: np.ndarray, norm: Normalization) -> np.ndarray:
+    """The oracle: one forward pass over the whole image, normalised as predict did."""
     model = load_model(model_path, device="cpu")
     geometry, _ = resolve_geometry(model)
-    norm = Normalization.from_dict((model.metadata or {})["normalization"])
     return whole_volume_forward(image[None], model, geometry, transform=norm)
 
 
@@ -106,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--reuse", action="store_true", help="keep models already trained")
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -114,7 +118,7 @@ def main() -> None:
     test_path = work / "test.zarr"
     zarr.create_array(test_path, data=test, chunks=(64, 64), overwrite=True)
 
-    common = {"iterations": args.iterations, "dims": 2}
+    common = {"iterations": args.iterations, "dims": 2, "reuse": args.reuse}
     good = train_model(work / "window_4P.pt", image, labels, depth=2, **common)
     deep = train_model(work / "depth4.pt", image, labels, depth=4, **common)
     # Break the rule on purpose: an output window of exactly one period.
@@ -129,37 +133,37 @@ def main() -> None:
     maps, overlays = [], []
     for name, model in (("window_4P", good), ("window_P", bad), ("depth4", deep)):
         geometry, _ = resolve_geometry(load_model(model))
-        ref = whole(model, test)
+        lattice = tuple(8 * p for p in geometry.period)
+        r = stitchsafe.predict(
+            model,
+            test_path,
+            output=work / f"{name}.zarr",
+            tile_shape=lattice,
+            device="cpu",
+            overwrite=True,
+            progress=False,
+            labels=False,
+        )
+        norm = Normalization.from_dict(r.normalization)
+        ref = whole(model, test, norm)
         scale = float(np.abs(ref).max())
         params = params_of(model, ref.shape[0])
         emb_channels = list(params.embedding_channels(ref.shape[0]))
         entry: dict[str, Any] = {
             "period": list(geometry.period),
-            "remainder": list(geometry.remainder),
+            "raw_output_remainder": list(geometry.remainder),
             "ap50_whole": round(average_precision(truth, label_array(ref, params=params)), 4),
             "phase_spread": round(phase_spread(ref[emb_channels], truth, geometry.period[1]), 3),
         }
-        tilings = {"lattice": tuple(8 * p for p in geometry.period)}
+        tilings: dict[str, tuple[int, ...]] = {"lattice": lattice}
         if any(geometry.remainder):
-            tilings["remainder"] = geometry.output_shape(
-                geometry.input_for_output(tilings["lattice"])
-            )
-        tilings["off_lattice"] = tuple(t - 1 for t in tilings["lattice"])
+            tilings["remainder"] = geometry.output_shape(geometry.input_for_output(lattice))
+        tilings["off_lattice"] = tuple(t - 1 for t in lattice)
         for tiling, tile in tilings.items():
             if tiling == "lattice":
-                r = stitchsafe.predict(
-                    model,
-                    test_path,
-                    output=work / f"{name}.zarr",
-                    tile_shape=tile,
-                    device="cpu",
-                    overwrite=True,
-                    progress=False,
-                    labels=False,
-                )
                 out = np.asarray(zarr.open_array(f"{r.output}/{r.embeddings}", mode="r"))
             else:
-                out = tiled(model, test_path, tile, work)
+                out = tiled(model, test_path, tile, work, norm)
             lab = label_array(out, params=params)
             entry[tiling] = {
                 "tile": list(tile),
