@@ -451,6 +451,8 @@ def test_predict_without_model_uses_the_bundled_one(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "bundled cells2d model" in proc.stderr
     assert json.loads(proc.stdout)["plan"]["model"]["path"].endswith("cells2d.pt")
-    tifffile.imwrite(tmp_path / "four.tif", np.zeros((2, 3, 20, 20), np.uint16))
+    tifffile.imwrite(
+        tmp_path / "four.tif", np.zeros((2, 3, 20, 20), np.uint16), photometric="minisblack"
+    )
     proc = run_cli("predict", "--input", str(tmp_path / "four.tif"), "--no-progress")
     _assert_bad_input(proc, "no bundled model fits", "--model")
