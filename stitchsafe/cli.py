@@ -7,6 +7,7 @@ Exit codes: 0 success; 2 bad usage or bad input (one-paragraph message, no trace
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from collections.abc import Callable
@@ -17,6 +18,15 @@ import click
 from . import __version__
 from .errors import StitchsafeError
 from .geometry import parse_ints
+
+# Disk full, quota, read-only or permission problems: the user's to fix, not a bug.
+_STORAGE_ERRORS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+}
 
 
 class BadInput(click.ClickException):
@@ -33,6 +43,15 @@ class Group(click.Group):
             return super().invoke(ctx)
         except StitchsafeError as exc:
             raise BadInput(" ".join(str(exc).split())) from None
+        except OSError as exc:
+            if exc.errno not in _STORAGE_ERRORS:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise BadInput(
+                f"writing failed: {exc.strerror or exc}{where}. Nothing already finished is "
+                "lost: free space or fix the permissions, then rerun the same command with "
+                "--resume (predict) to continue where it stopped."
+            ) from None
 
 
 def _parse_pooling(values: tuple[str, ...]) -> Any:

@@ -6,6 +6,7 @@ pipeline's own behaviour is checked with real zarr arrays on disk.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -145,3 +146,37 @@ def test_float16_embeddings_and_bf16_precision(setup: dict[str, Any]) -> None:
         stitchsafe.predict(
             model, inp, output=tmp / "x.zarr", **{**common, "embeddings_dtype": "int8"}
         )
+
+
+@pytest.mark.parametrize("code", [28, 13], ids=["disk-full", "permission-denied"])
+def test_storage_errors_exit_2_and_point_to_resume(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    import os
+
+    from click.testing import CliRunner
+
+    import stitchsafe.io
+    from stitchsafe.cli import cli
+
+    calls: list[int] = []
+    real = stitchsafe.io.write_block
+
+    def failing(*args: Any) -> None:
+        calls.append(1)
+        if len(calls) > 3:
+            raise OSError(code, os.strerror(code), "out.zarr/embeddings/0/c/0/0/1")
+        real(*args)
+
+    monkeypatch.setattr(stitchsafe.io, "write_block", failing)
+    out = setup["tmp"] / f"full-{code}.zarr"
+    args = ["predict", "--model", str(setup["model"]), "--input", str(setup["input"])]
+    args += ["--output", str(out), "--tile-shape", "8,8", "--device", "cpu", "--no-progress"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2, r.output
+    assert os.strerror(code) in r.output and "--resume" in r.output
+    assert "Traceback" not in r.output
+    monkeypatch.setattr(stitchsafe.io, "write_block", real)
+    done = CliRunner().invoke(cli, [*args, "--resume", "--json"])  # the cause is fixed
+    assert done.exit_code == 0, done.output
+    assert 0 < json.loads(done.output.splitlines()[-1])["tiles"] < 42
