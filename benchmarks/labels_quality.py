@@ -25,8 +25,8 @@ error over the seeds, and the labelling throughput in voxels/s: blockwise on zar
 once for reference (same run, same machine), with the ratios. The blockwise labels are
 checked to be identical to the whole-array labels.
 
-**Not measured here**: the real nuclei volume (``../shared/data/nuclei.tif``). Its
-evaluation needs embeddings from a trained model, which a later issue provides.
+The real nuclei volume (``data/nuclei``) needs embeddings from a trained model:
+``benchmarks/nuclei.py`` trains one with ``stitchsafe train`` and scores the labels.
 
 Usage::
 
