@@ -640,7 +640,7 @@ def recalibrate(
     normalisation, and ``labels.calibration.recalibrated`` records it. Writes ``output``
     (default: ``model`` itself, replaced atomically) and returns the new metadata.
     """
-    from .model import load_model, save_checkpoint, validate_metadata
+    from .model import load_model, metadata_geometry, save_checkpoint, validate_metadata
     from .normalize import Normalization
     from .unet import UNet
 
@@ -650,7 +650,9 @@ def recalibrate(
         raise StitchsafeError(
             f"{os.fspath(model)!r} is not a stitchsafe checkpoint of the built-in U-Net."
         )
-    geometry, _ = resolve_geometry_from(meta)
+    geometry, _ = metadata_geometry(meta, channels_in=int(meta.get("channels_in", 1)))
+    if geometry is None:
+        raise StitchsafeError("the checkpoint's metadata declares no geometry.")
     img, lab = load_training_data(
         image, labels, image_key=image_key, labels_key=labels_key, dims=meta["dims"]
     )
@@ -688,13 +690,3 @@ def recalibrate(
     save_checkpoint(loaded.module, partial, metadata=meta)
     os.replace(partial, target)
     return meta
-
-
-def resolve_geometry_from(meta: dict[str, Any]) -> tuple[ModelGeometry, str]:
-    """The geometry a checkpoint's metadata declares."""
-    from .model import metadata_geometry
-
-    geometry, _ = metadata_geometry(meta, channels_in=int(meta.get("channels_in", 1)))
-    if geometry is None:
-        raise StitchsafeError("the checkpoint's metadata declares no geometry.")
-    return geometry, "metadata"
