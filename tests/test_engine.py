@@ -81,10 +81,10 @@ def test_read_ahead_is_bounded(setup: dict[str, Any], prefetch: int) -> None:
         progress=False,
     )
     assert stats.tiles == len(plan) > 50
-    # Forward k (0-based) runs after reads k..k+prefetch-1 at most were started: never
-    # more than `prefetch` batches wait in memory.
+    # Forward k (0-based) runs on batch k while at most `prefetch` later batches have been
+    # started reading (k + 1 .. k + prefetch): reads started <= k + 1 + prefetch.
     for k, seen in enumerate(model.ahead):
-        assert seen <= k + prefetch, (k, seen)
+        assert seen <= k + 1 + prefetch, (k, seen)
     assert max(a - k for k, a in enumerate(model.ahead)) >= 1  # it did read ahead
 
 
