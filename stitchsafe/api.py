@@ -7,9 +7,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from .io import OutputSpec, Volume
     from .model import LoadedModel
     from .normalize import Normalization
+    from .schedulers import SchedulerSpec
+    from .slurm import SlurmOptions
 
 PathLike = str | os.PathLike[str]
 SPATIAL_AXES = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
@@ -142,12 +145,27 @@ def _open(
     pooling_factors: Sequence[Sequence[int]] | Sequence[int] | int | None,
     depth: int | None,
     device: str,
+    remote: bool = False,
 ) -> _Session:
     from .engine import default_max_input_voxels, resolve_device
     from .io import open_volume
     from .model import load_model, resolve_geometry
 
-    dev = resolve_device(device)
+    if remote:
+        # The workers run the model; this process only plans, on its CPU (it may be a
+        # login node without a GPU). The device is checked for form here, for real there.
+        import torch
+
+        if device != "auto":
+            try:
+                torch.device(device)
+            except RuntimeError:
+                raise StitchsafeError(
+                    f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N."
+                ) from None
+        dev = torch.device("cpu")
+    else:
+        dev = resolve_device(device)
     notes: list[str] = []
     if model is None:
         from .bundled import model_for_input
@@ -294,6 +312,8 @@ def predict(
     seed_foreground_threshold: float | None = None,
     grow: int | None = None,
     label_dtype: str = "uint32",
+    scheduler: str = "threads",
+    cluster: SlurmOptions | None = None,
 ) -> PredictResult:
     """Run ``model`` over ``input`` tile by tile; the result equals one whole-volume pass.
 
@@ -334,6 +354,16 @@ def predict(
         As for :func:`segment`; defaults from the model's metadata.
     seed_threshold, seed_foreground_threshold, grow
         As for :func:`segment`.
+    scheduler
+        Where the tiles run (:mod:`stitchsafe.schedulers`): ``threads`` (default, this
+        process), ``processes[:N]``, ``local[:N]`` (a dask ``LocalCluster``) or the address
+        of a running dask scheduler. Off ``threads`` the workers load the model from its
+        path and must see the model, input and output files; without ``tile_shape`` the
+        tiles are sized for the CPU budget. Labels run on the same dask cluster (on threads
+        here for ``processes``). The output is identical on every scheduler.
+    cluster
+        Start dask workers as SLURM jobs (:mod:`stitchsafe.slurm`) instead of
+        ``scheduler``; they are cancelled when the run ends.
 
     Returns
     -------
@@ -346,7 +376,10 @@ def predict(
     from .labelling import check_label_dtype, open_embeddings, resolve_label_params, write_labels
     from .normalize import compute_normalization
     from .resume import DoneMask, check_fingerprint, file_sha256, run_fingerprint
+    from .schedulers import parse_scheduler
 
+    where = parse_scheduler(scheduler)
+    remote = where.distributed or cluster is not None
     if pad_mode not in PAD_MODES:
         raise StitchsafeError(f"--pad-mode {pad_mode!r} is not one of {', '.join(PAD_MODES)}.")
     if batch_size < 1:
@@ -369,8 +402,10 @@ def predict(
         pooling_factors=pooling_factors,
         depth=depth,
         device=device,
+        remote=remote,
     )
     volume, geometry, the_plan = session.volume, session.geometry, session.result.plan
+    workers = contextlib.ExitStack()
     try:
         metadata = session.model.metadata or {}
         roles = metadata.get("channel_roles")
@@ -395,9 +430,10 @@ def predict(
         group, image = default_output_location(volume)
         if output is not None:
             group = os.fspath(output)
+        model_sha256 = file_sha256(session.result.model_path)
         fingerprint = run_fingerprint(
             the_plan,
-            model_sha256=file_sha256(session.result.model_path),
+            model_sha256=model_sha256,
             normalization=norm.to_dict(),
             pad_mode=pad_mode,
             precision=precision,
@@ -412,6 +448,8 @@ def predict(
             "run": fingerprint,
             "complete": False,
         }
+        # Workers first: an unreachable scheduler must fail before anything is written.
+        executor = workers.enter_context(_executor(where, cluster, device)) if remote else None
         previous = _previous_run(group, image) if resume else None
         if previous is None:
             spec = prepare_output(
@@ -434,35 +472,64 @@ def predict(
             todo = done.remaining(the_plan)
             # Labels from before the interruption (if any) are derived anew below.
         try:
-            stats = run_plan(
-                volume,
-                session.model,
-                the_plan,
-                spec,
-                transform=norm,
-                pad_mode=pad_mode,
-                batch_size=batch_size,
-                device=session.device,
-                precision=precision,
-                tiles=todo,
-                on_done=done.mark,
-                progress=progress,
-            )
+            if executor is None:
+                stats = run_plan(
+                    volume,
+                    session.model,
+                    the_plan,
+                    spec,
+                    transform=norm,
+                    pad_mode=pad_mode,
+                    batch_size=batch_size,
+                    device=session.device,
+                    precision=precision,
+                    tiles=todo,
+                    on_done=done.mark,
+                    progress=progress,
+                )
+            else:
+                from .tile_tasks import TileJob, run_plan_distributed
+
+                job = TileJob(
+                    model=os.path.abspath(session.result.model_path),
+                    model_sha256=model_sha256,
+                    volume=volume,
+                    plan=the_plan,
+                    output=spec,
+                    output_dtype=embeddings_dtype,
+                    normalization=norm.to_dict(),
+                    pad_mode=pad_mode,
+                    precision=precision,
+                    device=device,
+                )
+                describe = "slurm" if cluster is not None else where.describe()
+                stats = run_plan_distributed(
+                    executor,
+                    job,
+                    tiles=todo,
+                    batch_size=batch_size,
+                    on_done=done.mark,
+                    progress=progress,
+                    describe=f"{device} on {describe}",
+                )
         finally:
             done.flush()  # what finished is kept, whatever stopped the run
         mark_complete(spec, {**attrs, "complete": True, "seconds": round(stats.seconds, 3)})
+        volume.close()
+        labels_path, objects = None, None
+        if labels:
+            label_spec, label_stats = write_labels(
+                open_embeddings(spec.group, image=spec.image),
+                params=params,
+                label_dtype=label_dtype,
+                overwrite=overwrite or resume,
+                progress=progress,
+                executor=executor,
+            )
+            labels_path, objects = label_spec.array, label_stats.objects
     finally:
         volume.close()
-    labels_path, objects = None, None
-    if labels:
-        label_spec, label_stats = write_labels(
-            open_embeddings(spec.group, image=spec.image),
-            params=params,
-            label_dtype=label_dtype,
-            overwrite=overwrite or resume,
-            progress=progress,
-        )
-        labels_path, objects = label_spec.array, label_stats.objects
+        workers.close()
     return PredictResult(
         output=spec.group,
         embeddings=spec.array,
@@ -475,6 +542,29 @@ def predict(
         objects=objects,
         label_params=params.to_dict() if labels else None,
     )
+
+
+@contextlib.contextmanager
+def _executor(where: SchedulerSpec, cluster: SlurmOptions | None, device: str) -> Iterator[Any]:
+    """The workers for a run off the threaded scheduler (SLURM jobs cancelled after)."""
+    from .schedulers import open_executor
+
+    if cluster is None:
+        with open_executor(where, device=device) as executor:
+            yield executor
+        return
+    from .slurm import make_cluster
+
+    jobs = make_cluster(cluster)
+    try:
+        jobs.scale(jobs=cluster.jobs)
+        minimum = cluster.workers if cluster.gpus else cluster.workers * cluster.threads_per_worker
+        with open_executor(
+            where, cluster=jobs, cluster_workers=minimum, cluster_gpus=cluster.gpus > 0
+        ) as executor:
+            yield executor
+    finally:
+        jobs.close()
 
 
 def segment(
@@ -491,6 +581,7 @@ def segment(
     overwrite: bool = False,
     progress: bool = True,
     num_workers: int | None = None,
+    scheduler: str = "threads",
 ) -> SegmentResult:
     """Derive instance labels from embeddings that :func:`predict` already wrote.
 
@@ -528,6 +619,9 @@ def segment(
         Show progress bars on stderr.
     num_workers
         dask threads (default: the CPU count, at least 2).
+    scheduler
+        ``threads`` (default), ``local[:N]`` or a scheduler address: where the blocks are
+        labelled (``processes`` labels on threads). The labels are the same.
 
     Returns
     -------
@@ -535,8 +629,10 @@ def segment(
         Label array path inside ``input``, object count, blocks, seconds, parameters.
     """
     from .labelling import check_label_dtype, open_embeddings, resolve_label_params, write_labels
+    from .schedulers import open_executor, parse_scheduler
 
     start = time.perf_counter()
+    where = parse_scheduler(scheduler)
     check_label_dtype(label_dtype)
     source = open_embeddings(input, image=image)
     params = resolve_label_params(
@@ -550,14 +646,19 @@ def segment(
         seed_foreground_threshold=seed_foreground_threshold,
         grow=grow,
     )
-    spec, stats = write_labels(
-        source,
-        params=params,
-        label_dtype=label_dtype,
-        overwrite=overwrite,
-        progress=progress,
-        num_workers=num_workers,
-    )
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if where.distributed and where.kind != "processes":
+            executor = stack.enter_context(open_executor(where))
+        spec, stats = write_labels(
+            source,
+            params=params,
+            label_dtype=label_dtype,
+            overwrite=overwrite,
+            progress=progress,
+            num_workers=num_workers,
+            executor=executor,
+        )
     return SegmentResult(
         output=source.group,
         embeddings=source.array,

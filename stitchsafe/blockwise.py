@@ -78,9 +78,20 @@ def block_boxes(shape: Sequence[int], block_shape: Sequence[int]) -> list[Box]:
 
 
 def _run(
-    fn: Callable[[int], T], n: int, *, desc: str, num_workers: int | None, progress: bool
+    fn: Callable[[int], T],
+    n: int,
+    *,
+    desc: str,
+    num_workers: int | None,
+    progress: bool,
+    executor: Any = None,
 ) -> list[T]:
-    """Run ``fn(0..n-1)`` as dask tasks on the threaded scheduler, with a tqdm bar."""
+    """Run ``fn(0..n-1)``: dask tasks on the threaded scheduler, or on a dask cluster.
+
+    On a cluster (``executor`` from :func:`stitchsafe.schedulers.open_executor`), ``fn``
+    (a closure over this pass's tables) is shipped to each worker once and tasks carry
+    only groups of block indices.
+    """
     import dask
     from tqdm.auto import tqdm
 
@@ -88,19 +99,38 @@ def _run(
 
     bar = tqdm(total=n, desc=desc, unit="block", disable=not progress, leave=False)
     lock = threading.Lock()
-
-    def task(i: int) -> T:
-        result = fn(i)
-        with lock:
-            bar.update(1)
-        return result
-
     try:
+        if executor is not None and hasattr(executor, "share"):
+            from .schedulers import drive
+
+            results: list[Any] = [None] * n
+            size = max(1, min(64, n // max(1, 4 * executor.workers)))
+            groups = [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+            def collect(group: range, values: list[T]) -> None:
+                for i, value in zip(group, values):
+                    results[i] = value
+                bar.update(len(group))
+
+            drive(executor, _apply, groups, on_result=collect, shared=executor.share(fn))
+            return results
+
+        def task(i: int) -> T:
+            result = fn(i)
+            with lock:
+                bar.update(1)
+            return result
+
         tasks = [dask.delayed(task, pure=False)(i) for i in range(n)]
         workers = num_workers or max(2, _cpu_count())
         return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
     finally:
         bar.close()
+
+
+def _apply(fn: Callable[[int], T], group: range) -> list[T]:
+    """A cluster task: ``fn`` over a group of block indices."""
+    return [fn(i) for i in group]
 
 
 def _plane(box: Box, axis: int, at: int) -> Box:
@@ -133,6 +163,7 @@ def label_blocks(
     max_id: int | None = None,
     num_workers: int | None = None,
     progress: bool = True,
+    executor: Any = None,
 ) -> LabelStats:
     """Label ``embeddings`` block by block into ``out``; equal to ``label_array``.
 
@@ -156,6 +187,10 @@ def label_blocks(
         dask threads (default: the CPU count, at least 2), as for ``engine.run_plan``.
     progress
         Show tqdm bars on stderr.
+    executor
+        A dask cluster (:func:`stitchsafe.schedulers.open_executor`) to run the blocks on;
+        its workers must see ``embeddings``, ``out`` and ``scratch`` (zarr arrays on a
+        shared file system). Default: threads in this process.
 
     Returns
     -------
@@ -209,7 +244,7 @@ def label_blocks(
         first = np.ravel_multi_index(tuple(c + b for c, b in zip(coords, box.begin)), shape)
         return frags.sizes, first.astype(np.int64)
 
-    run = functools.partial(_run, num_workers=num_workers, progress=progress)
+    run = functools.partial(_run, num_workers=num_workers, progress=progress, executor=executor)
     tables = run(components, len(boxes), desc="labels: components")
     counts = np.array([t[0].size for t in tables], np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])

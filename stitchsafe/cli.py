@@ -183,6 +183,91 @@ def label_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+_SCHEDULER_HELP = (
+    "Where the work runs: threads (this process), processes[:N] (worker processes here), "
+    "local[:N] (a dask LocalCluster of N workers on 127.0.0.1; default N: one per GPU, else "
+    "half the cores) or tcp://host:port (a running dask scheduler). Workers load the model "
+    "from its path; model and data must be on a file system they share."
+)
+
+
+def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--scheduler`` and the ``--cluster slurm`` options of predict."""
+    options = [
+        click.option("--scheduler", default="threads", show_default=True, help=_SCHEDULER_HELP),
+        click.option(
+            "--cluster",
+            type=click.Choice(["slurm"]),
+            default=None,
+            help="Start dask workers as SLURM batch jobs (dask-jobqueue) for this run; they "
+            "are cancelled when it ends. Replaces --scheduler.",
+        ),
+        click.option("--cluster-jobs", default=1, show_default=True, type=int, help="SLURM jobs."),
+        click.option(
+            "--cluster-gpus",
+            default=1,
+            show_default=True,
+            type=int,
+            help="GPUs per job (--gres=gpu:N), one worker each; 0 for CPU jobs.",
+        ),
+        click.option(
+            "--cluster-cores", default=8, show_default=True, type=int, help="CPUs per job."
+        ),
+        click.option("--cluster-memory", default="32GB", show_default=True, help="Memory per job."),
+        click.option(
+            "--cluster-walltime",
+            default="04:00:00",
+            show_default=True,
+            help="Time limit per job (--resume continues after it).",
+        ),
+        click.option("--cluster-queue", default=None, help="SLURM partition (-p)."),
+        click.option(
+            "--cluster-config",
+            default=None,
+            type=click.Path(dir_okay=False),
+            help="YAML/JSON file of further dask_jobqueue.SLURMCluster options (interface, "
+            "job_script_prologue, account, log_directory...).",
+        ),
+        click.option(
+            "--print-job-script",
+            is_flag=True,
+            help="With --cluster slurm: print the batch script each job would run, and stop.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _slurm_options(
+    cluster: str | None,
+    jobs: int,
+    gpus: int,
+    cores: int,
+    memory: str,
+    walltime: str,
+    queue: str | None,
+    config: str | None,
+    scheduler: str,
+) -> Any:
+    """``SlurmOptions`` for ``--cluster slurm``, ``None`` without it."""
+    if cluster is None:
+        return None
+    if scheduler != "threads":
+        raise BadInput("--cluster slurm starts its own scheduler; drop --scheduler.")
+    from .slurm import SlurmOptions, load_cluster_config
+
+    return SlurmOptions(
+        jobs=jobs,
+        gpus=gpus,
+        cores=cores,
+        memory=memory,
+        walltime=walltime,
+        queue=queue,
+        extra=load_cluster_config(config),
+    )
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stitchsafe")
 def cli() -> None:
@@ -322,6 +407,7 @@ def plan(
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--no-labels", is_flag=True, help="Write embeddings only, no instance labels.")
 @label_options
+@cluster_options
 def predict(
     model: str | None,
     input_path: str,
@@ -348,14 +434,43 @@ def predict(
     seed_foreground_threshold: float | None,
     grow: int | None,
     label_dtype: str,
+    scheduler: str,
+    cluster: str | None,
+    cluster_jobs: int,
+    cluster_gpus: int,
+    cluster_cores: int,
+    cluster_memory: str,
+    cluster_walltime: str,
+    cluster_queue: str | None,
+    cluster_config: str | None,
+    print_job_script: bool,
 ) -> None:
     """Run a model over an input tile by tile, identical to one whole-volume pass.
 
     Instance labels are derived from the embeddings afterwards (see ``segment``) unless
-    --no-labels is given.
+    --no-labels is given. With --scheduler or --cluster the tiles and label blocks run on
+    dask workers; the output is the same.
     """
     from . import api
 
+    slurm = _slurm_options(
+        cluster,
+        cluster_jobs,
+        cluster_gpus,
+        cluster_cores,
+        cluster_memory,
+        cluster_walltime,
+        cluster_queue,
+        cluster_config,
+        scheduler,
+    )
+    if print_job_script:
+        if slurm is None:
+            raise BadInput("--print-job-script shows the script of --cluster slurm; add it.")
+        from .slurm import job_script
+
+        click.echo(job_script(slurm), nl=False)
+        return
     result = api.predict(
         model,
         input_path,
@@ -381,6 +496,8 @@ def predict(
         seed_foreground_threshold=seed_foreground_threshold,
         grow=grow,
         label_dtype=label_dtype,
+        scheduler=scheduler,
+        cluster=slurm,
     )
     _notes(result.plan.notes)
     if as_json:
@@ -415,6 +532,12 @@ def predict(
 @click.option("--overwrite", is_flag=True, help="Replace existing labels.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option(
+    "--scheduler",
+    default="threads",
+    show_default=True,
+    help="threads, local[:N] or tcp://host:port: where the blocks are labelled.",
+)
 def segment(
     input_path: str,
     image: str,
@@ -428,6 +551,7 @@ def segment(
     overwrite: bool,
     no_progress: bool,
     as_json: bool,
+    scheduler: str,
 ) -> None:
     """Derive instance labels from embeddings already written by predict.
 
@@ -449,6 +573,7 @@ def segment(
         label_dtype=label_dtype,
         overwrite=overwrite,
         progress=not no_progress,
+        scheduler=scheduler,
     )
     if as_json:
         click.echo(json.dumps(result.to_dict()))

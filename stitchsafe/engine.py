@@ -206,8 +206,6 @@ def run_plan(
     import torch
     from tqdm.auto import tqdm
 
-    from .io import read_padded, write_block
-
     if pad_mode not in PAD_MODES:
         raise StitchsafeError(f"--pad-mode {pad_mode!r} is not one of {', '.join(PAD_MODES)}.")
     if batch_size < 1:
@@ -227,19 +225,13 @@ def run_plan(
     bar_lock = threading.Lock()
 
     def read(batch: list[Tile]) -> torch.Tensor:
-        x = np.stack(
-            [read_padded(volume, t.read, mode=pad_mode, transform=transform) for t in batch]
-        )
-        xt = torch.from_numpy(x)
+        xt = torch.from_numpy(read_batch(volume, batch, pad_mode=pad_mode, transform=transform))
         return xt.pin_memory() if cuda else xt
 
     def write(batch: list[Tile], y: torch.Tensor, done: Any) -> None:
         if done is not None:
             done.synchronize()  # the device-to-host copy has landed
-        arr = y.numpy()
-        for t, yt in zip(batch, arr):
-            crop = yt[(slice(None), *t.crop.to_slices())]
-            write_block(output, t.write, crop.astype(out_dtype, copy=False))
+        write_batch(output, batch, y.numpy(), out_dtype)
         with bar_lock:
             bar.update(len(batch))
 
@@ -296,6 +288,30 @@ def run_plan(
         device=str(dev),
         compute_seconds=compute,
     )
+
+
+def read_batch(
+    volume: Volume,
+    tiles: Sequence[Tile],
+    *,
+    pad_mode: str,
+    transform: Callable[[np.ndarray], np.ndarray] | None,
+) -> np.ndarray:
+    """The tiles' padded, normalised input boxes stacked as one ``(N, C, *read)`` batch."""
+    from .io import read_padded
+
+    return np.stack(
+        [read_padded(volume, t.read, mode=pad_mode, transform=transform) for t in tiles]
+    )
+
+
+def write_batch(output: OutputSpec, tiles: Sequence[Tile], y: np.ndarray, dtype: Any) -> None:
+    """Crop each tile's raw output ``y[i]`` and write it, cast to ``dtype``, as whole chunks."""
+    from .io import write_block
+
+    for t, yt in zip(tiles, y):
+        crop = yt[(slice(None), *t.crop.to_slices())]
+        write_block(output, t.write, crop.astype(dtype, copy=False))
 
 
 def _output_dtype(output: OutputSpec) -> Any:

@@ -212,11 +212,14 @@ def write_labels(
     progress: bool = True,
     num_workers: int | None = None,
     max_id: int | None = None,
+    executor: Any = None,
 ) -> tuple[OutputSpec, LabelStats]:
     """Label ``source`` blockwise into the image-label ``<image>/labels/<name>``.
 
     Blocks are the embeddings' spatial chunks (the tile write boxes), and so are the label
-    chunks. The label image is marked ``complete`` in its attributes when done.
+    chunks. The label image is marked ``complete`` in its attributes when done. With a
+    dask ``executor`` (:func:`stitchsafe.schedulers.open_executor`) the blocks run on its
+    workers; a process pool (``--scheduler processes``) labels on threads here instead.
     """
     import zarr
 
@@ -259,6 +262,7 @@ def write_labels(
             max_id=max_id,
             num_workers=num_workers,
             progress=progress,
+            executor=executor if hasattr(executor, "share") else None,
         )
     except BaseException:
         # Half-written labels hold block-local ids: worse than none. We created this
