@@ -49,6 +49,8 @@ def model_for_input(input: str | os.PathLike[str], *, input_key: str | None = No
     """
     from .volume import open_volume
 
+    if not os.path.exists(input):
+        raise StitchsafeError(f"the input {os.fspath(input)!r} does not exist.")
     for dims in (3, 2):
         try:
             volume = open_volume(input, key=input_key, spatial_dims=dims)

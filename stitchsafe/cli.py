@@ -1,8 +1,9 @@
 """The ``stitchsafe`` command line: parse, call one library function, report.
 
 Exit codes: 0 success; 2 bad usage or bad input (one-paragraph message, no traceback);
-1 unexpected failure. Heavy imports (torch, dask, zarr) happen inside commands so that
-``stitchsafe --help`` answers instantly. JSON goes to stdout, progress to stderr.
+3 ``check`` found a stitched result that is not exact; 1 unexpected failure. Heavy
+imports (torch, dask, zarr) happen inside commands so that ``stitchsafe --help`` answers
+instantly. JSON goes to stdout, progress to stderr.
 """
 
 from __future__ import annotations
@@ -78,10 +79,10 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--model",
             "model",
             default=None,
-            type=click.Path(dir_okay=False),
-            help="Model file: torch.export program (.pt2), TorchScript, or stitchsafe "
-            "checkpoint. Default: the bundled model for the input's dimensionality (2-D or "
-            "3-D nuclei-like cells).",
+            type=click.Path(),
+            help="Model: torch.export program (.pt2), TorchScript, stitchsafe checkpoint, "
+            "or a bioimage.io model package (zip or folder). Default: the bundled model for "
+            "the input's dimensionality (2-D or 3-D nuclei-like cells).",
         ),
         click.option(
             "--input",
@@ -721,6 +722,112 @@ def train(
             f"wrote {result.output} ({result.iterations} iterations in {result.seconds:.0f} s "
             f"on {result.device}, final loss {result.final_loss:.3g}; log {result.log})"
         )
+
+
+@cli.command()
+@model_options
+@click.option(
+    "--crop",
+    default=None,
+    metavar="Z,Y,X",
+    help="Shape of the centred crop checked, e.g. 64,256,256 or 128 (clipped to the volume). "
+    "Default: the whole volume when its forward pass reads at most 2**22 input voxels, else "
+    "the largest centred crop that does.",
+)
+@click.option(
+    "--pad-mode",
+    type=click.Choice(["reflect", "constant", "edge"]),
+    default="reflect",
+    show_default=True,
+    help="numpy.pad mode at the crop's borders (as predict).",
+)
+@click.option(
+    "--normalize",
+    type=click.Choice(["none", "percentile", "zscore"]),
+    default=None,
+    help="Intensity normalisation, computed over the whole input (as predict).",
+)
+@click.option(
+    "--picture",
+    default="stitchsafe-check.png",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="PNG with |tiled - whole| maps of both tilings side by side.",
+)
+@click.option("--no-picture", is_flag=True, help="Write no PNG.")
+def check(
+    model: str | None,
+    input_path: str,
+    input_key: str | None,
+    tile_shape: str | None,
+    pooling_factor: tuple[str, ...],
+    depth: int | None,
+    device: str,
+    as_json: bool,
+    crop: str | None,
+    pad_mode: str,
+    normalize: str | None,
+    picture: str,
+    no_picture: bool,
+) -> None:
+    """Verify on a crop of the input that stitched tiles equal one whole-volume pass.
+
+    Runs the tiled engine and one forward pass over a centred crop, and reports the largest
+    and mean deviation (absolute and relative to max |output|) and where the largest is;
+    the same for a naive tiling off the period lattice, for comparison. Exit status: 0 when
+    the stitched output is exact (relative deviation <= 1e-4), 3 when it deviates (the
+    report is still printed), 2 for bad input or a model that cannot be tiled exactly.
+    """
+    from .check import EXIT_NOT_EXACT, check_stitching
+
+    result = check_stitching(
+        model,
+        input_path,
+        input_key=input_key,
+        crop=None if crop is None else parse_ints(crop, "--crop", example="64,256,256"),
+        tile_shape=_tile_shape(tile_shape),
+        pooling_factors=_parse_pooling(pooling_factor),
+        depth=depth,
+        device=device,
+        pad_mode=pad_mode,
+        normalize=normalize,
+        picture=None if no_picture else picture,
+        progress=sys.stderr.isatty(),
+    )
+    _notes(result.notes)
+    click.echo(json.dumps(result.to_dict()) if as_json else result.describe())
+    if not result.exact:
+        d = result.stitched
+        click.echo(
+            f"Error: the stitched output deviates from one whole-volume pass by "
+            f"{d.relative:.2g} of max |output| (tolerance {result.rtol:.0e}), largest at "
+            f"voxel {d.voxel}, channel {d.channel}. Tiled predictions of this model are not "
+            "exact: its output depends on more than its period and halo (input size, "
+            "nondeterministic kernels, reduced precision); compare predict's output with "
+            "care.",
+            err=True,
+        )
+        sys.exit(EXIT_NOT_EXACT)
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option(
+    "--image",
+    default=None,
+    help="Path of the output image inside PATH. Default: the one image predict wrote "
+    "(embeddings when there are several).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def info(path: str, image: str | None, as_json: bool) -> None:
+    """Describe an output written by predict: arrays, plan, model, completeness, labels.
+
+    PATH is the zarr group predict wrote into (its --output), or the image group inside it.
+    """
+    from .info import read_info
+
+    result = read_info(path, image=image)
+    click.echo(json.dumps(result.to_dict()) if as_json else result.describe())
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from .errors import StitchsafeError
-from .geometry import Plan
 
 DEMO_SHAPE = (32, 96, 96)
 DEMO_TILE = (16, 32, 32)
@@ -56,8 +55,8 @@ def run_demo(
 
     from .api import predict
     from .bundled import bundled_model
+    from .check import EXACT_RTOL, naive_tiling, save_deviation_picture
     from .engine import run_plan, whole_volume_forward
-    from .geometry import make_plan
     from .io import open_volume, prepare_output
     from .metrics import average_precision
     from .model import load_model, resolve_geometry
@@ -105,9 +104,7 @@ def run_demo(
 
     # A naive tiling: write boxes one voxel shorter than a period multiple, so tile
     # origins drift off the lattice (what tools that ignore the period do).
-    naive_plan = make_plan(
-        volume.shape, geometry, tile_shape=[t - 1 for t in DEMO_TILE], exact=False
-    )
+    naive_plan = naive_tiling(volume.shape, geometry, DEMO_TILE)
     naive_spec = prepare_output(
         os.fspath(container),
         image="naive-tiling",
@@ -123,7 +120,15 @@ def run_demo(
     naive = np.asarray(zarr.open_array(os.fspath(container / naive_spec.array), mode="r"))
     naive_dev = float(np.abs(naive - whole).max())
     deviation_png, labels_png = out / "deviation.png", out / "labels.png"
-    _save_pictures(deviation_png, stitched, naive, whole, result.plan.plan, naive_plan)
+    save_deviation_picture(
+        deviation_png,
+        stitched,
+        naive,
+        whole,
+        result.plan.plan,
+        naive_plan,
+        z=stitched.shape[1] // 2,
+    )
     _save_overlay(labels_png, image, truth, labels, ap50)
     return {
         "output": result.output,
@@ -140,7 +145,7 @@ def run_demo(
         "ap50": round(ap50, 4),
         "max_abs_deviation": dev,
         "relative_deviation": dev / scale,
-        "exact": dev <= 1e-4 * scale,
+        "exact": dev <= EXACT_RTOL * scale,
         "naive_relative_deviation": naive_dev / scale,
         "pictures": [os.fspath(labels_png), os.fspath(deviation_png)],
     }
@@ -160,34 +165,4 @@ def _save_overlay(
             (f"stitchsafe, bundled 3-D model (AP@0.5 {ap50:.2f})", labels[z]),
         ],
         title=f"Instance labels, slice z = {z} of the 3-D sample",
-    )
-
-
-def _save_pictures(
-    path: Path,
-    stitched: np.ndarray,
-    naive: np.ndarray,
-    whole: np.ndarray,
-    plan: Plan,
-    naive_plan: Plan,
-) -> None:
-    """Deviation maps of the middle z slice, with each tiling's tile borders drawn."""
-    from .pictures import relative_log_deviation, save_deviation_maps
-
-    z = stitched.shape[1] // 2
-
-    def edges(p: Plan) -> list[list[int]]:
-        return [list(range(w, v, w)) for w, v in zip(p.tile_shape[1:], p.volume_shape[1:])]
-
-    save_deviation_maps(
-        path,
-        [
-            (
-                "stitchsafe: tiles on the period lattice",
-                relative_log_deviation(stitched[:, z], whole[:, z]),
-            ),
-            ("naive: tiles off the lattice", relative_log_deviation(naive[:, z], whole[:, z])),
-        ],
-        tile_edges=[edges(plan), edges(naive_plan)],
-        title=f"Deviation from one whole-volume pass (z = {z})",
     )

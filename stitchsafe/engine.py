@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -117,14 +117,16 @@ class RunStats:
     compute_seconds: float = 0.0
 
 
-def _batches(tiles: Iterable[Tile], batch_size: int) -> list[list[Tile]]:
-    """Group tiles into batches of ``batch_size``, keeping plan order."""
-    out: list[list[Tile]] = []
-    for t in tiles:
-        if not out or len(out[-1]) == batch_size:
-            out.append([])
-        out[-1].append(t)
-    return out
+def _batches(tiles: Iterable[Tile], batch_size: int) -> Iterator[list[Tile]]:
+    """Group tiles into batches of ``batch_size``, keeping plan order (lazily: a plan of
+    millions of tiles is never held in memory at once).
+
+    >>> list(_batches(range(7), 3))
+    [[0, 1, 2], [3, 4, 5], [6]]
+    """
+    it = iter(tiles)
+    while batch := list(itertools.islice(it, batch_size)):
+        yield batch
 
 
 def check_precision(precision: str) -> str:
@@ -216,8 +218,8 @@ def run_plan(
     if cuda:
         # One fixed tile shape for the whole run: let cuDNN pick its fastest algorithms.
         torch.backends.cudnn.benchmark = True
-    work = list(plan) if tiles is None else list(tiles)
-    batches = _batches(work, batch_size)
+    work: Sequence[Tile] = plan if tiles is None else tiles  # type: ignore[assignment]
+    batch_count = -(-len(work) // batch_size)
     workers = num_workers or max(2, _cpu_count())
     ahead = max(1, prefetch or workers)
     out_dtype = np.dtype(_output_dtype(output))
@@ -239,7 +241,7 @@ def run_plan(
     compute = 0.0
     readers = ThreadPoolExecutor(workers, thread_name_prefix="stitchsafe-read")
     writers = ThreadPoolExecutor(workers, thread_name_prefix="stitchsafe-write")
-    reads: deque[Future[torch.Tensor]] = deque()
+    reads: deque[tuple[list[Tile], Future[torch.Tensor]]] = deque()
     writes: deque[tuple[list[Tile], Future[None]]] = deque()
 
     def finish_oldest() -> None:
@@ -249,15 +251,16 @@ def run_plan(
             on_done(batch)
 
     try:
-        queued = iter(batches)
+        queued = _batches(work, batch_size)
         for batch in itertools.islice(queued, ahead):
-            reads.append(readers.submit(read, batch))
+            reads.append((batch, readers.submit(read, batch)))
         with forward_context(precision, dev):
-            for batch in batches:
-                x = reads.popleft().result()
+            while reads:
+                batch, reading = reads.popleft()
+                x = reading.result()
                 following = next(queued, None)
                 if following is not None:
-                    reads.append(readers.submit(read, following))
+                    reads.append((following, readers.submit(read, following)))
                 tick = time.perf_counter()
                 y = model(x.to(dev, non_blocking=True))
                 if cuda:
@@ -274,7 +277,7 @@ def run_plan(
         while writes:
             finish_oldest()
     finally:
-        for pending in reads:
+        for _, pending in reads:
             pending.cancel()
         for _, waiting in writes:
             waiting.cancel()
@@ -283,7 +286,7 @@ def run_plan(
         bar.close()
     return RunStats(
         tiles=len(work),
-        batches=len(batches),
+        batches=batch_count,
         seconds=time.perf_counter() - start,
         device=str(dev),
         compute_seconds=compute,

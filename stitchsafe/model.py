@@ -1,6 +1,7 @@
 """Load and save models; read their metadata; resolve their tiling geometry.
 
-Three formats, told apart by the file's *content* (all three are zip archives):
+Four formats, told apart by the file's *content* (all zip archives; a bioimage.io
+package may also be a folder):
 
 ``"export"``
     a ``torch.export`` program (``.pt2``, the format PyTorch recommends), saved with
@@ -14,6 +15,9 @@ Three formats, told apart by the file's *content* (all three are zip archives):
     of UNetConfig>, "metadata": <JSON>, "state_dict": ...}``. It is loaded with
     ``torch.load(..., weights_only=True)`` only, so it never unpickles arbitrary objects
     and loads across torch versions.
+``"bioimageio"``
+    a bioimage.io model package: a folder, or a zip, holding ``bioimageio.yaml`` or
+    ``rdf.yaml`` (:mod:`stitchsafe.bioimageio`; its metadata is derived from the package).
 
 Metadata
 --------
@@ -93,7 +97,8 @@ TORCHSCRIPT_NOTE = (
 )
 _NOT_A_MODEL = (
     "is not a model stitchsafe can read: expected a torch.export program (.pt2), a "
-    "TorchScript file, or a stitchsafe checkpoint (stitchsafe.model.save_checkpoint)"
+    "TorchScript file, a stitchsafe checkpoint (stitchsafe.model.save_checkpoint), or a "
+    "bioimage.io model package (a zip or folder with rdf.yaml)"
 )
 
 __all__ = [
@@ -188,18 +193,27 @@ def _parse_device(device: str | torch.device) -> torch.device:
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """``"export"``, ``"torchscript"`` or ``"stitchsafe"``, read from the file's content.
+    """``"export"``, ``"torchscript"``, ``"stitchsafe"`` or ``"bioimageio"``, from the content.
 
     Raises
     ------
     StitchsafeError
         When the file is missing, empty, corrupt or not one of these formats.
     """
+    from .bioimageio import find_yaml
+
     p = Path(path)
     if not p.exists():
         raise StitchsafeError(f"model file {str(p)!r} does not exist.")
     if p.is_dir():
+        if find_yaml(c.name for c in p.iterdir() if c.is_file()) is not None:
+            return "bioimageio"
         raise StitchsafeError(f"model path {str(p)!r} is a directory; {_NOT_A_MODEL}.")
+    if find_yaml([p.name]) is not None:
+        raise StitchsafeError(
+            f"model file {str(p)!r} is a bioimage.io description; pass the package folder "
+            f"({str(p.parent)!r}) or its zip instead."
+        )
     if p.stat().st_size == 0:
         raise StitchsafeError(f"model file {str(p)!r} is empty; it {_NOT_A_MODEL}.")
     try:
@@ -214,6 +228,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     def has(member: str) -> bool:
         return any(n == member or n.endswith("/" + member) for n in names)
 
+    if find_yaml(names) is not None:
+        return "bioimageio"
     if has("archive_format"):
         return "export"
     if has("constants.pkl") and any(n.startswith("code/") or "/code/" in n for n in names):
@@ -228,10 +244,13 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     fmt = detect_format(path)
     _parse_device(device)  # refuse a bad device before the (slow) load
     p = str(path)
+    from .bioimageio import load_package
+
     loader = {
         "stitchsafe": _load_checkpoint,
         "torchscript": _load_torchscript,
         "export": _load_export,
+        "bioimageio": load_package,
     }
     try:
         model = loader[fmt](p)

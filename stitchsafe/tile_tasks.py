@@ -196,12 +196,16 @@ def run_plan_distributed(
     from .schedulers import drive
 
     plan = job.plan
-    grid = plan.grid_shape
     if tiles is None:
-        indices: list[int] = list(range(len(plan)))
+        indices = np.arange(len(plan), dtype=np.int64)
+    elif hasattr(tiles, "indices"):  # a resume.TileSubset: no Tile objects needed
+        indices = np.asarray(tiles.indices, dtype=np.int64)
     else:
-        indices = [int(np.ravel_multi_index(t.index, grid)) for t in tiles]
-    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+        indices = np.array(
+            [np.ravel_multi_index(t.index, plan.grid_shape) for t in tiles], dtype=np.int64
+        )
+    # Batches are made as the window advances: millions of tiles cost 8 bytes each.
+    batches = (indices[i : i + batch_size].tolist() for i in range(0, len(indices), batch_size))
     bar = tqdm(total=len(indices), desc="tiles", unit="tile", disable=not progress, leave=False)
     start = time.perf_counter()
 
@@ -219,7 +223,7 @@ def run_plan_distributed(
         bar.close()
     return RunStats(
         tiles=len(indices),
-        batches=len(batches),
+        batches=-(-len(indices) // batch_size),
         seconds=time.perf_counter() - start,
         device=describe or job.device,
     )

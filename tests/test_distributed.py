@@ -176,9 +176,7 @@ def test_segment_on_a_cluster_equals_threads(
     out = setup["tmp"] / "segment-cluster.zarr"
     with one_torch_thread():
         _predict(setup, out, labels=False)
-    result = stitchsafe.segment(
-        out, scheduler=cluster.scheduler_address, progress=False, **SEEDED
-    )
+    result = stitchsafe.segment(out, scheduler=cluster.scheduler_address, progress=False, **SEEDED)
     _, lab = _read(out)
     assert np.array_equal(lab, reference["seeded"][1])
     assert result.objects == int(lab.max())
