@@ -57,8 +57,9 @@ class Counting:
         return self.model(x)
 
 
+@pytest.mark.parametrize("streams", [1, 2])
 @pytest.mark.parametrize("prefetch", [1, 3])
-def test_read_ahead_is_bounded(setup: dict[str, Any], prefetch: int) -> None:
+def test_read_ahead_is_bounded(setup: dict[str, Any], prefetch: int, streams: int) -> None:
     plan = make_plan((41, 53), setup["geometry"], tile_shape=(4, 4))
     reads: list[int] = []
     lock = threading.Lock()
@@ -79,17 +80,20 @@ def test_read_ahead_is_bounded(setup: dict[str, Any], prefetch: int) -> None:
         prefetch=prefetch,
         num_workers=2,
         progress=False,
+        cpu_streams=streams,
     )
     assert stats.tiles == len(plan) > 50
-    # Forward k (0-based) runs on batch k while at most `prefetch` later batches have been
-    # started reading (k + 1 .. k + prefetch): reads started <= k + 1 + prefetch.
+    # The k-th forward (0-based) runs while batches k .. k + streams - 1 may be computing
+    # and at most `prefetch` later ones have been started reading:
+    # reads started <= k + streams + prefetch.
     for k, seen in enumerate(model.ahead):
-        assert seen <= k + 1 + prefetch, (k, seen)
+        assert seen <= k + streams + prefetch, (k, seen)
     assert max(a - k for k, a in enumerate(model.ahead)) >= 1  # it did read ahead
 
 
+@pytest.mark.parametrize("streams", [1, 2])
 def test_errors_in_any_stage_stop_the_run(
-    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, streams: int
 ) -> None:
     plan = make_plan((41, 53), setup["geometry"], tile_shape=(4, 4))
     model = load_model(setup["model"])
@@ -104,13 +108,14 @@ def test_errors_in_any_stage_stop_the_run(
 
     with pytest.raises(StitchsafeError, match="disk went away"):
         run_plan(volume, model, plan, _spec(setup, "e1.zarr", plan), transform=bad_read,
-                 progress=False)  # fmt: skip
+                 progress=False, cpu_streams=streams)  # fmt: skip
 
     def bad_model(x: Any) -> Any:
         raise RuntimeError("device fell over")
 
     with pytest.raises(RuntimeError, match="device fell over"):
-        run_plan(volume, bad_model, plan, _spec(setup, "e2.zarr", plan), progress=False)  # type: ignore[arg-type]
+        run_plan(volume, bad_model, plan, _spec(setup, "e2.zarr", plan), progress=False,  # type: ignore[arg-type]
+                 cpu_streams=streams)  # fmt: skip
     import stitchsafe.io
 
     def bad_write(*args: Any) -> None:
@@ -118,7 +123,8 @@ def test_errors_in_any_stage_stop_the_run(
 
     monkeypatch.setattr(stitchsafe.io, "write_block", bad_write)
     with pytest.raises(OSError, match="No space left"):
-        run_plan(volume, model, plan, _spec(setup, "e3.zarr", plan), progress=False)
+        run_plan(volume, model, plan, _spec(setup, "e3.zarr", plan), progress=False,
+                 cpu_streams=streams)  # fmt: skip
     volume.close()
 
 

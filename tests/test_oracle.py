@@ -268,3 +268,40 @@ def test_bundled_models_equal_whole_volume(tmp_path: Path, shape: tuple, tile: t
     norm = Normalization.from_dict(result.normalization)
     ref = oracle(bundled_model(len(shape)), image, transform=norm)
     assert relative_error(stitched(result), ref) <= TOL
+
+
+@pytest.mark.parametrize("streams", [1, 2, 3])
+@pytest.mark.parametrize(
+    "arch, shape, periods", [("2d-d2-f3", (61, 44), (2, 1)), ("3d-d1-f2", (9, 21, 17), (3, 4, 5))]
+)
+def test_cpu_pipelines_equal_whole_volume(
+    tmp_path: Path, arch: str, shape: tuple, periods: tuple, streams: int
+) -> None:
+    """The single-stream pipeline and the multi-stream CPU one (engine.run_plan)."""
+    net, cfg = make_net(arch)
+    g = cfg.geometry()
+    model_path = write_model(net, cfg, tmp_path / "m.pt", "stitchsafe", metadata=unet_metadata(cfg))
+    data = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    volume = open_volume(write_zarr(tmp_path / "in.zarr", data), spatial_dims=g.dims)
+    plan = make_plan(shape, g, tile_shape=tuple(k * p for k, p in zip(periods, g.period)))
+    spec = prepare_output(
+        str(tmp_path / "out.zarr"),
+        shape=shape,
+        channels=cfg.out_channels,
+        chunks=plan.chunks,
+        axes=("z", "y", "x")[-g.dims :],
+    )
+    done: list[tuple[int, ...]] = []
+    stats = run_plan(
+        volume,
+        load_model(model_path),
+        plan,
+        spec,
+        batch_size=2,
+        cpu_streams=streams,
+        on_done=lambda tiles: done.extend(t.index for t in tiles),
+        progress=False,
+    )
+    out = np.asarray(zarr.open_array(f"{spec.group}/{spec.array}", mode="r"))
+    assert relative_error(out, oracle(model_path, data)) <= TOL
+    assert stats.tiles == len(plan) and sorted(done) == sorted(t.index for t in plan)
