@@ -25,6 +25,7 @@ from .geometry import (
 )
 
 if TYPE_CHECKING:
+    from .approximate import Approximation
     from .io import OutputSpec, Volume
     from .model import LoadedModel
     from .normalize import Normalization
@@ -46,12 +47,17 @@ class PlanResult:
     input_path: str
     channels: int
     notes: tuple[str, ...] = ()
+    approximate: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = self.plan.to_dict()
         d["geometry_source"] = self.geometry_source
         d["model"] = {"path": self.model_path, "format": self.model_format}
         d["input"] = {"path": self.input_path, "channels": self.channels}
+        # Approximate mode (--allow-approximate) is never silent: null means exact.
+        d["approximate"] = self.approximate
+        if self.approximate is not None:
+            d["exact"] = False
         return d
 
 
@@ -81,6 +87,7 @@ class PredictResult:
             "labels": self.labels,
             "objects": self.objects,
             "plan": self.plan.to_dict(),
+            "approximate": self.plan.approximate,
             "tiles": self.tiles,
             "seconds": round(self.seconds, 3),
             "device": self.device,
@@ -146,10 +153,18 @@ def _open(
     depth: int | None,
     device: str,
     remote: bool = False,
+    allow_approximate: bool = False,
+    tolerance: float | None = None,
+    pad_mode: str = "reflect",
+    normalize: str | None = None,
 ) -> _Session:
+    from .approximate import check_tolerance
     from .engine import default_max_input_voxels, resolve_device
+    from .errors import UnstitchableModelError
     from .io import open_volume
     from .model import load_model, resolve_geometry
+
+    tolerance = check_tolerance(tolerance, allow_approximate=allow_approximate)
 
     if remote:
         # The workers run the model; this process only plans, on its CPU (it may be a
@@ -177,7 +192,23 @@ def _open(
         )
     loaded = load_model(model, device="cpu")
     pf = _pooling(pooling_factors, depth, loaded.dims)
-    geometry, source = resolve_geometry(loaded, pooling_factors=pf, depth=depth)
+    approximate = False
+    try:
+        geometry, source = resolve_geometry(loaded, pooling_factors=pf, depth=depth)
+    except UnstitchableModelError:
+        if tolerance is None:
+            raise
+        from .approximate import native_geometry
+
+        # Tiles stay on the model's period lattice; the halo is measured below.
+        geometry, source = native_geometry(loaded, pooling_factors=pf, depth=depth)
+        approximate = True
+    else:
+        if tolerance is not None:
+            notes.append(
+                "--allow-approximate: this model stitches exactly, so the tiles are exact and "
+                "no tolerance applies."
+            )
     volume = open_volume(input, key=input_key, spatial_dims=geometry.dims)
     if volume.channels != geometry.channels_in:
         volume.close()
@@ -188,14 +219,29 @@ def _open(
             + (" (or select one with --input-key)." if geometry.channels_in > 1 else ".")
         )
     loaded = loaded.to(dev)
-    if tile_shape is None:
-        budget = default_max_input_voxels(loaded, geometry, dev)
-        tshape = default_tile_shape(volume.shape, geometry, max_input_voxels=budget)
-    else:
-        tshape = check_tile_shape(
+    given = None
+    if tile_shape is not None:
+        given = check_tile_shape(
             (tile_shape,) * geometry.dims if isinstance(tile_shape, int) else tile_shape,
             geometry,
         )
+    approximation = None
+    if approximate:
+        assert tolerance is not None
+        try:
+            approximation = _approximate(
+                loaded, geometry, volume, tolerance, given, pad_mode, normalize, dev
+            )
+        except BaseException:
+            volume.close()
+            raise
+        loaded, geometry = approximation.model, approximation.geometry
+        notes.append(approximation.note())
+    if given is None:
+        budget = default_max_input_voxels(loaded, geometry, dev)
+        tshape = default_tile_shape(volume.shape, geometry, max_input_voxels=budget)
+    else:
+        tshape = given
     the_plan = make_plan(volume.shape, geometry, tile_shape=tshape)
     result = PlanResult(
         plan=the_plan,
@@ -205,8 +251,37 @@ def _open(
         input_path=os.fspath(input),
         channels=volume.channels,
         notes=(*notes, *loaded.notes),
+        approximate=approximation.to_dict() if approximation is not None else None,
     )
     return _Session(loaded, volume, geometry, result, dev)
+
+
+def _approximate(
+    model: LoadedModel,
+    native: ModelGeometry,
+    volume: Volume,
+    tolerance: float,
+    tile_shape: Sequence[int] | None,
+    pad_mode: str,
+    normalize: str | None,
+    device: Any,
+) -> Approximation:
+    """The measured halo of approximate mode (:mod:`stitchsafe.approximate`)."""
+    from .approximate import approximate_tiling
+    from .normalize import compute_normalization
+
+    method, percentiles = default_normalization(model)
+    norm = compute_normalization(volume, method=normalize or method, percentiles=percentiles)
+    return approximate_tiling(
+        model,
+        native,
+        tolerance=tolerance,
+        volume=volume,
+        transform=norm,
+        pad_mode=pad_mode,
+        tile_shape=tile_shape,
+        device=device,
+    )
 
 
 def plan(
@@ -218,6 +293,8 @@ def plan(
     pooling_factors: Sequence[Sequence[int]] | Sequence[int] | int | None = None,
     depth: int | None = None,
     device: str = "auto",
+    allow_approximate: bool = False,
+    tolerance: float | None = None,
 ) -> PlanResult:
     """Work out the exact tiling of ``input`` for ``model`` without running it.
 
@@ -236,11 +313,18 @@ def plan(
         Geometry hints for models without metadata.
     device
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the default tile size depends on it).
+    allow_approximate, tolerance
+        Tile a model that cannot be stitched exactly (same-padded convolutions) anyway:
+        tiles stay on the period lattice and the halo is measured so that they deviate
+        from one whole-volume pass by at most ``tolerance`` (relative to max |output|;
+        default 1e-3) on probe inputs (:mod:`stitchsafe.approximate`). Without it such
+        models are refused.
 
     Returns
     -------
     PlanResult
-        The plan and where the geometry came from (``metadata``, ``flags`` or ``probe``).
+        The plan and where the geometry came from (``metadata``, ``flags`` or ``probe``);
+        ``approximate`` holds the measured halo and deviation in approximate mode.
     """
     session = _open(
         model,
@@ -250,6 +334,8 @@ def plan(
         pooling_factors=pooling_factors,
         depth=depth,
         device=device,
+        allow_approximate=allow_approximate,
+        tolerance=tolerance,
     )
     session.volume.close()
     return session.result
@@ -314,6 +400,8 @@ def predict(
     label_dtype: str = "uint32",
     scheduler: str = "threads",
     cluster: SlurmOptions | None = None,
+    allow_approximate: bool = False,
+    tolerance: float | None = None,
 ) -> PredictResult:
     """Run ``model`` over ``input`` tile by tile; the result equals one whole-volume pass.
 
@@ -364,6 +452,11 @@ def predict(
     cluster
         Start dask workers as SLURM jobs (:mod:`stitchsafe.slurm`) instead of
         ``scheduler``; they are cancelled when the run ends.
+    allow_approximate, tolerance
+        As for :func:`plan`; the halo is measured with this run's ``pad_mode`` and
+        normalisation, stored with the output (``stitchsafe.approximate``) and part of the
+        run's fingerprint (``resume`` refuses another tolerance). The ``threads``
+        scheduler only.
 
     Returns
     -------
@@ -403,8 +496,19 @@ def predict(
         depth=depth,
         device=device,
         remote=remote,
+        allow_approximate=allow_approximate,
+        tolerance=tolerance,
+        pad_mode=pad_mode,
+        normalize=normalize,
     )
     volume, geometry, the_plan = session.volume, session.geometry, session.result.plan
+    approximate = session.result.approximate
+    if approximate is not None and remote:
+        volume.close()
+        raise StitchsafeError(
+            "--allow-approximate runs on --scheduler threads only: workers load the model "
+            "from its file and would not crop the measured halo. Drop --scheduler/--cluster."
+        )
     workers = contextlib.ExitStack()
     try:
         metadata = session.model.metadata or {}
@@ -438,9 +542,11 @@ def predict(
             pad_mode=pad_mode,
             precision=precision,
             embeddings_dtype=embeddings_dtype,
+            approximate=None if approximate is None else {"tolerance": approximate["tolerance"]},
         )
         attrs = {
             "plan": session.result.to_dict(),
+            "approximate": approximate,
             "normalization": norm.to_dict(),
             "pad_mode": pad_mode,
             "channel_roles": roles,

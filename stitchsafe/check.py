@@ -10,6 +10,10 @@ lattice, so that the size of a real stitching error is there to compare with.
 The crop is treated as a volume of its own: both passes pad it at its borders with
 ``numpy.pad`` semantics. The stitched result counts as exact when its largest absolute
 deviation is at most :data:`EXACT_RTOL` times the largest absolute output value.
+
+With ``allow_approximate`` a model that cannot be stitched exactly (same padding) is tiled
+with the halo that :mod:`stitchsafe.approximate` measures, and the check reports the real
+deviation on the crop against the tolerance instead.
 """
 
 from __future__ import annotations
@@ -264,16 +268,24 @@ class CheckResult:
     picture: str | None
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    approximate: dict[str, Any] | None = None
+
+    @property
+    def within_tolerance(self) -> bool:
+        """The stitched output is within ``rtol`` of the whole-volume pass (NaN is not)."""
+        return bool(self.stitched.relative <= self.rtol)
 
     @property
     def exact(self) -> bool:
-        """The stitched output is within ``rtol`` of the whole-volume pass (NaN is not)."""
-        return bool(self.stitched.relative <= self.rtol)
+        """Within the exactness tolerance, and not in approximate mode."""
+        return self.approximate is None and self.within_tolerance
 
     def to_dict(self) -> dict[str, Any]:
         g = self.plan.geometry
         return {
             "exact": self.exact,
+            "within_tolerance": self.within_tolerance,
+            "approximate": self.approximate,
             "tolerance": self.rtol,
             "input": self.input_path,
             "model": {
@@ -317,6 +329,14 @@ class CheckResult:
             else f"NOT EXACT: the stitched output deviates from one whole-volume pass by {rel} "
             f"of max |output| (tolerance {tol})"
         )
+        if self.approximate is not None:
+            verdict = (
+                "APPROXIMATE, "
+                + ("WITHIN TOLERANCE" if self.within_tolerance else "OVER TOLERANCE")
+                + f": the stitched output deviates from one whole-volume pass by {rel} of max "
+                f"|output| (--tolerance {tol}; the probes measured "
+                f"{self.approximate['measured_deviation']:.1e} with this halo)"
+            )
         whole = " (the whole volume)" if self.crop.shape == self.volume_shape else ""
         span = ", ".join(f"{b}:{e}" for b, e in zip(self.crop.begin, self.crop.end))
         g = self.plan.geometry
@@ -335,6 +355,9 @@ class CheckResult:
             ),
             ("output scale", f"max |whole| = {self.stitched.scale:.4g}"),
         ]
+        if self.approximate is not None:
+            halo = ", ".join(f"({lo}, {hi})" for lo, hi in g.halo)
+            rows.append(("halo (lo, hi)", f"{halo}, measured ({self.approximate['reason']})"))
         width = max(len(k) for k, _ in rows)
         lines = [f"stitchsafe check: {verdict}"]
         lines += [f"  {k:<{width}}  {v}" for k, v in rows]
@@ -415,6 +438,8 @@ def check_stitching(
     picture: PathLike | None = DEFAULT_PICTURE,
     rtol: float = EXACT_RTOL,
     progress: bool = False,
+    allow_approximate: bool = False,
+    tolerance: float | None = None,
 ) -> CheckResult:
     """Compare stitched tiles with one whole-volume pass on a centred crop of ``input``.
 
@@ -441,17 +466,22 @@ def check_stitching(
         Exactness tolerance, relative to ``max |whole|``.
     progress
         Show tile progress bars on stderr.
+    allow_approximate, tolerance
+        As for :func:`stitchsafe.plan`: a model that cannot be stitched exactly is tiled
+        with a measured halo, and the result is within tolerance when the crop's deviation
+        is at most ``tolerance`` (instead of ``rtol``).
 
     Returns
     -------
     CheckResult
-        Deviations of both tilings, the crop, plans, picture path; ``result.exact``.
+        Deviations of both tilings, the crop, plans, picture path; ``result.exact`` and
+        ``result.within_tolerance``.
 
     Raises
     ------
     StitchsafeError
         Bad input, or a model that cannot be tiled exactly at all (as ``predict`` refuses
-        it: same padding, normalisation over space...).
+        it: same padding, normalisation over space...) without ``allow_approximate``.
     """
     from . import api
     from .engine import PAD_MODES, default_max_input_voxels, whole_volume_forward
@@ -476,9 +506,16 @@ def check_stitching(
         pooling_factors=pooling_factors,
         depth=depth,
         device=device,
+        allow_approximate=allow_approximate,
+        tolerance=tolerance,
+        pad_mode=pad_mode,
+        normalize=normalize,
     )
     volume, geometry, dev = session.volume, session.geometry, session.device
     notes = list(session.result.notes)
+    approximate = session.result.approximate
+    if approximate is not None:
+        rtol = float(approximate["tolerance"])
     try:
         budget = MAX_CROP_INPUT_VOXELS
         if dev.type == "cuda":
@@ -550,6 +587,7 @@ def check_stitching(
         picture=picture_path,
         seconds=time.perf_counter() - start,
         notes=tuple(notes),
+        approximate=approximate,
     )
 
 

@@ -115,6 +115,22 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="auto, cpu, cuda or cuda:N.",
         ),
+        click.option(
+            "--allow-approximate",
+            is_flag=True,
+            help="Tile a model that cannot be stitched exactly (same-padded convolutions) "
+            "anyway: tiles stay on the period lattice and the halo is measured so that they "
+            "deviate from one whole-volume pass by at most --tolerance. Said on stderr, in "
+            "--json and in the output's metadata.",
+        ),
+        click.option(
+            "--tolerance",
+            type=float,
+            default=None,
+            metavar="T",
+            help="With --allow-approximate: the largest deviation from one whole-volume pass "
+            "allowed, relative to max |output| on the probes.  [default: 1e-3]",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
     ]
     for option in reversed(options):
@@ -314,6 +330,16 @@ def _describe_plan(d: dict[str, Any]) -> str:
             "output window must be larger than " + fmt(d["period"]) + " on every axis",
         ),
     ]
+    a = d.get("approximate")
+    if a is not None:
+        rows.insert(
+            0,
+            (
+                "APPROXIMATE",
+                f"deviation {a['measured_deviation']:.1e} of max |output| on the probes, "
+                f"--tolerance {a['tolerance']:.0e} (--allow-approximate; {a['reason']})",
+            ),
+        )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -334,6 +360,8 @@ def plan(
     depth: int | None,
     device: str,
     as_json: bool,
+    allow_approximate: bool,
+    tolerance: float | None,
 ) -> None:
     """Print the exact tiling of an input for a model, without running it."""
     import time
@@ -349,6 +377,8 @@ def plan(
         pooling_factors=_parse_pooling(pooling_factor),
         depth=depth,
         device=device,
+        allow_approximate=allow_approximate,
+        tolerance=tolerance,
     )
     _notes(result.notes)
     d = result.to_dict()
@@ -418,6 +448,8 @@ def predict(
     depth: int | None,
     device: str,
     as_json: bool,
+    allow_approximate: bool,
+    tolerance: float | None,
     output: str | None,
     batch_size: int,
     precision: str,
@@ -499,6 +531,8 @@ def predict(
         label_dtype=label_dtype,
         scheduler=scheduler,
         cluster=slurm,
+        allow_approximate=allow_approximate,
+        tolerance=tolerance,
     )
     _notes(result.plan.notes)
     if as_json:
@@ -764,6 +798,8 @@ def check(
     depth: int | None,
     device: str,
     as_json: bool,
+    allow_approximate: bool,
+    tolerance: float | None,
     crop: str | None,
     pad_mode: str,
     normalize: str | None,
@@ -777,6 +813,7 @@ def check(
     the same for a naive tiling off the period lattice, for comparison. Exit status: 0 when
     the stitched output is exact (relative deviation <= 1e-4), 3 when it deviates (the
     report is still printed), 2 for bad input or a model that cannot be tiled exactly.
+    With --allow-approximate: 0 when the deviation is within --tolerance, 3 when not.
     """
     from .check import EXIT_NOT_EXACT, check_stitching
 
@@ -793,10 +830,23 @@ def check(
         normalize=normalize,
         picture=None if no_picture else picture,
         progress=sys.stderr.isatty(),
+        allow_approximate=allow_approximate,
+        tolerance=tolerance,
     )
     _notes(result.notes)
     click.echo(json.dumps(result.to_dict()) if as_json else result.describe())
-    if not result.exact:
+    if result.approximate is not None and not result.within_tolerance:
+        d = result.stitched
+        click.echo(
+            f"Error: approximate mode: the stitched output deviates from one whole-volume "
+            f"pass by {d.relative:.2g} of max |output| on this crop, above --tolerance "
+            f"{result.rtol:.0e} (the probes measured {result.approximate['measured_deviation']:.2g}"
+            f"), largest at voxel {d.voxel}, channel {d.channel}: this data is harder than "
+            "the probes. A smaller --tolerance measures a larger halo; check again with it.",
+            err=True,
+        )
+        sys.exit(EXIT_NOT_EXACT)
+    if result.approximate is None and not result.exact:
         d = result.stitched
         click.echo(
             f"Error: the stitched output deviates from one whole-volume pass by "

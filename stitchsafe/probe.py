@@ -630,6 +630,10 @@ _NORMALISATION = (
     "or BatchNorm in training mode) normalises every tile with its own statistics"
 )
 _NORMALISATION_FIX = "Retrain with BatchNorm (used in eval mode) or no normalisation."
+_APPROXIMATE_HINT = (
+    "or pass --allow-approximate to tile it anyway, with a halo measured so that the tiles "
+    "deviate from one whole-volume pass by at most --tolerance (default 1e-3 of max |output|)."
+)
 
 
 def unstitchable_error(
@@ -649,14 +653,14 @@ def unstitchable_error(
         )
         fix = (
             "Use valid convolutions (padding=0), so that the output shrinks by a fixed halo that "
-            "stitchsafe reads around each tile; an approximate mode for such models is planned."
+            f"stitchsafe reads around each tile; {_APPROXIMATE_HINT}"
         )
     elif padded and not norms:
         why = (
             "some convolutions pad their input with zeros (padding != 0), so tile borders see "
             "zeros where a whole-volume pass sees image"
         )
-        fix = "Use valid convolutions (padding=0) throughout."
+        fix = f"Use valid convolutions (padding=0) throughout; {_APPROXIMATE_HINT}"
     else:
         why, fix = _NORMALISATION, _NORMALISATION_FIX
     found = f" Layers found that cause this: {', '.join(layers)}." if layers else ""

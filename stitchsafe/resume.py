@@ -61,9 +61,14 @@ def run_fingerprint(
     pad_mode: str,
     precision: str,
     embeddings_dtype: str,
+    approximate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What a resumed run must share with the interrupted one (JSON-ready)."""
-    return {
+    """What a resumed run must share with the interrupted one (JSON-ready).
+
+    ``approximate`` (approximate mode only, e.g. ``{"tolerance": 1e-3}``) is added as a
+    field of its own; exact runs' fingerprints do not have it.
+    """
+    fingerprint: dict[str, Any] = {
         "plan": {
             "volume_shape": list(plan.volume_shape),
             "tile_shape": list(plan.tile_shape),
@@ -78,6 +83,9 @@ def run_fingerprint(
         "precision": precision,
         "embeddings_dtype": embeddings_dtype,
     }
+    if approximate is not None:
+        fingerprint["approximate"] = approximate
+    return fingerprint
 
 
 def check_fingerprint(stored: Any, current: dict[str, Any], where: str) -> None:
@@ -87,7 +95,8 @@ def check_fingerprint(stored: Any, current: dict[str, Any], where: str) -> None:
             f"{where} was not written by a resumable stitchsafe run (no run fingerprint); "
             "rerun with --overwrite to start again."
         )
-    changed = [k for k in current if _normal(stored.get(k)) != _normal(current[k])]
+    keys = [*current, *(k for k in ("approximate",) if k in stored and k not in current)]
+    changed = [k for k in keys if _normal(stored.get(k)) != _normal(current.get(k))]
     if changed:
         what = {
             "plan": "the tile plan (volume shape, --tile-shape or model geometry)",
@@ -96,6 +105,7 @@ def check_fingerprint(stored: Any, current: dict[str, Any], where: str) -> None:
             "pad_mode": "--pad-mode",
             "precision": "--precision",
             "embeddings_dtype": "--embeddings-dtype",
+            "approximate": "--allow-approximate/--tolerance (approximate mode)",
         }
         names = ", ".join(what.get(k, k) for k in changed)
         raise StitchsafeError(
