@@ -95,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as root:
-        cfg = UNetConfig(dims=3, pooling_factors=((2, 2, 2),), features=1, out_channels=1)
+        cfg = UNetConfig(dims=3, pooling_factors=((2, 2, 2),), features=2, out_channels=1)
         model = os.path.join(root, "tiny.pt")
         save_checkpoint(build_unet(cfg, seed=0), model, metadata=unet_metadata(cfg))
         for name, gb in (("small", args.small_gb), ("large", args.large_gb)):

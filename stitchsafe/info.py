@@ -105,6 +105,9 @@ class OutputInfo:
         From the done mask (``tiles_done`` is ``None`` without one).
     labels
         Label images derived from the embeddings.
+    approximate
+        The record of approximate mode (measured deviation, tolerance, halo), ``None``
+        for an exact run.
     """
 
     group: str
@@ -120,6 +123,7 @@ class OutputInfo:
     tiles_total: int | None
     seconds: float | None
     labels: tuple[LabelsInfo, ...]
+    approximate: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,6 +139,7 @@ class OutputInfo:
             "tiles": {"done": self.tiles_done, "total": self.tiles_total},
             "seconds": self.seconds,
             "labels": [lab.to_dict() for lab in self.labels],
+            "approximate": self.approximate,
         }
 
     def describe(self) -> str:
@@ -170,6 +175,19 @@ class OutputInfo:
             ("settings", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.settings.items()))
         )
         rows.append(("completeness", self._describe_completeness()))
+        a = self.approximate
+        if a:
+            halo = ", ".join(f"({lo}, {hi})" for lo, hi in a.get("halo") or [])
+            rows.append(
+                (
+                    "exactness",
+                    f"APPROXIMATE (--allow-approximate): measured deviation "
+                    f"{a.get('measured_deviation'):.2g} of max |output|, tolerance "
+                    f"{a.get('tolerance'):.2g}; halo {halo}",
+                )
+            )
+        else:
+            rows.append(("exactness", "exact: tiles on the period lattice"))
         if not self.labels:
             rows.append(("labels", "none (predict --no-labels, or segment not run yet)"))
         for lab in self.labels:
@@ -435,4 +453,5 @@ def read_info(path: str | os.PathLike[str], *, image: str | None = None) -> Outp
         tiles_total=None if tiles_total is None else int(tiles_total),
         seconds=None if seconds is None else float(seconds),
         labels=tuple(lab for lab, _ in labels),
+        approximate=s.get("approximate"),
     )

@@ -148,6 +148,10 @@ def test_predict_stays_within_the_tolerance(
         assert f"Halo ({a['halo'][0][0]}, {a['halo'][1][0]})" in note
         attrs = zarr.open_group(out / "embeddings", mode="r").attrs.asdict()["stitchsafe"]
         assert attrs["approximate"] == a and attrs["run"]["approximate"] == {"tolerance": tolerance}
+        # `stitchsafe info` says so too
+        info = run_cli("info", str(out))
+        assert info.returncode == 0, info.stderr
+        assert "APPROXIMATE" in info.stdout and f"tolerance {tolerance:.2g}" in info.stdout
         # the acceptance: the stitched output is within the tolerance of one whole pass
         deviation = _deviation_from_whole_pass(inp, out, attrs)
         assert deviation <= tolerance, (deviation, a)

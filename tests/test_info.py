@@ -98,6 +98,7 @@ def test_info_text(setup: dict[str, Any]) -> None:
         "pad mode reflect",
         "18 / 18 tiles done",
         f"instances: {setup['predict']['objects']} objects",
+        "exact: tiles on the period lattice",
     ):
         assert words in text, (words, text)
 
