@@ -280,10 +280,16 @@ def torch_threads(workers_on_host: int) -> int:
     return max(1, _cpu_count() // max(1, workers_on_host))
 
 
-def _worker_setup(threads: int) -> None:
-    """Process-pool initialiser: fixed torch threads before any work arrives."""
+POOL_INDEX: int | None = None  # this process's number in a ``processes`` pool
+
+
+def _worker_setup(threads: int, numbers: Any) -> None:
+    """Process-pool initialiser: fixed torch threads before any work arrives, and a
+    worker number (so that workers on a multi-GPU machine take different GPUs)."""
     import torch
 
+    global POOL_INDEX
+    POOL_INDEX = int(numbers.get())
     torch.set_num_threads(threads)
 
 
@@ -317,11 +323,15 @@ def open_executor(
 
         workers = default_workers(spec, device)
         # spawn: forking a process that already runs torch threads can deadlock.
+        context = multiprocessing.get_context("spawn")
+        numbers = context.Queue()
+        for i in range(workers):
+            numbers.put(i)
         pool = ProcessPoolExecutor(
             workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=_worker_setup,
-            initargs=(torch_threads(workers),),
+            initargs=(torch_threads(workers), numbers),
         )
         try:
             yield _PoolExecutor(pool, workers)

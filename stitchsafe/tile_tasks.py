@@ -69,12 +69,17 @@ _STATE_LOCK = threading.Lock()
 
 
 def _worker_index() -> int:
-    """This worker's number: a LocalCluster names its workers 0..N-1, and a batch job
-    with several workers ``<job>-0``, ``<job>-1``...; 0 when there is none.
+    """This worker's number: a ``processes`` pool numbers its processes 0..N-1, a
+    LocalCluster names its workers 0..N-1, and a batch job with several workers
+    ``<job>-0``, ``<job>-1``...; 0 when there is none.
 
     >>> _worker_index()
     0
     """
+    from . import schedulers
+
+    if schedulers.POOL_INDEX is not None:
+        return schedulers.POOL_INDEX
     try:
         from distributed import get_worker
 

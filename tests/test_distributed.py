@@ -427,3 +427,24 @@ def test_predict_on_a_real_slurm(
     emb, lab = _read(out)
     np.testing.assert_allclose(emb, reference["plain"][0], rtol=1e-5, atol=1e-5)
     assert np.array_equal(lab, reference["plain"][1])
+
+
+def _index_after(seconds: float) -> int:
+    """Runs in a pool worker: its number, after a pause that keeps it busy."""
+    from stitchsafe.tile_tasks import _worker_index
+
+    time.sleep(seconds)
+    return _worker_index()
+
+
+def test_process_pool_workers_are_numbered() -> None:
+    """Workers take GPU ``number % count`` on a multi-GPU machine: numbers must differ."""
+    from stitchsafe.schedulers import open_executor
+
+    seen: list[int] = []
+    with open_executor(parse_scheduler("processes:2"), device="cpu") as pool:
+        deadline = time.monotonic() + 120
+        # Workers start one after the other; keep both busy until both have answered.
+        while set(seen) != {0, 1} and time.monotonic() < deadline:
+            seen += [f.result() for f in [pool.submit(_index_after, 0.5) for _ in range(2)]]
+    assert set(seen) == {0, 1}, seen
