@@ -209,7 +209,9 @@ def _open(
                 "--allow-approximate: this model stitches exactly, so the tiles are exact and "
                 "no tolerance applies."
             )
-    volume = open_volume(input, key=input_key, spatial_dims=geometry.dims)
+    # Workers elsewhere do not share this process's working directory.
+    where = os.path.abspath(input) if remote else input
+    volume = open_volume(where, key=input_key, spatial_dims=geometry.dims)
     if volume.channels != geometry.channels_in:
         volume.close()
         raise StitchsafeError(
@@ -534,6 +536,8 @@ def predict(
         group, image = default_output_location(volume)
         if output is not None:
             group = os.fspath(output)
+        if remote:
+            group = os.path.abspath(group)  # workers write here from their own directories
         model_sha256 = file_sha256(session.result.model_path)
         fingerprint = run_fingerprint(
             the_plan,
@@ -740,7 +744,8 @@ def segment(
     start = time.perf_counter()
     where = parse_scheduler(scheduler)
     check_label_dtype(label_dtype)
-    source = open_embeddings(input, image=image)
+    # Workers elsewhere do not share this process's working directory.
+    source = open_embeddings(os.path.abspath(input) if where.distributed else input, image=image)
     params = resolve_label_params(
         source.attributes.get("label_defaults"),
         source.attributes.get("channel_roles"),

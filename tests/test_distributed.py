@@ -448,3 +448,29 @@ def test_process_pool_workers_are_numbered() -> None:
         while set(seen) != {0, 1} and time.monotonic() < deadline:
             seen += [f.result() for f in [pool.submit(_index_after, 0.5) for _ in range(2)]]
     assert set(seen) == {0, 1}, seen
+
+
+def test_relative_paths_reach_workers_started_elsewhere(
+    setup: dict[str, Path], reference: dict[str, Any], cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cluster's workers run in another directory; relative paths must still work."""
+    with distributed.Client(cluster) as client:
+        assert set(client.run(os.getcwd).values()) == {os.getcwd()}  # workers: not tmp
+    monkeypatch.chdir(setup["tmp"])
+    result = stitchsafe.predict(
+        "model.pt",
+        "vol.zarr",
+        output="relative.zarr",
+        tile_shape=TILE,
+        device="cpu",
+        progress=False,
+        scheduler=cluster.scheduler_address,
+    )
+    assert Path(result.output) == setup["tmp"] / "relative.zarr"
+    emb, lab = _read(setup["tmp"] / "relative.zarr")
+    assert np.array_equal(emb, reference["plain"][0])
+    assert np.array_equal(lab, reference["plain"][1])
+    segmented = stitchsafe.segment(
+        "relative.zarr", scheduler=cluster.scheduler_address, progress=False, overwrite=True
+    )
+    assert segmented.objects == int(reference["plain"][1].max())
