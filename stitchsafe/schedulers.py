@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
@@ -30,6 +29,7 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from .engine import _cpu_count
 from .errors import StitchsafeError
 
 __all__ = [
@@ -244,13 +244,6 @@ def _result(future: Any) -> Any:
                 "or --batch-size if memory ran out."
             ) from None
         raise
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _cuda_count() -> int:

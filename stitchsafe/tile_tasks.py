@@ -108,7 +108,7 @@ def worker_device(requested: str) -> str:
 
 
 def _threads(job: TileJob) -> int:
-    from .schedulers import _cpu_count
+    from .engine import _cpu_count
 
     env = os.environ.get("STITCHSAFE_TORCH_THREADS", "")
     if env.isdigit() and int(env) > 0:
