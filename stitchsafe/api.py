@@ -70,7 +70,7 @@ class PredictResult:
     """
 
     output: str
-    embeddings: str
+    embeddings: str | None
     plan: PlanResult
     tiles: int
     seconds: float
@@ -404,6 +404,7 @@ def predict(
     cluster: SlurmOptions | None = None,
     allow_approximate: bool = False,
     tolerance: float | None = None,
+    embeddings: bool = True,
 ) -> PredictResult:
     """Run ``model`` over ``input`` tile by tile; the result equals one whole-volume pass.
 
@@ -459,6 +460,11 @@ def predict(
         normalisation, stored with the output (``stitchsafe.approximate``) and part of the
         run's fingerprint (``resume`` refuses another tolerance). The ``threads``
         scheduler only.
+    embeddings
+        ``False``: a labels-only run (:mod:`stitchsafe.labels_only`) — the labels are
+        computed from each tile in memory and written to the stand-alone label image
+        ``<output>/instances``; no embeddings are written. Identical labels, exact; the
+        ``threads`` scheduler only, float32 embeddings, and not with approximate mode.
 
     Returns
     -------
@@ -487,6 +493,13 @@ def predict(
     if embeddings_dtype not in EMBEDDING_DTYPES:
         raise StitchsafeError(
             f"--embeddings-dtype {embeddings_dtype!r} is not one of {', '.join(EMBEDDING_DTYPES)}."
+        )
+    if not embeddings:
+        _check_labels_only(
+            labels=labels,
+            remote=remote,
+            allow_approximate=allow_approximate,
+            embeddings_dtype=embeddings_dtype,
         )
     start = time.perf_counter()
     session = _open(
@@ -558,6 +571,23 @@ def predict(
             "run": fingerprint,
             "complete": False,
         }
+        if not embeddings:
+            return _predict_labels_only(
+                session,
+                group=group,
+                attrs=attrs,
+                fingerprint=fingerprint,
+                params=params,
+                label_dtype=label_dtype,
+                norm=norm,
+                pad_mode=pad_mode,
+                batch_size=batch_size,
+                precision=precision,
+                overwrite=overwrite,
+                resume=resume,
+                progress=progress,
+                start=start,
+            )
         # Workers first: an unreachable scheduler must fail before anything is written.
         executor = workers.enter_context(_executor(where, cluster, device)) if remote else None
         previous = _previous_run(group, image) if resume else None
@@ -651,6 +681,93 @@ def predict(
         labels=labels_path,
         objects=objects,
         label_params=params.to_dict() if labels else None,
+    )
+
+
+def _check_labels_only(
+    *, labels: bool, remote: bool, allow_approximate: bool, embeddings_dtype: str
+) -> None:
+    """Refuse what a labels-only run cannot do, before anything is opened or written."""
+    if not labels:
+        raise StitchsafeError(
+            "--no-embeddings with --no-labels would write nothing; drop one of them."
+        )
+    if remote:
+        raise StitchsafeError(
+            "--no-embeddings runs on --scheduler threads only (labels are computed from each "
+            "tile in this process); drop --scheduler/--cluster, or write the embeddings."
+        )
+    if allow_approximate:
+        raise StitchsafeError(
+            "--no-embeddings is exact only: it cannot be combined with --allow-approximate."
+        )
+    if embeddings_dtype != "float32":
+        raise StitchsafeError(
+            "--embeddings-dtype has no effect with --no-embeddings (no embeddings are "
+            "written; labels are computed from float32 outputs); drop it."
+        )
+
+
+def _predict_labels_only(
+    session: Any,
+    *,
+    group: str,
+    attrs: dict[str, Any],
+    fingerprint: dict[str, Any],
+    params: Any,
+    label_dtype: str,
+    norm: Normalization,
+    pad_mode: str,
+    batch_size: int,
+    precision: str,
+    overwrite: bool,
+    resume: bool,
+    progress: bool,
+    start: float,
+) -> PredictResult:
+    """The labels-only branch of :func:`predict` (:mod:`stitchsafe.labels_only`)."""
+    from .labels_only import LABELS_IMAGE, run_labels_only
+    from .resume import check_fingerprint
+
+    # The labels depend on the labelling settings too: part of what a resume must share.
+    fingerprint = {**fingerprint, "labels": params.to_dict(), "label_dtype": label_dtype}
+    the_plan = session.result.plan
+    previous = _previous_run(group, LABELS_IMAGE) if resume else None
+    where = os.path.join(group, LABELS_IMAGE)
+    result = run_labels_only(
+        session.volume,
+        session.model,
+        the_plan,
+        group=group,
+        params=params,
+        label_dtype=label_dtype,
+        attributes={
+            **attrs,
+            "run": fingerprint,
+            "params": params.to_dict(),
+            "axes": list(SPATIAL_AXES[the_plan.dims]),
+        },
+        previous=previous,
+        check_previous=lambda stored: check_fingerprint(stored.get("run"), fingerprint, where),
+        transform=norm,
+        pad_mode=pad_mode,
+        batch_size=batch_size,
+        device=session.device,
+        precision=precision,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    return PredictResult(
+        output=result.spec.group,
+        embeddings=None,
+        plan=session.result,
+        tiles=result.tiles,
+        seconds=time.perf_counter() - start,
+        device=result.device,
+        normalization=norm.to_dict(),
+        labels=result.spec.array,
+        objects=result.objects,
+        label_params=params.to_dict(),
     )
 
 

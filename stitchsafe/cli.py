@@ -437,6 +437,13 @@ def plan(
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--no-labels", is_flag=True, help="Write embeddings only, no instance labels.")
+@click.option(
+    "--no-embeddings",
+    is_flag=True,
+    help="Labels only: label each tile while it is in memory and never write the "
+    "embeddings (much less to write). The labels, in OUTPUT/instances, are identical to a "
+    "full run's. --scheduler threads only.",
+)
 @label_options
 @cluster_options
 def predict(
@@ -460,6 +467,7 @@ def predict(
     overwrite: bool,
     no_progress: bool,
     no_labels: bool,
+    no_embeddings: bool,
     threshold: float | None,
     min_size: int | None,
     foreground_threshold: float | None,
@@ -481,8 +489,9 @@ def predict(
     """Run a model over an input tile by tile, identical to one whole-volume pass.
 
     Instance labels are derived from the embeddings afterwards (see ``segment``) unless
-    --no-labels is given. With --scheduler or --cluster the tiles and label blocks run on
-    dask workers; the output is the same.
+    --no-labels is given; --no-embeddings writes the same labels without the embeddings.
+    With --scheduler or --cluster the tiles and label blocks run on dask workers; the
+    output is the same.
     """
     from . import api
 
@@ -533,14 +542,20 @@ def predict(
         cluster=slurm,
         allow_approximate=allow_approximate,
         tolerance=tolerance,
+        embeddings=not no_embeddings,
     )
     _notes(result.plan.notes)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
         p = result.plan.plan
+        what = (
+            f"{result.embeddings}: {p.geometry.channels_out} channels x "
+            if result.embeddings is not None
+            else "no embeddings (labels only) for "
+        )
         click.echo(
-            f"wrote {result.output}/{result.embeddings}: {p.geometry.channels_out} channels x "
+            f"wrote {result.output}/{what}"
             + " x ".join(map(str, p.volume_shape))
             + f", {result.tiles} tiles of {' x '.join(map(str, p.tile_shape))} on "
             f"{result.device} in {result.seconds:.1f} s"
@@ -683,6 +698,15 @@ def demo(output: str, overwrite: bool, as_json: bool) -> None:
     help="Output training window; must be larger than the period on every axis.",
 )
 @click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option(
+    "--foreground-target",
+    type=click.Choice(["labels", "separated"]),
+    default="labels",
+    show_default=True,
+    help="What the foreground channel learns: every labelled voxel (labels), or every "
+    "labelled voxel except where two objects touch (separated: the foreground alone then "
+    "splits touching objects, which helps dense 3-D data).",
+)
 @click.option("--lr", type=float, default=None, help="Learning rate.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -709,6 +733,7 @@ def train(
     iterations: int | None,
     window: str | None,
     batch_size: int,
+    foreground_target: str,
     lr: float | None,
     seed: int,
     device: str,
@@ -741,6 +766,7 @@ def train(
         features=features,
         window=_tile_shape(window),
         batch_size=batch_size,
+        foreground_target=foreground_target,
         seed=seed,
         device=device,
         export_pt2=export_pt2,

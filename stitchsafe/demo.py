@@ -89,7 +89,7 @@ def run_demo(
         progress=progress,
     )
     seconds = time.perf_counter() - start
-    assert result.labels is not None
+    assert result.labels is not None and result.embeddings is not None
     stitched = np.asarray(zarr.open_array(os.fspath(container / result.embeddings), mode="r"))
     labels = np.asarray(zarr.open_array(os.fspath(container / result.labels), mode="r"))
     ap50 = average_precision(truth, labels)

@@ -18,6 +18,7 @@ any stage stops the pipeline and is raised in the caller.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -159,7 +160,7 @@ def run_plan(
     volume: Volume,
     model: LoadedModel,
     plan: Plan,
-    output: OutputSpec,
+    output: OutputSpec | None,
     *,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     pad_mode: str = "reflect",
@@ -172,6 +173,7 @@ def run_plan(
     on_done: Callable[[list[Tile]], None] | None = None,
     progress: bool = True,
     cpu_streams: int | None = None,
+    sink: Callable[[list[Tile], np.ndarray], None] | None = None,
 ) -> RunStats:
     """Run every tile of ``plan`` (or the given ``tiles``) and write the crops to ``output``.
 
@@ -210,6 +212,10 @@ def run_plan(
         ``cores // cpu_streams`` threads (default: one stream per core; see
         :func:`_run_cpu_streams`). ``1`` gives the single-stream pipeline with torch's
         own thread pool.
+    sink
+        Called (on a writer thread) with each batch's tiles and raw float32 outputs
+        ``(N, C, *raw)`` instead of writing crops to ``output`` (which may then be
+        ``None``): labels-only runs (:mod:`stitchsafe.labels_only`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -228,7 +234,11 @@ def run_plan(
     batch_count = -(-len(work) // batch_size)
     workers = num_workers or max(2, _cpu_count())
     ahead = max(1, prefetch or workers)
-    out_dtype = np.dtype(_output_dtype(output))
+    if sink is None:
+        if output is None:
+            raise ValueError("run_plan needs an output or a sink")
+        out_dtype = np.dtype(_output_dtype(output))
+        sink = functools.partial(write_batch, output, dtype=out_dtype)
     bar = tqdm(total=len(work), desc="tiles", unit="tile", disable=not progress, leave=False)
     bar_lock = threading.Lock()
     streams = 1 if cuda else min(cpu_streams or _cpu_count(), batch_count)
@@ -248,6 +258,7 @@ def run_plan(
                 precision=precision,
                 on_done=on_done,
                 bar=bar,
+                sink=sink,
             )
         finally:
             bar.close()
@@ -259,7 +270,7 @@ def run_plan(
     def write(batch: list[Tile], y: torch.Tensor, done: Any) -> None:
         if done is not None:
             done.synchronize()  # the device-to-host copy has landed
-        write_batch(output, batch, y.numpy(), out_dtype)
+        sink(batch, y.numpy())
         with bar_lock:
             bar.update(len(batch))
 
@@ -323,7 +334,7 @@ def _run_cpu_streams(
     volume: Volume,
     model: LoadedModel,
     work: Sequence[Tile],
-    output: OutputSpec,
+    output: OutputSpec | None,
     *,
     transform: Callable[[np.ndarray], np.ndarray] | None,
     pad_mode: str,
@@ -334,6 +345,7 @@ def _run_cpu_streams(
     precision: str,
     on_done: Callable[[list[Tile]], None] | None,
     bar: Any,
+    sink: Callable[[list[Tile], np.ndarray], None],
 ) -> RunStats:
     """The CPU pipeline: ``streams`` batches in flight, each forward on its own thread.
 
@@ -349,7 +361,6 @@ def _run_cpu_streams(
     import torch
 
     start = time.perf_counter()
-    out_dtype = np.dtype(_output_dtype(output))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, previous_threads // streams))
     device = torch.device("cpu")
@@ -362,7 +373,7 @@ def _run_cpu_streams(
         with forward_context(precision, device):  # thread-local: entered per stream
             y = model(x).float()
         elapsed = time.perf_counter() - tick
-        write_batch(output, batch, y.numpy(), out_dtype)
+        sink(batch, y.numpy())
         with lock:
             busy[0] += elapsed
             bar.update(len(batch))

@@ -425,6 +425,17 @@ def read_info(path: str | os.PathLike[str], *, image: str | None = None) -> Outp
     ]
     labels = _labels(group, image)
     arrays += [_array_info(group, array) for _, array in labels]
+    if s.get("labels_only"):
+        # A labels-only run (predict --no-embeddings): the image is the labels themselves.
+        objects = s.get("objects")
+        own = LabelsInfo(
+            name=image,
+            array=f"{image}/{_level0(attrs)}",
+            complete=s.get("complete"),
+            objects=None if objects is None else int(objects),
+            params=s.get("params"),
+        )
+        labels = [(own, own.array), *labels]
 
     tiles_done = None
     tiles_total = plan.get("tiles")
@@ -437,6 +448,8 @@ def read_info(path: str | os.PathLike[str], *, image: str | None = None) -> Outp
         "precision": run.get("precision"),
         "embeddings_dtype": run.get("embeddings_dtype"),
     }
+    if s.get("labels_only"):
+        settings["embeddings_dtype"] = "none written (labels only)"
     seconds = s.get("seconds")
     complete = s.get("complete")
     return OutputInfo(

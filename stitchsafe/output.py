@@ -25,6 +25,7 @@ __all__ = [
     "OutputSpec",
     "default_output_location",
     "mark_complete",
+    "prepare_label_image",
     "prepare_labels",
     "prepare_output",
     "write_block",
@@ -370,6 +371,64 @@ def prepare_labels(
     )
     image_path = "/".join(labels_parts + [name])
     return OutputSpec(group=group, image=image_path, array=f"{image_path}/0")
+
+
+def prepare_label_image(
+    group: str | os.PathLike[str],
+    *,
+    image: str = "instances",
+    shape: Sequence[int],
+    chunks: Sequence[int],
+    dtype: str = "uint32",
+    axes: Sequence[str],
+    overwrite: bool = False,
+    attributes: dict[str, Any] | None = None,
+) -> OutputSpec:
+    """Create an empty stand-alone OME-Zarr 0.5 label image ``image`` (level ``"0"``).
+
+    For labels-only runs, which have no embeddings image to put labels under: an image
+    group with ``multiscales`` (spatial axes only) and ``image-label`` metadata, so OME-Zarr
+    readers (napari) open it as labels. The group is created, or opened if it already is a
+    zarr v3 group; nothing else in it is touched.
+    """
+    import zarr
+
+    group = os.fspath(group)
+    shape = tuple(int(s) for s in shape)
+    chunks = tuple(int(c) for c in chunks)
+    axes = tuple(str(a) for a in axes)
+    nd = len(shape)
+    if not (len(chunks) == len(axes) == nd) or nd == 0:
+        raise ValueError(f"shape {shape}, chunks {chunks} and axes {axes} differ in length")
+    if np.dtype(dtype).kind != "u":
+        raise ValueError(f"labels need an unsigned integer dtype, got {dtype}")
+    parts = _image_parts(image)
+    scale_t, units_t = _scale_units(None, None, nd)
+    _check_output_group(group)
+    root = zarr.open_group(store=group, mode="a", zarr_format=3)
+    _remove_existing(group, parts, overwrite=overwrite)
+    parent = root
+    for p in parts[:-1]:
+        parent = parent.require_group(p)
+    ome = {
+        "version": "0.5",
+        "image-label": {},
+        "multiscales": _multiscales(parts[-1], axes, scale_t, units_t, channel=False),
+    }
+    img = parent.create_group(
+        parts[-1], attributes={"ome": ome, "stitchsafe": dict(attributes or {})}
+    )
+    img.create_array(
+        "0",
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        fill_value=0,
+        compressors=_label_compressor(),
+        dimension_names=axes,
+    )
+    image = "/".join(parts)
+    return OutputSpec(group=group, image=image, array=f"{image}/0")
 
 
 def _label_compressor() -> Any:
