@@ -79,11 +79,13 @@ class PredictResult:
     labels: str | None = None
     objects: int | None = None
     label_params: dict[str, Any] | None = None
+    batch_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "output": self.output,
             "embeddings": self.embeddings,
+            "batch_size": self.batch_size,
             "labels": self.labels,
             "objects": self.objects,
             "plan": self.plan.to_dict(),
@@ -383,7 +385,7 @@ def predict(
     tile_shape: Sequence[int] | int | None = None,
     pooling_factors: Sequence[Sequence[int]] | Sequence[int] | int | None = None,
     depth: int | None = None,
-    batch_size: int = 1,
+    batch_size: int | str = 1,
     device: str = "auto",
     pad_mode: str = "reflect",
     normalize: str | None = None,
@@ -416,7 +418,9 @@ def predict(
         Zarr v3 group to write into. Default: the input's own zarr v3 container, or
         ``<input stem>.stitchsafe.zarr`` beside a TIFF, a bare array or a zarr v2 input.
     batch_size
-        Tiles per forward pass.
+        Tiles per forward pass, or ``"auto"``: on a CUDA device (threads scheduler) as many
+        tiles as fit half of the free device memory (measured with one small forward pass,
+        as for the default tile shape), at most 32; elsewhere 1.
     pad_mode
         ``reflect`` (default), ``constant`` (zeros after normalisation) or ``edge``:
         ``numpy.pad`` semantics applied to the whole volume.
@@ -483,8 +487,10 @@ def predict(
     remote = where.distributed or cluster is not None
     if pad_mode not in PAD_MODES:
         raise StitchsafeError(f"--pad-mode {pad_mode!r} is not one of {', '.join(PAD_MODES)}.")
-    if batch_size < 1:
-        raise StitchsafeError(f"--batch-size must be at least 1, got {batch_size}.")
+    if batch_size != "auto" and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise StitchsafeError(f"--batch-size must be 'auto' or at least 1, got {batch_size!r}.")
     check_precision(precision)
     if resume and overwrite:
         raise StitchsafeError(
@@ -524,6 +530,9 @@ def predict(
             "--allow-approximate runs on --scheduler threads only: workers load the model "
             "from its file and would not crop the measured halo. Drop --scheduler/--cluster."
         )
+    if batch_size == "auto":
+        batch_size = _auto_batch(session, remote)
+    assert isinstance(batch_size, int)
     workers = contextlib.ExitStack()
     try:
         metadata = session.model.metadata or {}
@@ -681,7 +690,19 @@ def predict(
         labels=labels_path,
         objects=objects,
         label_params=params.to_dict() if labels else None,
+        batch_size=batch_size,
     )
+
+
+def _auto_batch(session: _Session, remote: bool) -> int:
+    """``--batch-size auto``: fill half of the free CUDA memory; 1 elsewhere."""
+    from .engine import auto_batch_size, default_max_input_voxels
+
+    if remote or session.device.type != "cuda":
+        return 1  # CPU streams run one tile each; remote workers plan nothing here
+    budget = default_max_input_voxels(session.model, session.geometry, session.device)
+    plan = session.result.plan
+    return auto_batch_size(budget, plan.read_shape, len(plan))
 
 
 def _check_labels_only(
@@ -768,6 +789,7 @@ def _predict_labels_only(
         labels=result.spec.array,
         objects=result.objects,
         label_params=params.to_dict(),
+        batch_size=batch_size,
     )
 
 

@@ -72,6 +72,18 @@ def _tile_shape(text: str | None) -> tuple[int, ...] | int | None:
     return values[0] if len(values) == 1 else values
 
 
+def _batch_size(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BadInput(f"--batch-size must be a whole number >= 1 or 'auto', got {text!r}.")
+    return value
+
+
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every command that plans tiles."""
     options = [
@@ -398,7 +410,14 @@ def plan(
     help="Zarr v3 group to write into. Default: the input's zarr v3 container, or "
     "<input>.stitchsafe.zarr beside a TIFF or bare array.",
 )
-@click.option("--batch-size", default=1, show_default=True, type=int, help="Tiles per forward.")
+@click.option(
+    "--batch-size",
+    default="1",
+    show_default=True,
+    metavar="N|auto",
+    help="Tiles per forward pass; auto: as many as fit half of the free GPU memory "
+    "(1 on the CPU, where each core runs its own tile).",
+)
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "bf16", "fp16"]),
@@ -458,7 +477,7 @@ def predict(
     allow_approximate: bool,
     tolerance: float | None,
     output: str | None,
-    batch_size: int,
+    batch_size: str,
     precision: str,
     resume: bool,
     embeddings_dtype: str,
@@ -521,7 +540,7 @@ def predict(
         tile_shape=_tile_shape(tile_shape),
         pooling_factors=_parse_pooling(pooling_factor),
         depth=depth,
-        batch_size=batch_size,
+        batch_size=_batch_size(batch_size),
         device=device,
         precision=precision,
         embeddings_dtype=embeddings_dtype,

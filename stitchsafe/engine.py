@@ -104,6 +104,22 @@ def default_max_input_voxels(
     return max(math.prod(shape), int(0.5 * free / per_voxel))
 
 
+def auto_batch_size(
+    budget_voxels: int, read_shape: Sequence[int], tiles: int, *, cap: int = 32
+) -> int:
+    """Tiles per forward that fit ``budget_voxels`` input voxels (1 to ``cap``, <= ``tiles``).
+
+    With the default tile shape one tile already fills the budget, so this is 1; smaller
+    tiles (``--tile-shape``) are batched until the batch fills it.
+
+    >>> auto_batch_size(2**21, (44, 108, 108), 100)
+    4
+    >>> auto_batch_size(2**21, (200, 200, 200), 100), auto_batch_size(2**30, (8, 8), 3)
+    (1, 3)
+    """
+    return max(1, min(cap, tiles, budget_voxels // math.prod(read_shape)))
+
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
