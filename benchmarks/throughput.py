@@ -10,7 +10,10 @@ ratios within a run mean anything):
 (c) ``stitchsafe.predict`` end to end (normalisation, planning, reads, forward, writes);
 (d) MONAI ``sliding_window_inference`` with a same-padded twin of the network (gaussian
     blending, overlap 0.25 and 0.5), the volume already in memory, and its deviation from
-    one whole-volume pass of that twin (its seams).
+    one whole-volume pass of that twin (its seams);
+(e) with ``--labels``: instance labels end to end, written with the embeddings (predict,
+    then the blockwise labelling) and without them (``--no-embeddings``), and whether the
+    two label images are identical.
 
 Usage::
 
@@ -196,6 +199,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--no-monai", action="store_true")
     ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     ap.add_argument("--embeddings-dtype", choices=["float32", "float16"], default="float32")
+    ap.add_argument("--labels", action="store_true", help="also measure (e), labels end to end")
+    ap.add_argument(
+        "--label-threshold",
+        type=float,
+        default=None,
+        help="embedding distance for (e); default: the median face-neighbour distance",
+    )
     ap.add_argument(
         "--schedulers",
         default="threads",
@@ -291,6 +301,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     first = args.schedulers.split(",")[0]
     results["end_to_end"] = results["end_to_end_by_scheduler"][first]["voxels_per_s"]
     results["end_to_end_over_limit"] = results["end_to_end"] / limit
+    if args.labels:
+        results["labels"] = label_runs(
+            model_path, src, work, p, args.batch_size, device, args.precision, args.label_threshold
+        )
     if not args.no_monai:
         roi = tuple(min(s, r) for s, r in zip(shape, p.read_shape))
         results["monai"] = monai_runs(
@@ -304,6 +318,53 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(results, indent=2))
     return results
+
+
+def label_runs(
+    model_path: Path,
+    src: Path,
+    work: Path,
+    p: Any,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    threshold: float | None,
+) -> dict[str, Any]:
+    """(e): labels with the embeddings written, and labels only; the same labels?"""
+    shape = p.volume_shape
+    if threshold is None:
+        # The median distance between face-neighbours' embeddings: objects of a few voxels.
+        emb = np.asarray(zarr.open_array(work / "out.zarr" / "embeddings" / "0", mode="r")[:, :8])
+        threshold = float(np.median(np.sqrt(((emb[:, :, :, 1:] - emb[:, :, :, :-1]) ** 2).sum(0))))
+    out: dict[str, Any] = {"threshold": threshold}
+    labels = {}
+    for name, extra in (("with_embeddings", {}), ("labels_only", {"embeddings": False})):
+        start = time.perf_counter()
+        r = stitchsafe.predict(
+            model_path,
+            src,
+            output=work / f"{name}.zarr",
+            tile_shape=p.tile_shape,
+            batch_size=batch_size,
+            device=str(device),
+            precision=precision,
+            overwrite=True,
+            progress=False,
+            threshold=threshold,
+            min_size=1,
+            **extra,
+        )
+        seconds = time.perf_counter() - start
+        assert r.labels is not None
+        labels[name] = np.asarray(zarr.open_array(work / f"{name}.zarr" / r.labels, mode="r"))
+        out[name] = {
+            "seconds": seconds,
+            "voxels_per_s": math.prod(shape) / seconds,
+            "objects": r.objects,
+        }
+    out["identical"] = bool(np.array_equal(labels["with_embeddings"], labels["labels_only"]))
+    out["speedup"] = out["with_embeddings"]["seconds"] / out["labels_only"]["seconds"]
+    return out
 
 
 def _no_labels() -> dict[str, Any]:
@@ -329,6 +390,10 @@ def _report(r: dict[str, Any]) -> None:
     for m in r.get("monai", []):
         if "voxels_per_s" in m:
             rows.append((f"(d) MONAI sliding window, overlap {m['overlap']}", m["voxels_per_s"]))
+    if "labels" in r:
+        lab = r["labels"]
+        rows.append(("(e) labels, embeddings written too", lab["with_embeddings"]["voxels_per_s"]))
+        rows.append(("    labels only (--no-embeddings)", lab["labels_only"]["voxels_per_s"]))
     print(
         f"machine: {r['machine']['device_name']} ({r['machine']['device']}), "
         f"torch {r['machine']['torch']}, {r['machine']['cpus']} CPUs"
@@ -342,6 +407,12 @@ def _report(r: dict[str, Any]) -> None:
         print(f"{name:40s} {v / 1e6:11.3f} {v / e2e:7.2f}")
     for name, run in r.get("end_to_end_by_scheduler", {}).items():
         print(f"end to end ({name}) / min(compute, I/O) = {run['over_limit']:.2f}")
+    if "labels" in r:
+        lab = r["labels"]
+        print(
+            f"labels only is {lab['speedup']:.2f} x as fast as labels with embeddings; "
+            f"identical labels: {lab['identical']} ({lab['labels_only']['objects']} objects)"
+        )
     for m in r.get("monai", []):
         if "seam_error_relative" in m:
             print(
