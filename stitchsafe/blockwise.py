@@ -49,7 +49,7 @@ from .instances import (
     seed_mask,
 )
 
-__all__ = ["LabelStats", "block_boxes", "label_blocks"]
+__all__ = ["LabelStats", "block_boxes", "label_blocks", "merge_and_relabel"]
 
 T = TypeVar("T")
 
@@ -210,7 +210,6 @@ def label_blocks(
     local_limit = max_label(dtype)
     limit = max_label(dtype, max_id)
     boxes = block_boxes(shape, block)
-    grid = tuple(math.ceil(s / b) for s, b in zip(shape, block))
     emb_channels = list(params.embedding_channels(channels))
     if params.grow == 0:
         local = out
@@ -246,41 +245,102 @@ def label_blocks(
 
     run = functools.partial(_run, num_workers=num_workers, progress=progress, executor=executor)
     tables = run(components, len(boxes), desc="labels: components")
+
+    def face_links(i: int) -> FaceLinks:
+        own_emb: list[np.ndarray] = []  # the block's embedding channels, read once
+
+        def linked(axis: int, hi_box: Box, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+            both = (lo > 0) & (hi > 0)
+            if not both.any():
+                return both
+            if not own_emb:
+                # All channels: a chunk holds them all, so selecting costs no extra read.
+                own_emb.append(read(boxes[i])[emb_channels])
+            lo_emb = np.take(own_emb[0], -1, axis=axis + 1)
+            hi_emb = read(hi_box)[emb_channels].squeeze(axis + 1)
+            return link_mask(lo_emb, hi_emb, both, threshold=params.threshold)
+
+        return linked
+
+    def grow(labels: np.ndarray, window: Box) -> np.ndarray:
+        return grow_labels(labels, read(window), params)
+
+    objects, fragments = merge_and_relabel(
+        local,
+        out,
+        tables=tables,
+        boxes=boxes,
+        block=block,
+        params=params,
+        limit=limit,
+        run=run,
+        face_links=face_links,
+        grow=grow,
+    )
+    return LabelStats(
+        objects=objects,
+        fragments=fragments,
+        blocks=len(boxes),
+        seconds=time.perf_counter() - start,
+    )
+
+
+# Which voxel pairs across one face are linked: (axis, the neighbour's first slab, the
+# block's last-slab local ids, the neighbour's first-slab local ids) -> boolean mask.
+FaceLinks = Callable[[int, Box, np.ndarray, np.ndarray], np.ndarray]
+
+
+def merge_and_relabel(
+    local: Any,
+    out: Any,
+    *,
+    tables: list[tuple[np.ndarray, np.ndarray]],
+    boxes: Sequence[Box],
+    block: Sequence[int],
+    params: LabelParams,
+    limit: int,
+    run: Callable[..., list[Any]],
+    face_links: Callable[[int], FaceLinks],
+    grow: Callable[[np.ndarray, Box], np.ndarray],
+) -> tuple[int, int]:
+    """Passes 2 and 3: links across block faces, merging, numbering, relabelling (growth).
+
+    ``local`` holds the block-local ids, ``tables`` each block's fragment sizes and global
+    first voxels. ``face_links(i)`` says which pairs across block ``i``'s faces are linked
+    and ``grow(labels, window)`` grows the labels of a window (``params.grow > 0``): from
+    embeddings here, from the voxel codes of :mod:`stitchsafe.labels_only` there.
+    Returns the object and fragment counts.
+    """
+    shape = tuple(int(s) for s in out.shape)
+    grid = tuple(math.ceil(s / b) for s, b in zip(shape, block))
+    dtype = np.dtype(out.dtype)
     counts = np.array([t[0].size for t in tables], np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     sizes = np.concatenate([t[0] for t in tables]) if tables else np.zeros(0, np.int64)
     first = np.concatenate([t[1] for t in tables]) if tables else np.zeros(0, np.int64)
-    del tables
 
     def faces(i: int) -> np.ndarray:
         box, index = boxes[i], np.unravel_index(i, grid)
         own: np.ndarray | None = None
-        own_emb: np.ndarray | None = None
+        links: FaceLinks | None = None
         found = [np.zeros((0, 2), np.int64)]
         for axis in range(len(shape) if counts[i] else 0):
             if index[axis] + 1 >= grid[axis]:
                 continue
-            step = math.prod(grid[axis + 1 :])
-            j = i + step
+            j = i + math.prod(grid[axis + 1 :])
             if counts[j] == 0:
                 continue
             if own is None:
                 own = np.asarray(local[box.to_slices()])
+                links = face_links(i)
+            assert links is not None
             lo = np.take(own, -1, axis=axis)
             hi_box = _plane(boxes[j], axis, boxes[j].begin[axis])
             hi = np.asarray(local[hi_box.to_slices()]).squeeze(axis)
-            both = (lo > 0) & (hi > 0)
-            if not both.any():
+            linked = links(axis, hi_box, lo, hi)
+            if not linked.any():
                 continue
-            if own_emb is None:
-                # All channels: a chunk holds them all, so selecting costs no extra read.
-                own_emb = np.asarray(embeddings[(slice(None), *box.to_slices())])[emb_channels]
-            lo_emb = np.take(own_emb, -1, axis=axis + 1)
-            hi_emb = np.asarray(embeddings[(slice(None), *hi_box.to_slices())])[emb_channels]
-            hi_emb = hi_emb.squeeze(axis + 1)
-            linked = link_mask(lo_emb, hi_emb, both, threshold=params.threshold)
-            pairs = np.stack([lo[linked], hi[linked]], axis=1).astype(np.int64)
-            pairs = np.unique(pairs, axis=0)
+            pairs = np.unique(np.stack([lo[linked], hi[linked]], axis=1).astype(np.int64), axis=0)
             pairs[:, 0] += offsets[i] - 1
             pairs[:, 1] += offsets[j] - 1
             found.append(pairs)
@@ -301,15 +361,15 @@ def label_blocks(
         if counts[i] == 0:
             return  # the block holds background only and was written as zeros
         box = boxes[i]
-        out[box.to_slices()] = lut(i)[np.asarray(out[box.to_slices()])]
+        out[box.to_slices()] = lut(i)[np.asarray(local[box.to_slices()])]
 
     def relabel_and_grow(i: int) -> None:
         box = boxes[i]
         window = _grown(box, params.grow, shape)
         labels = np.zeros(window.shape, dtype)
-        first = [b // s for b, s in zip(window.begin, block)]
-        last = [(e - 1) // s for e, s in zip(window.end, block)]
-        for index in itertools.product(*(range(f, t + 1) for f, t in zip(first, last))):
+        lo_block = [b // s for b, s in zip(window.begin, block)]
+        hi_block = [(e - 1) // s for e, s in zip(window.end, block)]
+        for index in itertools.product(*(range(f, t + 1) for f, t in zip(lo_block, hi_block))):
             j = int(np.ravel_multi_index(index, grid))
             if counts[j] == 0:
                 continue
@@ -320,13 +380,7 @@ def label_blocks(
             labels[_inner(part, window)] = lut(j)[np.asarray(local[part.to_slices()])]
         if not labels.any():
             return  # no seed within reach: the block stays background
-        grown = grow_labels(labels, read(window), params)
-        out[box.to_slices()] = grown[_inner(box, window)]
+        out[box.to_slices()] = grow(labels, window)[_inner(box, window)]
 
     run(relabel if params.grow == 0 else relabel_and_grow, len(boxes), desc="labels: relabel")
-    return LabelStats(
-        objects=objects,
-        fragments=int(offsets[-1]),
-        blocks=len(boxes),
-        seconds=time.perf_counter() - start,
-    )
+    return objects, int(offsets[-1])

@@ -17,7 +17,6 @@ with the run's attributes and its done mask, so ``--resume`` works as for embedd
 from __future__ import annotations
 
 import functools
-import math
 import os
 import shutil
 import time
@@ -27,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from .blockwise import LabelStats, _grown, _inner, _plane, _run, block_boxes
+from .blockwise import FaceLinks, LabelStats, _plane, _run, block_boxes, merge_and_relabel
 from .errors import StitchsafeError
 from .geometry import Box, Plan, Tile
-from .instances import LabelParams, _first_voxel_order, max_label, merge_fragments
+from .instances import LabelParams, _first_voxel_order, max_label
 from .output import OutputSpec, mark_complete, prepare_label_image
 from .tile_labels import (
     ExtendedTiles,
@@ -207,8 +206,6 @@ def label_from_fragments(
     shape = tuple(int(s) for s in out.shape)
     block = tuple(int(c) for c in out.chunks)
     boxes = block_boxes(shape, block)
-    grid = tuple(math.ceil(s / b) for s, b in zip(shape, block))
-    dtype = np.dtype(out.dtype)
     run = functools.partial(_run, num_workers=num_workers, progress=progress)
 
     def tables(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -225,76 +222,35 @@ def label_from_fragments(
         return sizes, first.astype(np.int64)
 
     found_tables = run(tables, len(boxes), desc="labels: fragments")
-    counts = np.array([t[0].size for t in found_tables], np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    sizes = np.concatenate([t[0] for t in found_tables]) if boxes else np.zeros(0, np.int64)
-    first = np.concatenate([t[1] for t in found_tables]) if boxes else np.zeros(0, np.int64)
-    del found_tables
 
-    def faces(i: int) -> np.ndarray:
-        box, index = boxes[i], np.unravel_index(i, grid)
-        found = [np.zeros((0, 2), np.int64)]
-        for axis in range(len(shape) if counts[i] else 0):
-            if index[axis] + 1 >= grid[axis]:
-                continue
-            j = i + math.prod(grid[axis + 1 :])
-            if counts[j] == 0:
-                continue
-            lo_box = _plane(box, axis, box.end[axis] - 1)
-            lo = np.asarray(fragments[lo_box.to_slices()]).squeeze(axis)
-            hi_box = _plane(boxes[j], axis, boxes[j].begin[axis])
-            hi = np.asarray(fragments[hi_box.to_slices()]).squeeze(axis)
-            bits = (np.asarray(codes[lo_box.to_slices()]).squeeze(axis) >> (1 + axis)) & 1
-            linked = (bits > 0) & (lo > 0) & (hi > 0)
-            if not linked.any():
-                continue
-            pairs = np.unique(np.stack([lo[linked], hi[linked]], axis=1).astype(np.int64), axis=0)
-            pairs[:, 0] += offsets[i] - 1
-            pairs[:, 1] += offsets[j] - 1
-            found.append(pairs)
-        return np.concatenate(found)
-
-    found = run(faces, len(boxes), desc="labels: faces")
-    pairs = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
-    del found
-    ids, objects = merge_fragments(
-        sizes, first, pairs, min_size=params.min_size, max_id=max_label(dtype)
-    )
-    del sizes, first, pairs
-
-    def lut(j: int) -> np.ndarray:
-        table = np.zeros(int(counts[j]) + 1, dtype)
-        table[1:] = ids[offsets[j] : offsets[j + 1]]
-        return table
-
-    def relabel(i: int) -> None:
+    def face_links(i: int) -> FaceLinks:
         box = boxes[i]
-        if params.grow == 0:
-            if counts[i]:
-                out[box.to_slices()] = lut(i)[np.asarray(fragments[box.to_slices()])]
-            return
-        window = _grown(box, params.grow, shape)
-        labels = np.zeros(window.shape, dtype)
-        lo_block = [b // s for b, s in zip(window.begin, block)]
-        hi_block = [(e - 1) // s for e, s in zip(window.end, block)]
-        for index in np.ndindex(*(t - f + 1 for f, t in zip(lo_block, hi_block))):
-            j = int(np.ravel_multi_index(tuple(f + k for f, k in zip(lo_block, index)), grid))
-            if counts[j] == 0:
-                continue
-            part = Box(
-                tuple(max(a, b) for a, b in zip(window.begin, boxes[j].begin)),
-                tuple(min(a, b) for a, b in zip(window.end, boxes[j].end)),
-            )
-            labels[_inner(part, window)] = lut(j)[np.asarray(fragments[part.to_slices()])]
-        if not labels.any():
-            return  # no seed within reach: the block stays background
-        grown = grow_by_codes(labels, np.asarray(codes[window.to_slices()]), params.grow)
-        out[box.to_slices()] = grown[_inner(box, window)]
 
-    run(relabel, len(boxes), desc="labels: relabel")
+        def linked(axis: int, hi_box: Box, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+            slab = _plane(box, axis, box.end[axis] - 1)
+            bits = (np.asarray(codes[slab.to_slices()]).squeeze(axis) >> (1 + axis)) & 1
+            return (bits > 0) & (lo > 0) & (hi > 0)
+
+        return linked
+
+    def grow(labels: np.ndarray, window: Box) -> np.ndarray:
+        return grow_by_codes(labels, np.asarray(codes[window.to_slices()]), params.grow)
+
+    objects, count = merge_and_relabel(
+        fragments,
+        out,
+        tables=found_tables,
+        boxes=boxes,
+        block=block,
+        params=params,
+        limit=max_label(np.dtype(out.dtype)),
+        run=run,
+        face_links=face_links,
+        grow=grow,
+    )
     return LabelStats(
         objects=objects,
-        fragments=int(offsets[-1]),
+        fragments=count,
         blocks=len(boxes),
         seconds=time.perf_counter() - start,
     )

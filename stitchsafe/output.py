@@ -321,14 +321,8 @@ def prepare_labels(
     import zarr
 
     group = os.fspath(group)
-    shape = tuple(int(s) for s in shape)
-    chunks = tuple(int(c) for c in chunks)
-    axes = tuple(str(a) for a in axes)
+    shape, chunks, axes = _label_layout(shape, chunks, axes, dtype)
     nd = len(shape)
-    if not (len(chunks) == len(axes) == nd) or nd == 0:
-        raise ValueError(f"shape {shape}, chunks {chunks} and axes {axes} differ in length")
-    if np.dtype(dtype).kind != "u":
-        raise ValueError(f"labels need an unsigned integer dtype, got {dtype}")
     parts = _image_parts(image)
     if "/" in name or name in ("", ".", "..") or name.startswith("__"):
         raise StitchsafeError(f"invalid label image name {name!r}; use e.g. 'instances'.")
@@ -394,16 +388,9 @@ def prepare_label_image(
     import zarr
 
     group = os.fspath(group)
-    shape = tuple(int(s) for s in shape)
-    chunks = tuple(int(c) for c in chunks)
-    axes = tuple(str(a) for a in axes)
-    nd = len(shape)
-    if not (len(chunks) == len(axes) == nd) or nd == 0:
-        raise ValueError(f"shape {shape}, chunks {chunks} and axes {axes} differ in length")
-    if np.dtype(dtype).kind != "u":
-        raise ValueError(f"labels need an unsigned integer dtype, got {dtype}")
+    shape, chunks, axes = _label_layout(shape, chunks, axes, dtype)
     parts = _image_parts(image)
-    scale_t, units_t = _scale_units(None, None, nd)
+    scale_t, units_t = _scale_units(None, None, len(shape))
     _check_output_group(group)
     root = zarr.open_group(store=group, mode="a", zarr_format=3)
     _remove_existing(group, parts, overwrite=overwrite)
@@ -429,6 +416,21 @@ def prepare_label_image(
     )
     image = "/".join(parts)
     return OutputSpec(group=group, image=image, array=f"{image}/0")
+
+
+def _label_layout(
+    shape: Sequence[int], chunks: Sequence[int], axes: Sequence[str], dtype: str
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
+    """Checked shape, chunks and axes of a label array (unsigned ``dtype``)."""
+    shape_t = tuple(int(s) for s in shape)
+    chunks_t = tuple(int(c) for c in chunks)
+    axes_t = tuple(str(a) for a in axes)
+    nd = len(shape_t)
+    if not (len(chunks_t) == len(axes_t) == nd) or nd == 0:
+        raise ValueError(f"shape {shape_t}, chunks {chunks_t} and axes {axes_t} differ in length")
+    if np.dtype(dtype).kind != "u":
+        raise ValueError(f"labels need an unsigned integer dtype, got {dtype}")
+    return shape_t, chunks_t, axes_t
 
 
 def _label_compressor() -> Any:
