@@ -735,6 +735,13 @@ def demo(output: str, overwrite: bool, as_json: bool) -> None:
     default=None,
     help="Also write a torch.export program here.",
 )
+@click.option(
+    "--init",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Start from this stitchsafe checkpoint's weights (continue or fine-tune; same "
+    "architecture flags).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -757,6 +764,7 @@ def train(
     seed: int,
     device: str,
     export_pt2: str | None,
+    init: str | None,
     overwrite: bool,
     no_progress: bool,
     as_json: bool,
@@ -789,6 +797,7 @@ def train(
         seed=seed,
         device=device,
         export_pt2=export_pt2,
+        init=init,
         overwrite=overwrite,
         progress=not no_progress,
         command=" ".join(["stitchsafe", *sys.argv[1:]]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import tifffile
 import torch
 import zarr
+from test_cli import EXE
 
 import stitchsafe
 from stitchsafe.errors import StitchsafeError
@@ -19,6 +21,7 @@ from stitchsafe.io import open_volume
 from stitchsafe.losses import DiscriminativeLoss, discriminative_terms
 from stitchsafe.model import load_model, resolve_geometry
 from stitchsafe.normalize import compute_normalization
+from stitchsafe.resume import file_sha256
 from stitchsafe.synthetic import synthetic_cells
 from stitchsafe.train import default_window, train
 from stitchsafe.training_data import (
@@ -222,7 +225,7 @@ def test_checkpoint_metadata_is_complete(trained: tuple[Path, dict, np.ndarray])
     chosen = {k: meta["labels"].get(k) for k in calibration["params"]}
     assert chosen == calibration["params"]
     assert chosen in [{k: c[k] for k in chosen} for c in calibration["candidates"]]
-    assert len(calibration["candidates"]) == 19
+    assert len(calibration["candidates"]) == 31
     assert calibration["ap50"] == max(c["ap50"] for c in calibration["candidates"])
     assert meta["labels"]["min_size"] >= 1
     t = meta["training"]
@@ -339,3 +342,47 @@ def test_recalibrate_replaces_only_the_labelling_defaults(
         assert torch.equal(v, after.module.state_dict()[k])
     with pytest.raises(StitchsafeError, match="not a stitchsafe checkpoint"):
         recalibrate(d / "model.pt2", img, lab, output=tmp_path / "x.pt")
+
+
+def test_init_continues_from_a_checkpoint(
+    trained: tuple[Path, dict, np.ndarray], tmp_path: Path
+) -> None:
+    d, result, img = trained
+    lab = tifffile.imread(d / "lab.tif")
+    small = {
+        "pooling_factors": [(2, 2)], "features": 4, "embedding_dims": 3, "window": (6, 10),
+        "batch_size": 2, "progress": False, "device": "cpu", "calibrate": False,
+    }  # fmt: skip
+    # Zero steps of a real schedule are not possible; one tiny step barely moves weights.
+    cont = train(
+        img, lab, output=tmp_path / "cont.pt", iterations=1, lr=1e-9, init=d / "model.pt", **small
+    )
+    before = load_model(d / "model.pt").module.state_dict()
+    after = load_model(tmp_path / "cont.pt").module.state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    t = cont.metadata["training"]
+    assert t["arguments"]["init"] == str(d / "model.pt")
+    assert t["init_sha256"] == file_sha256(d / "model.pt")
+    fresh = train(img, lab, output=tmp_path / "fresh.pt", iterations=1, lr=1e-9, **small)
+    assert fresh.metadata["training"]["init_sha256"] is None
+    assert not all(
+        torch.allclose(before[k], load_model(tmp_path / "fresh.pt").module.state_dict()[k])
+        for k in before
+    )
+
+
+def test_init_with_another_architecture_is_refused(
+    trained: tuple[Path, dict, np.ndarray], tmp_path: Path
+) -> None:
+    d, _, img = trained
+    lab = tifffile.imread(d / "lab.tif")
+    proc = subprocess.run(
+        [EXE, "train", "--image", str(d / "img.zarr"), "--labels", str(d / "lab.tif"),
+         "--output", str(tmp_path / "m.pt"), "--pooling-factor", "2,2", "--features", "8",
+         "--embedding-dims", "3", "--iterations", "1", "--window", "6,10",
+         "--init", str(d / "model.pt"), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--init" in proc.stderr and "architecture" in proc.stderr
+    assert not (tmp_path / "m.pt").exists() and lab.shape == img.shape
