@@ -27,7 +27,7 @@ from stitchsafe.synthetic import synthetic_cells
 # name -> (training volume shape, extra `stitchsafe train` flags)
 MODELS = {
     "2d": ((512, 512), []),
-    "3d": ((48, 128, 128), ["--iterations", "4000"]),
+    "3d": ((64, 192, 192), ["--foreground-target", "separated", "--iterations", "4000"]),
 }
 
 
