@@ -30,7 +30,7 @@ from .blockwise import FaceLinks, LabelStats, _plane, _run, block_boxes, merge_a
 from .errors import StitchsafeError
 from .geometry import Box, Plan, Tile
 from .instances import LabelParams, _first_voxel_order, max_label
-from .output import OutputSpec, mark_complete, prepare_label_image
+from .io import OutputSpec, mark_complete, prepare_label_image
 from .tile_labels import (
     ExtendedTiles,
     grow_by_codes,
