@@ -143,6 +143,7 @@ class _Session:
     geometry: ModelGeometry
     result: PlanResult
     device: Any
+    budget: int | None = None  # input voxels per tile that fit the device, when measured
 
 
 def _open(
@@ -241,6 +242,7 @@ def _open(
             raise
         loaded, geometry = approximation.model, approximation.geometry
         notes.append(approximation.note())
+    budget = None
     if given is None:
         budget = default_max_input_voxels(loaded, geometry, dev)
         tshape = default_tile_shape(volume.shape, geometry, max_input_voxels=budget)
@@ -257,7 +259,7 @@ def _open(
         notes=(*notes, *loaded.notes),
         approximate=approximation.to_dict() if approximation is not None else None,
     )
-    return _Session(loaded, volume, geometry, result, dev)
+    return _Session(loaded, volume, geometry, result, dev, budget)
 
 
 def _approximate(
@@ -700,7 +702,9 @@ def _auto_batch(session: _Session, remote: bool) -> int:
 
     if remote or session.device.type != "cuda":
         return 1  # CPU streams run one tile each; remote workers plan nothing here
-    budget = default_max_input_voxels(session.model, session.geometry, session.device)
+    budget = session.budget  # measured by the planning when it chose the tile shape
+    if budget is None:
+        budget = default_max_input_voxels(session.model, session.geometry, session.device)
     plan = session.result.plan
     return auto_batch_size(budget, plan.read_shape, len(plan))
 

@@ -162,7 +162,6 @@ def prepare_output(
     -------
     OutputSpec
     """
-    import zarr
 
     group = os.fspath(group)
     shape = tuple(int(s) for s in shape)
@@ -177,30 +176,48 @@ def prepare_output(
     image = "/".join(parts)
     scale_t, units_t = _scale_units(scale, units, nd)
 
-    _check_output_group(group)
-    root = zarr.open_group(store=group, mode="a", zarr_format=3)
-    _remove_existing(group, parts, overwrite=overwrite)
-
-    parent = root
-    for p in parts[:-1]:
-        parent = parent.require_group(p)
     ome = {
         "version": "0.5",
         "multiscales": _multiscales(parts[-1], axes, scale_t, units_t, channel=True),
     }
-    img = parent.create_group(
-        parts[-1], attributes={"ome": ome, "stitchsafe": dict(attributes or {})}
-    )
-    img.create_array(
-        "0",
+    _create_image(
+        group,
+        parts,
+        ome=ome,
+        attributes=attributes,
+        overwrite=overwrite,
         shape=(channels, *shape),
         chunks=(channels, *chunks),
         dtype=dtype,
-        fill_value=0,
         compressors=_default_compressor(),
         dimension_names=("c", *axes),
     )
     return OutputSpec(group=group, image=image, array=f"{image}/0")
+
+
+def _create_image(
+    group: str,
+    parts: Sequence[str],
+    *,
+    ome: dict[str, Any],
+    attributes: dict[str, Any] | None,
+    overwrite: bool,
+    **array: Any,
+) -> None:
+    """Create the image group ``parts`` in ``group`` (a zarr v3 group, made if missing)
+    with ``ome`` and ``stitchsafe`` attributes and an empty level-0 array ``0``."""
+    import zarr
+
+    _check_output_group(group)
+    root = zarr.open_group(store=group, mode="a", zarr_format=3)
+    _remove_existing(group, parts, overwrite=overwrite)
+    parent = root
+    for p in parts[:-1]:
+        parent = parent.require_group(p)
+    img = parent.create_group(
+        parts[-1], attributes={"ome": ome, "stitchsafe": dict(attributes or {})}
+    )
+    img.create_array("0", fill_value=0, **array)
 
 
 def _image_parts(image: str) -> list[str]:
@@ -385,32 +402,25 @@ def prepare_label_image(
     readers (napari) open it as labels. The group is created, or opened if it already is a
     zarr v3 group; nothing else in it is touched.
     """
-    import zarr
 
     group = os.fspath(group)
     shape, chunks, axes = _label_layout(shape, chunks, axes, dtype)
     parts = _image_parts(image)
     scale_t, units_t = _scale_units(None, None, len(shape))
-    _check_output_group(group)
-    root = zarr.open_group(store=group, mode="a", zarr_format=3)
-    _remove_existing(group, parts, overwrite=overwrite)
-    parent = root
-    for p in parts[:-1]:
-        parent = parent.require_group(p)
     ome = {
         "version": "0.5",
         "image-label": {},
         "multiscales": _multiscales(parts[-1], axes, scale_t, units_t, channel=False),
     }
-    img = parent.create_group(
-        parts[-1], attributes={"ome": ome, "stitchsafe": dict(attributes or {})}
-    )
-    img.create_array(
-        "0",
+    _create_image(
+        group,
+        parts,
+        ome=ome,
+        attributes=attributes,
+        overwrite=overwrite,
         shape=shape,
         chunks=chunks,
         dtype=dtype,
-        fill_value=0,
         compressors=_label_compressor(),
         dimension_names=axes,
     )

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .blockwise import _inner
 from .geometry import Box, Plan, Tile
 from .instances import (
     LabelParams,
@@ -138,10 +139,6 @@ class ExtendedTiles(Sequence[Tile]):
             tile.write,
             window.shift(tuple(-o for o in origin)),
         )
-
-
-def _inner(box: Box, window: Box) -> tuple[slice, ...]:
-    return tuple(slice(b - w, e - w) for b, e, w in zip(box.begin, box.end, window.begin))
 
 
 def tile_fragments(
