@@ -14,6 +14,7 @@ A script, not a test: it prints the training time and AP@0.5 (matching at IoU > 
 Usage::
 
     python examples/train_synthetic.py --workdir /tmp/train-synthetic [--iterations N]
+    python examples/train_synthetic.py --model stitchsafe/models/cells3d.pt --test-seed 2
 """
 
 from __future__ import annotations
@@ -133,13 +134,18 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--shape", default="48,128,128")
     parser.add_argument("--model", default=None, help="evaluate this model; do not train")
+    parser.add_argument(
+        "--test-seed", type=int, default=1, help="held-out volume's seed (training uses 0)"
+    )
     args = parser.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in args.shape.split(","))
 
     image, labels = synthetic_cells(shape, seed=0)
-    test_image, test_labels = synthetic_cells(shape, seed=1)
+    if args.test_seed == 0:
+        parser.error("--test-seed 0 is the training data, not held out")
+    test_image, test_labels = synthetic_cells(shape, seed=args.test_seed)
     zarr.create_array(
         str(work / "test.zarr"), data=test_image, chunks=(16, 64, 64)[-len(shape) :], overwrite=True
     )
@@ -192,6 +198,7 @@ def main() -> None:
     fg_iou = (fg & (test_labels > 0)).sum() / (fg | (test_labels > 0)).sum()
     summary = {
         "shape": list(shape),
+        "test_seed": args.test_seed,
         "train_objects": int(labels.max()),
         "test_objects": int(test_labels.max()),
         "iterations": meta["training"]["iterations"],
