@@ -49,6 +49,10 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--iterations", type=int, default=None, help="default: train's own")
     parser.add_argument("--reuse", action="store_true", help="evaluate WORKDIR/nuclei.pt again")
+    parser.add_argument(
+        "--foreground-target", choices=["labels", "separated"], default=None,
+        help="passed to train (default: train's own)",
+    )  # fmt: skip
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -63,6 +67,8 @@ def main() -> None:
     command += ["--output", "nuclei.pt", "--overwrite", "--no-progress", "--json"]
     if args.iterations:
         command += ["--iterations", str(args.iterations)]
+    if args.foreground_target:
+        command += ["--foreground-target", args.foreground_target]
     if not (args.reuse and (work / "nuclei.pt").exists()):
         subprocess.run(command, cwd=work, capture_output=True, text=True, check=True)
     meta = load_model(work / "nuclei.pt").metadata or {}
