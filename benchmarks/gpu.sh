@@ -20,9 +20,8 @@ py=${PYTHON:-python3}
     nproc
 } > "$out/device.txt" 2>&1
 
-# The tests that are skipped without CUDA (auto batch size, CUDA device handling).
-timeout 120 "$py" -m pytest -q -p no:cacheprovider -m gpu tests > "$out/tests.txt" 2>&1
-timeout 60 "$py" -m pytest -q -p no:cacheprovider tests/test_batch_size.py >> "$out/tests.txt" 2>&1
+# The tests that are skipped without CUDA (marked `gpu`).
+timeout 180 "$py" -m pytest -q -p no:cacheprovider -m gpu tests > "$out/tests.txt" 2>&1
 
 run() {  # run NAME LIMIT_S ARGS...: one throughput run, its table in NAME.txt
     local name=$1 limit=$2

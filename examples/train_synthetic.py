@@ -138,13 +138,13 @@ def main() -> None:
         "--test-seed", type=int, default=1, help="held-out volume's seed (training uses 0)"
     )
     args = parser.parse_args()
+    if args.test_seed == 0:
+        parser.error("--test-seed 0 is the training data, not held out")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in args.shape.split(","))
 
     image, labels = synthetic_cells(shape, seed=0)
-    if args.test_seed == 0:
-        parser.error("--test-seed 0 is the training data, not held out")
     test_image, test_labels = synthetic_cells(shape, seed=args.test_seed)
     zarr.create_array(
         str(work / "test.zarr"), data=test_image, chunks=(16, 64, 64)[-len(shape) :], overwrite=True

@@ -162,7 +162,6 @@ def prepare_output(
     -------
     OutputSpec
     """
-
     group = os.fspath(group)
     shape = tuple(int(s) for s in shape)
     chunks = tuple(int(c) for c in chunks)
@@ -402,7 +401,6 @@ def prepare_label_image(
     readers (napari) open it as labels. The group is created, or opened if it already is a
     zarr v3 group; nothing else in it is touched.
     """
-
     group = os.fspath(group)
     shape, chunks, axes = _label_layout(shape, chunks, axes, dtype)
     parts = _image_parts(image)

@@ -74,9 +74,7 @@ def test_api_refuses_a_bad_batch_size(setup: dict[str, Path]) -> None:
         stitchsafe.predict(setup["model"], setup["input"], batch_size=0, progress=False)
 
 
-@pytest.mark.skipif(
-    not __import__("torch").cuda.is_available(), reason="auto batching measures CUDA memory"
-)
+@pytest.mark.gpu  # auto batching measures CUDA memory
 def test_auto_batches_small_tiles_on_cuda(setup: dict[str, Path]) -> None:
     r = stitchsafe.predict(
         setup["model"],
