@@ -1,6 +1,6 @@
 """Quality and throughput of the instance labelling on synthetic volumes with known truth.
 
-What is measured: the *labelling algorithm* (:mod:`stitchsafe.instances`), not a network.
+What is measured: the *labelling algorithm* (:mod:`stitchsafe.labels`), not a network.
 No trained model exists yet, so the embeddings are built from the ground truth, "ideal
 plus noise": every object gets a random centre in an 8-D embedding space, its voxels that
 centre plus Gaussian noise (sigma per channel); a foreground channel holds logits +4 inside
@@ -48,9 +48,7 @@ import zarr
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from stitchsafe.blockwise import label_blocks
-from stitchsafe.instances import LabelParams, label_array
-from stitchsafe.metrics import adapted_rand_error, match
+from stitchsafe.labels import LabelParams, adapted_rand_error, label_array, label_blocks, match
 
 EMBEDDING_DIMS = 8
 ROLES = ("embedding",) * EMBEDDING_DIMS + ("foreground",)

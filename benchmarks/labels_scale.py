@@ -33,8 +33,7 @@ import numpy as np
 import zarr
 from scipy import ndimage
 
-from stitchsafe.blockwise import label_blocks
-from stitchsafe.instances import LabelParams
+from stitchsafe.labels import LabelParams, label_blocks
 
 BLOCK = (32, 128, 128)
 PARAMS = LabelParams(1.0, channel_roles=("embedding", "foreground"))

@@ -37,8 +37,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from stitchsafe.model import save_checkpoint, unet_metadata
-from stitchsafe.unet import UNetConfig, build_unet
+from stitchsafe.models import UNetConfig, build_unet, save_checkpoint, unet_metadata
 
 CHUNK = (64, 256, 256)
 TILE = "64,256,256"

@@ -31,8 +31,8 @@ import tifffile
 import zarr
 
 import stitchsafe
-from stitchsafe.metrics import adapted_rand_error, average_precision
-from stitchsafe.model import load_model
+from stitchsafe.labels import adapted_rand_error, average_precision
+from stitchsafe.models import load_model
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "nuclei"
 SPLIT = 128

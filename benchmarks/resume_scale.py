@@ -33,7 +33,7 @@ import numpy as np
 import zarr
 
 from stitchsafe.geometry import make_plan, unet_geometry
-from stitchsafe.resume import DONE, DoneMask
+from stitchsafe.io import DONE, DoneMask
 
 
 def measure(grid: tuple[int, ...], root: str) -> dict[str, Any]:

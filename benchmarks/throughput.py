@@ -42,12 +42,10 @@ import torch
 import zarr
 
 import stitchsafe
-from stitchsafe.engine import resolve_device
+from stitchsafe.engine import compute_normalization, resolve_device
 from stitchsafe.geometry import Box
 from stitchsafe.io import open_volume, prepare_output, read_padded, write_block
-from stitchsafe.model import load_model, save_checkpoint, unet_metadata
-from stitchsafe.normalize import compute_normalization
-from stitchsafe.unet import UNetConfig, build_unet
+from stitchsafe.models import UNetConfig, build_unet, load_model, save_checkpoint, unet_metadata
 
 MODELS = {
     # Issue 5's reference: depth 3, factor 2, 32 base features doubling, 16 output channels.
@@ -365,7 +363,7 @@ def label_runs(
     out["identical"] = bool(np.array_equal(labels["with_embeddings"], labels["labels_only"]))
     # Labels-only tiles are larger (a margin for the labelling), which changes the embeddings
     # by float rounding: links within that noise of the threshold may flip.
-    from stitchsafe.metrics import match
+    from stitchsafe.labels import match
 
     same = match(labels["with_embeddings"], labels["labels_only"], threshold=0.999).tp
     out["objects_differing"] = int(out["with_embeddings"]["objects"] - same)

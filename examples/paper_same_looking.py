@@ -6,7 +6,7 @@ are congruent modulo ``P`` get identical embeddings, and a network can tell apar
 ``prod(P) = f^(d*l)`` same-looking objects (``d`` spatial axes), however it is trained.
 
 For depths ``l = 1, 2, 3`` (2-D, ``f = 2``, so ``P = 2, 4, 8``) this script trains the
-built-in U-Net with ``stitchsafe.train`` on identical discs spaced ``n * P - 1`` apart
+built-in U-Net with ``stitchsafe.training`` on identical discs spaced ``n * P - 1`` apart
 (every object at another phase), then embeds a fresh layout of the same discs and counts:
 
 - ``phases``: distinct positions modulo ``P`` among the objects (the upper bound);
@@ -39,11 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stitchsafe.engine import whole_volume_forward
-from stitchsafe.model import load_model, resolve_geometry
-from stitchsafe.normalize import Normalization
-from stitchsafe.synthetic import same_looking_objects
-from stitchsafe.train import train
+from stitchsafe.engine import Normalization, whole_volume_forward
+from stitchsafe.models import load_model, resolve_geometry
+from stitchsafe.training import same_looking_objects, train
 
 SHAPE = (160, 160)  # training layout
 TEST_SHAPE = (240, 240)  # evaluation layouts: room for many objects away from the borders

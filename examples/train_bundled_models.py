@@ -1,6 +1,6 @@
 """Retrain the models bundled in ``stitchsafe/models`` from synthetic cells.
 
-Writes the synthetic training volumes (seed 0 of :func:`stitchsafe.synthetic.synthetic_cells`)
+Writes the synthetic training volumes (seed 0 of :func:`stitchsafe.training.synthetic_cells`)
 as TIFF files and runs ``stitchsafe train`` on them with the flags below; each checkpoint
 records that exact command in its metadata (``stitchsafe info``-style:
 ``load_model(path).metadata["training"]["command"]``).
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tifffile
 
-from stitchsafe.synthetic import synthetic_cells
+from stitchsafe.training import synthetic_cells
 
 # name -> (training volume shape, extra `stitchsafe train` flags)
 MODELS = {

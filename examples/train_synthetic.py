@@ -14,7 +14,7 @@ A script, not a test: it prints the training time and AP@0.5 (matching at IoU > 
 Usage::
 
     python examples/train_synthetic.py --workdir /tmp/train-synthetic [--iterations N]
-    python examples/train_synthetic.py --model stitchsafe/models/cells3d.pt --test-seed 2
+    python examples/train_synthetic.py --model stitchsafe/models/weights/cells3d.pt --test-seed 2
 """
 
 from __future__ import annotations
@@ -29,10 +29,9 @@ import zarr
 from scipy import ndimage
 
 import stitchsafe
-from stitchsafe.metrics import average_precision
-from stitchsafe.model import load_model
-from stitchsafe.synthetic import synthetic_cells
-from stitchsafe.train import train
+from stitchsafe.labels import average_precision
+from stitchsafe.models import load_model
+from stitchsafe.training import synthetic_cells, train
 
 
 def embedding_instances(
@@ -103,7 +102,7 @@ def link_instances(
 ) -> np.ndarray:
     """Components of face-adjacent foreground voxels whose embeddings are < threshold apart.
 
-    The rule of :mod:`stitchsafe.instances`, written out here so the script stands alone.
+    The rule of :mod:`stitchsafe.labels`, written out here so the script stands alone.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components

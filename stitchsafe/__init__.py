@@ -1,20 +1,43 @@
 """stitchsafe: exact tile-and-stitch CNN inference for large n-dimensional images.
 
-The package imports nothing heavy at start-up (``stitchsafe --help`` stays instant);
-``stitchsafe.plan``, ``stitchsafe.predict`` and ``stitchsafe.segment`` load on first use.
+The public facade. The package imports nothing heavy at start-up (``stitchsafe --help``
+stays instant); each function loads its layer on first use:
+
+- :func:`plan`, :func:`predict`, :func:`segment`: the tiling, the run, labels again;
+- :func:`check`: prove on a crop that stitched tiles equal one whole-volume pass;
+- :func:`read_info`: what an output holds and how far its run got;
+- :func:`train`: a stitch-safe U-Net from an image and its labels.
+
+The orchestration lives in :mod:`stitchsafe.session` (what plan, predict and check share)
+and :mod:`stitchsafe.prediction` (predict in named steps); the layers below are the
+subpackages ``geometry``, ``io``, ``models``, ``engine``, ``labels``, ``approximate``,
+``reports`` and ``training`` (``docs/architecture.md``).
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["plan", "predict", "segment", "__version__"]
+__all__ = ["__version__", "check", "plan", "predict", "read_info", "segment", "train"]
+
+# public name -> (module, attribute), imported on first use
+_LAZY = {
+    "plan": ("stitchsafe.session", "plan"),
+    "PlanResult": ("stitchsafe.session", "PlanResult"),
+    "predict": ("stitchsafe.prediction", "predict"),
+    "PredictResult": ("stitchsafe.prediction", "PredictResult"),
+    "segment": ("stitchsafe.labels", "segment"),
+    "SegmentResult": ("stitchsafe.labels", "SegmentResult"),
+    "check": ("stitchsafe.reports", "check_stitching"),
+    "read_info": ("stitchsafe.reports", "read_info"),
+    "train": ("stitchsafe.training", "train"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("plan", "predict", "segment", "PlanResult", "PredictResult", "SegmentResult"):
-        from . import api
-
-        return getattr(api, name)
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        return getattr(import_module(module), attribute)
     raise AttributeError(f"module 'stitchsafe' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 It synthesises a small 3-D volume of touching, noisy nuclei-like cells with known instance
 labels (held out: a seed the bundled model never saw), runs ``predict`` tile by tile with
-the bundled 3-D model (:mod:`stitchsafe.bundled`), writes OME-Zarr embeddings and labels,
+the bundled 3-D model (:mod:`stitchsafe.models`), writes OME-Zarr embeddings and labels,
 scores the labels against the ground truth (AP@0.5), and compares the stitched embeddings
 with one whole-volume forward pass and with a naive tiling whose tiles leave the period
 lattice. Two PNG pictures show a slice with the labels overlaid and both deviation maps.
@@ -13,34 +13,52 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import zarr
 
+from .engine import Normalization, run_plan, whole_volume_forward
 from .errors import StitchsafeError
+from .geometry import Box, ModelGeometry, Plan
+from .io import open_volume, prepare_output, write_block
+from .labels import average_precision
+from .models import bundled_model, load_model, resolve_geometry
+from .prediction import PredictResult, predict
+from .reports import EXACT_RTOL, naive_tiling, save_deviation_picture, save_label_overlay
+from .training import synthetic_cells
+
+__all__ = ["DEMO_SEED", "DEMO_SHAPE", "DEMO_TILE", "describe_demo", "run_demo"]
 
 DEMO_SHAPE = (32, 96, 96)
 DEMO_TILE = (16, 32, 32)
 DEMO_SEED = 7  # the bundled models were trained on seed 0
 
 
-def _write_sample(group: Path, image: np.ndarray) -> None:
-    from .geometry import Box
-    from .io import prepare_output, write_block
+@dataclass(frozen=True)
+class _Comparison:
+    """The stitched embeddings next to one whole-volume pass and a naive tiling."""
 
-    spec = prepare_output(
-        os.fspath(group),
-        image="raw",
-        shape=image.shape,
-        channels=1,
-        chunks=tuple(min(s, 64) for s in image.shape),
-        dtype="uint16",
-        axes=("z", "y", "x"),
-        overwrite=True,
-        attributes={"source": f"stitchsafe.synthetic.synthetic_cells(seed={DEMO_SEED})"},
-    )
-    write_block(spec, Box.from_shape(image.shape), image[None])
+    stitched: np.ndarray
+    whole: np.ndarray
+    naive: np.ndarray
+    naive_plan: Plan
+    geometry: ModelGeometry
+
+    @property
+    def scale(self) -> float:
+        return float(np.abs(self.whole).max())
+
+    @property
+    def deviation(self) -> float:
+        return float(np.abs(self.stitched - self.whole).max())
+
+    @property
+    def naive_deviation(self) -> float:
+        return float(np.abs(self.naive - self.whole).max())
 
 
 def run_demo(
@@ -50,37 +68,13 @@ def run_demo(
 
     Returns a JSON-ready summary (paths, tiles, seconds, objects, AP@0.5, deviations).
     """
-    import torch
-    import zarr
-
-    from .api import predict
-    from .bundled import bundled_model
-    from .check import EXACT_RTOL, naive_tiling, save_deviation_picture
-    from .engine import run_plan, whole_volume_forward
-    from .io import open_volume, prepare_output
-    from .metrics import average_precision
-    from .model import load_model, resolve_geometry
-    from .normalize import Normalization
-    from .synthetic import synthetic_cells
-
-    out = Path(output)
-    container = out / "sample.zarr"
-    if container.exists() and not overwrite:
-        raise StitchsafeError(
-            f"{container} already exists; pass --overwrite to replace the demo outputs, or "
-            "choose another --output folder."
-        )
-    if container.exists():
-        shutil.rmtree(container)
-    out.mkdir(parents=True, exist_ok=True)
+    out, container = _prepare_folder(Path(output), overwrite)
     torch.manual_seed(0)
     image, truth = synthetic_cells(DEMO_SHAPE, seed=DEMO_SEED)
     _write_sample(container, image)
-    model_path = bundled_model(3)
-
     start = time.perf_counter()
     result = predict(
-        model_path,
+        bundled_model(3),
         container,
         input_key="raw",
         tile_shape=DEMO_TILE,
@@ -90,18 +84,51 @@ def run_demo(
     )
     seconds = time.perf_counter() - start
     assert result.labels is not None and result.embeddings is not None
-    stitched = np.asarray(zarr.open_array(os.fspath(container / result.embeddings), mode="r"))
     labels = np.asarray(zarr.open_array(os.fspath(container / result.labels), mode="r"))
     ap50 = average_precision(truth, labels)
+    comparison = _compare(container, image, result)
+    pictures = _pictures(out, image, truth, labels, ap50, comparison, result)
+    return _summary(result, image, truth, seconds, ap50, comparison, pictures)
 
-    model = load_model(model_path, device="cpu")
+
+def _prepare_folder(out: Path, overwrite: bool) -> tuple[Path, Path]:
+    """The demo folder and its sample container, refusing to replace one unasked."""
+    container = out / "sample.zarr"
+    if container.exists() and not overwrite:
+        raise StitchsafeError(
+            f"{container} already exists; pass --overwrite to replace the demo outputs, or "
+            "choose another --output folder."
+        )
+    if container.exists():
+        shutil.rmtree(container)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, container
+
+
+def _write_sample(group: Path, image: np.ndarray) -> None:
+    spec = prepare_output(
+        os.fspath(group),
+        image="raw",
+        shape=image.shape,
+        channels=1,
+        chunks=tuple(min(s, 64) for s in image.shape),
+        dtype="uint16",
+        axes=("z", "y", "x"),
+        overwrite=True,
+        attributes={"source": f"stitchsafe.training.synthetic_cells(seed={DEMO_SEED})"},
+    )
+    write_block(spec, Box.from_shape(image.shape), image[None])
+
+
+def _compare(container: Path, image: np.ndarray, result: PredictResult) -> _Comparison:
+    """One whole-volume pass and a naive tiling, with predict's own normalisation."""
+    assert result.embeddings is not None
+    stitched = np.asarray(zarr.open_array(os.fspath(container / result.embeddings), mode="r"))
+    model = load_model(result.plan.model_path, device="cpu")
     geometry, _ = resolve_geometry(model)
-    volume = open_volume(container, key="raw", spatial_dims=3)
     norm = Normalization.from_dict(result.normalization)  # exactly what predict applied
     whole = whole_volume_forward(image[None], model, geometry, transform=norm)
-    scale = float(np.abs(whole).max())
-    dev = float(np.abs(stitched - whole).max())
-
+    volume = open_volume(container, key="raw", spatial_dims=3)
     # A naive tiling: write boxes one voxel shorter than a period multiple, so tile
     # origins drift off the lattice (what tools that ignore the period do).
     naive_plan = naive_tiling(volume.shape, geometry, DEMO_TILE)
@@ -118,27 +145,63 @@ def run_demo(
     run_plan(volume, model, naive_plan, naive_spec, transform=norm, progress=False)
     volume.close()
     naive = np.asarray(zarr.open_array(os.fspath(container / naive_spec.array), mode="r"))
-    naive_dev = float(np.abs(naive - whole).max())
+    return _Comparison(stitched, whole, naive, naive_plan, geometry)
+
+
+def _pictures(
+    out: Path,
+    image: np.ndarray,
+    truth: np.ndarray,
+    labels: np.ndarray,
+    ap50: float,
+    comparison: _Comparison,
+    result: PredictResult,
+) -> list[str]:
+    """``labels.png`` (a slice, truth and labels) and ``deviation.png`` (both tilings)."""
     deviation_png, labels_png = out / "deviation.png", out / "labels.png"
+    c = comparison
     save_deviation_picture(
         deviation_png,
-        stitched,
-        naive,
-        whole,
+        c.stitched,
+        c.naive,
+        c.whole,
         result.plan.plan,
-        naive_plan,
-        z=stitched.shape[1] // 2,
+        c.naive_plan,
+        z=c.stitched.shape[1] // 2,
     )
-    _save_overlay(labels_png, image, truth, labels, ap50)
+    z = image.shape[0] // 2
+    save_label_overlay(
+        labels_png,
+        image[z],
+        [
+            ("ground truth", truth[z]),
+            (f"stitchsafe, bundled 3-D model (AP@0.5 {ap50:.2f})", labels[z]),
+        ],
+        title=f"Instance labels, slice z = {z} of the 3-D sample",
+    )
+    return [os.fspath(labels_png), os.fspath(deviation_png)]
+
+
+def _summary(
+    result: PredictResult,
+    image: np.ndarray,
+    truth: np.ndarray,
+    seconds: float,
+    ap50: float,
+    comparison: _Comparison,
+    pictures: list[str],
+) -> dict[str, Any]:
+    """The JSON-ready summary ``stitchsafe demo --json`` prints."""
+    dev, scale = comparison.deviation, comparison.scale
     return {
         "output": result.output,
         "embeddings": result.embeddings,
         "labels": result.labels,
-        "model": os.fspath(model_path),
+        "model": result.plan.model_path,
         "volume_shape": list(image.shape),
         "tile_shape": list(result.plan.plan.tile_shape),
         "tiles": result.tiles,
-        "period": list(geometry.period),
+        "period": list(comparison.geometry.period),
         "seconds": round(seconds, 3),
         "objects": int(result.objects or 0),
         "true_objects": int(truth.max()),
@@ -146,23 +209,24 @@ def run_demo(
         "max_abs_deviation": dev,
         "relative_deviation": dev / scale,
         "exact": dev <= EXACT_RTOL * scale,
-        "naive_relative_deviation": naive_dev / scale,
-        "pictures": [os.fspath(labels_png), os.fspath(deviation_png)],
+        "naive_relative_deviation": comparison.naive_deviation / scale,
+        "pictures": pictures,
     }
 
 
-def _save_overlay(
-    path: Path, image: np.ndarray, truth: np.ndarray, labels: np.ndarray, ap50: float
-) -> None:
-    from .pictures import save_label_overlay
-
-    z = image.shape[0] // 2
-    save_label_overlay(
-        path,
-        image[z],
-        [
-            ("ground truth", truth[z]),
-            (f"stitchsafe, bundled 3-D model (AP@0.5 {ap50:.2f})", labels[z]),
-        ],
-        title=f"Instance labels, slice z = {z} of the 3-D sample",
+def describe_demo(summary: dict[str, Any]) -> str:
+    """The demo's summary as the few lines ``stitchsafe demo`` prints."""
+    return (
+        f"stitchsafe demo: {summary['tiles']} tiles of {summary['tile_shape']} over a "
+        f"{summary['volume_shape']} sample in {summary['seconds']:.1f} s "
+        f"(bundled 3-D model)\n"
+        f"  objects found: {summary['objects']} (ground truth {summary['true_objects']}); "
+        f"AP@0.5 = {summary['ap50']:.3f}\n"
+        f"  embeddings: {summary['output']}/{summary['embeddings']}\n"
+        f"  labels:     {summary['output']}/{summary['labels']}\n"
+        f"  max |stitched - whole-volume| = {summary['max_abs_deviation']:.3g} "
+        f"(relative {summary['relative_deviation']:.3g}; exact: {summary['exact']})\n"
+        f"  naive tiling (tiles off the period lattice): relative deviation "
+        f"{summary['naive_relative_deviation']:.3g}\n"
+        f"  pictures: {', '.join(summary['pictures'])}"
     )

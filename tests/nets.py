@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stitchsafe.unet import UNet, UNetConfig, build_unet
+from stitchsafe.models import UNet, UNetConfig, build_unet
 
 FORMATS = ("stitchsafe", "torchscript", "export")
 SUFFIX = {"stitchsafe": ".pt", "torchscript": ".ts.pt", "export": ".pt2"}
@@ -100,7 +100,7 @@ def write_model(
     net: UNet, cfg: UNetConfig, path: Path, fmt: str, *, metadata: dict[str, Any] | None = None
 ) -> Path:
     """Save ``net`` as ``fmt`` (one of :data:`FORMATS`) at ``path``."""
-    from stitchsafe.model import save_checkpoint, save_export, save_torchscript
+    from stitchsafe.models import save_checkpoint, save_export, save_torchscript
 
     path = Path(path)
     if fmt == "stitchsafe":
@@ -124,10 +124,10 @@ def write_all_formats(
 ) -> dict[str, Path]:
     """Write test net ``name`` in each of ``formats`` into ``directory``.
 
-    ``metadata=True`` stores :func:`stitchsafe.model.unet_metadata`, ``False``/``None``
+    ``metadata=True`` stores :func:`stitchsafe.models.unet_metadata`, ``False``/``None``
     stores none, a dict stores that dict.
     """
-    from stitchsafe.model import unet_metadata
+    from stitchsafe.models import unet_metadata
 
     net, cfg = make_net(name, seed=seed)
     if metadata is True:
@@ -167,7 +167,7 @@ def saved_model(name: str, fmt: str, metadata: bool = True) -> Path:
 
 @functools.cache
 def _loaded(name: str, fmt: str, metadata: bool) -> Any:
-    from stitchsafe.model import load_model
+    from stitchsafe.models import load_model
 
     return load_model(saved_model(name, fmt, metadata))
 

@@ -1,0 +1,11 @@
+"""The ``stitchsafe`` command line: a click group, one module per command.
+
+Only this package imports lazily (torch, dask, zarr load inside the commands), so that
+``stitchsafe --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+from ._main import cli, main
+
+__all__ = ["cli", "main"]

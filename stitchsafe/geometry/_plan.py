@@ -1,0 +1,257 @@
+"""Tile plans on the period lattice: tile shapes, tiles (read, write, crop) and the plan.
+
+Nothing here imports torch, dask or zarr. All boxes are half-open ``[begin, end)`` in
+voxel coordinates of the volume, spatial axes only (``(Z, Y, X)`` or ``(Y, X)``).
+
+The rule this module enforces (Rumberger et al., ICCV 2021): stitched output equals one
+whole-volume forward pass iff every tile's *input* origin lies on the period lattice of
+the whole-volume pass, and each kept output region is a multiple of the period long.
+The whole-volume pass reads from ``-halo_lo``, so its output starts at voxel 0; a tile
+whose write box begins at a multiple of the period and whose crop starts at raw-output
+voxel 0 therefore sits on that lattice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import StitchsafeError
+from ._box import Box
+from ._model_geometry import ModelGeometry
+from ._shape import Shape, as_shape
+
+__all__ = ["Plan", "Tile", "check_tile_shape", "default_tile_shape", "make_plan"]
+
+
+def check_tile_shape(tile_shape: Sequence[int], geometry: ModelGeometry) -> Shape:
+    """Validate an output write box: a positive multiple of the period on every axis.
+
+    >>> from stitchsafe.geometry import unet_geometry
+    >>> g = unet_geometry([(2, 2)] * 2)
+    >>> check_tile_shape((8, 12), g)
+    (8, 12)
+    >>> check_tile_shape((8, 10), g)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: ... nearest valid values are 8 and 12.
+    """
+    shape = as_shape(tile_shape, geometry.dims, "--tile-shape")
+    for a, (w, p) in enumerate(zip(shape, geometry.period)):
+        if w < 1 or w % p:
+            lower = max(p, (w // p) * p)
+            upper = max(p, -(-w // p) * p)
+            near = f"{lower}" if lower == upper else f"{lower} and {upper}"
+            raise StitchsafeError(
+                f"--tile-shape {shape} is not a multiple of the period {geometry.period} on axis "
+                f"{a}: {w} is not a multiple of {p}; nearest valid values are {near}."
+            )
+    return shape
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One unit of work.
+
+    ``read`` is the input box (volume coordinates; parts outside the volume are padding),
+    ``write`` the output voxels kept (inside the volume), and ``crop`` the box inside the
+    tile's raw output that lands on ``write``.
+    """
+
+    index: Shape
+    read: Box
+    write: Box
+    crop: Box
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Volume shape + model geometry + tile shape -> ordered tiles and output chunking.
+
+    Tiles are generated lazily (``len(plan)``, ``plan.tile(i)``, iteration) so that plans
+    of millions of tiles cost no memory.
+
+    Examples
+    --------
+    >>> from stitchsafe.geometry import unet_geometry
+    >>> g = unet_geometry([(2, 2)] * 2)
+    >>> p = make_plan((10, 9), g, tile_shape=(4, 8))
+    >>> len(p), p.grid_shape, p.read_shape, p.pad
+    (6, (3, 2), (44, 48), ((20, 22), (20, 27)))
+    >>> t = p.tile(5)
+    >>> t.index, t.read, t.write, t.crop.shape
+    ((2, 1), Box(begin=(-12, -12), end=(32, 36)), Box(begin=(8, 8), end=(10, 9)), (2, 1))
+    """
+
+    volume_shape: Shape
+    geometry: ModelGeometry
+    tile_shape: Shape
+    read_shape: Shape
+    raw_output_shape: Shape
+    exact: bool = True
+    grid_shape: Shape = field(init=False)
+
+    def __post_init__(self) -> None:
+        grid = tuple(-(-v // w) for v, w in zip(self.volume_shape, self.tile_shape))
+        object.__setattr__(self, "grid_shape", grid)
+
+    @property
+    def dims(self) -> int:
+        return len(self.volume_shape)
+
+    @property
+    def chunks(self) -> Shape:
+        """Output chunk shape: the tile's write box, so no two tiles share a chunk."""
+        return self.tile_shape
+
+    def __len__(self) -> int:
+        return math.prod(self.grid_shape)
+
+    def tile_at(self, index: Sequence[int]) -> Tile:
+        """The tile at grid position ``index``."""
+        wb = tuple(i * w for i, w in zip(index, self.tile_shape))
+        we = tuple(min(b + w, v) for b, w, v in zip(wb, self.tile_shape, self.volume_shape))
+        write = Box(wb, we)
+        read = Box.from_shape(
+            self.read_shape, tuple(b - lo for b, lo in zip(wb, self.geometry.halo_lo))
+        )
+        crop = Box.from_shape(write.shape)
+        return Tile(tuple(index), read, write, crop)
+
+    def tile(self, i: int) -> Tile:
+        """The ``i``-th tile in C order of the grid."""
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        index = []
+        for g in reversed(self.grid_shape):
+            index.append(i % g)
+            i //= g
+        return self.tile_at(tuple(reversed(index)))
+
+    def __iter__(self) -> Iterator[Tile]:
+        for index in itertools.product(*(range(g) for g in self.grid_shape)):
+            yield self.tile_at(index)
+
+    @property
+    def pad(self) -> tuple[tuple[int, int], ...]:
+        """Padded extents ``(before, after)`` per axis: how far reads leave the volume."""
+        out = []
+        for a in range(self.dims):
+            last_begin = (self.grid_shape[a] - 1) * self.tile_shape[a] - self.geometry.halo_lo[a]
+            after = last_begin + self.read_shape[a] - self.volume_shape[a]
+            out.append((self.geometry.halo_lo[a], max(0, after)))
+        return tuple(out)
+
+    @property
+    def padded_shape(self) -> Shape:
+        return tuple(v + lo + hi for v, (lo, hi) in zip(self.volume_shape, self.pad))
+
+    @property
+    def halo_overhead(self) -> float:
+        """Input voxels read per output voxel written (1.0 would be no overhead)."""
+        return len(self) * math.prod(self.read_shape) / math.prod(self.volume_shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (used by ``--json`` and stored with outputs)."""
+        g = self.geometry
+        return {
+            "volume_shape": list(self.volume_shape),
+            "period": list(g.period),
+            "halo": [list(h) for h in g.halo],
+            "remainder": list(g.remainder),
+            "valid_input": {"min": list(g.min_input), "step": list(g.step)},
+            "tile_shape": list(self.tile_shape),
+            "read_shape": list(self.read_shape),
+            "raw_output_shape": list(self.raw_output_shape),
+            "grid_shape": list(self.grid_shape),
+            "tiles": len(self),
+            "chunks": list(self.chunks),
+            "pad": [list(p) for p in self.pad],
+            "padded_shape": list(self.padded_shape),
+            "halo_overhead": round(self.halo_overhead, 4),
+            "distinguishable_objects": g.distinguishable_objects,
+            "exact": self.exact,
+        }
+
+
+def make_plan(
+    volume_shape: Sequence[int],
+    geometry: ModelGeometry,
+    *,
+    tile_shape: Sequence[int] | int,
+    exact: bool = True,
+) -> Plan:
+    """Tile plan on the global lattice anchored at the volume origin.
+
+    Parameters
+    ----------
+    volume_shape
+        Spatial shape of the volume, ``(Z, Y, X)`` or ``(Y, X)``.
+    geometry
+        The model's geometry.
+    tile_shape
+        Output write box per tile; must be a multiple of the period unless ``exact`` is
+        false (only for negative controls and naive-tiling comparisons).
+
+    Examples
+    --------
+    >>> from stitchsafe.geometry import unet_geometry
+    >>> g = unet_geometry([(2,)])
+    >>> p = make_plan((7,), g, tile_shape=4)
+    >>> [(t.read.begin[0], t.write.begin[0], t.write.end[0]) for t in p]
+    [(-8, 0, 4), (-4, 4, 7)]
+    """
+    vshape = tuple(int(v) for v in volume_shape)
+    if len(vshape) != geometry.dims:
+        raise StitchsafeError(
+            f"the volume has {len(vshape)} spatial axes {vshape} but the model expects "
+            f"{geometry.dims}."
+        )
+    if any(v < 1 for v in vshape):
+        raise StitchsafeError(f"the volume shape {vshape} is empty.")
+    if exact:
+        tshape = check_tile_shape(as_shape(tile_shape, geometry.dims, "--tile-shape"), geometry)
+    else:
+        tshape = as_shape(tile_shape, geometry.dims, "--tile-shape")
+    read = geometry.input_for_output(tshape)
+    return Plan(
+        volume_shape=vshape,
+        geometry=geometry,
+        tile_shape=tshape,
+        read_shape=read,
+        raw_output_shape=geometry.output_shape(read),
+        exact=exact,
+    )
+
+
+def default_tile_shape(
+    volume_shape: Sequence[int], geometry: ModelGeometry, *, max_input_voxels: int
+) -> Shape:
+    """Largest period-multiple write box whose tile input fits ``max_input_voxels``.
+
+    Larger tiles waste less on the halo. The box never exceeds the volume rounded up to
+    the period. It shrinks the axis with the largest write size first.
+
+    >>> from stitchsafe.geometry import unet_geometry
+    >>> g = unet_geometry([(2, 2)] * 2)
+    >>> default_tile_shape((1000, 1000), g, max_input_voxels=200 * 200)  # 7 x 7 tiles
+    (144, 144)
+    >>> default_tile_shape((5, 1000), g, max_input_voxels=200 * 200)
+    (8, 500)
+    """
+    shape = [max(p, -(-v // p) * p) for v, p in zip(volume_shape, geometry.period)]
+    while math.prod(geometry.input_for_output(shape)) > max_input_voxels:
+        candidates = [a for a in range(len(shape)) if shape[a] > geometry.period[a]]
+        if not candidates:
+            break
+        a = max(candidates, key=lambda i: shape[i])
+        shape[a] -= geometry.period[a]
+    # Same tile count, but tiles as equal as the period allows: the last tile of a row
+    # then wastes least of its (fixed-size) forward pass on voxels outside the volume.
+    for a, (w, v, p) in enumerate(zip(shape, volume_shape, geometry.period)):
+        per_tile = -(-v // -(-v // w))
+        shape[a] = min(w, max(p, -(-per_tile // p) * p))
+    return tuple(shape)

@@ -1,0 +1,216 @@
+"""Axis roles: how a stored array's axes map onto ``(C, *spatial)``.
+
+A stored array may carry a channel axis, a time axis of size 1, leading size-1 axes and
+the model's spatial axes, named (OME-Zarr, zarr v3 ``dimension_names``, TIFF axis letters)
+or not. :func:`map_axes` decides, once per input, which stored axis is the channel axis,
+which are spatial, and which are indexed away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import StitchsafeError
+
+__all__: list[str] = []
+
+# Axis roles used to map a stored array onto (C, *spatial).
+CHANNEL, TIME, SPACE, UNKNOWN = "channel", "time", "space", None
+
+# One entry per stored axis: "c" (channel), an int k (spatial axis k) or "drop" (a size-1
+# axis indexed away).
+Selection = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class StoredAxes:
+    """The stored array's axes and how they map onto ``(C, *spatial)``.
+
+    Attributes
+    ----------
+    shape, names, scale, units
+        Size, name (``None`` when unknown), voxel size and unit of each stored axis.
+    selection
+        Per stored axis: ``"c"`` (the channel axis), ``k`` (spatial axis ``k``) or
+        ``"drop"`` (a size-1 axis indexed away).
+    space
+        The stored axis of each spatial axis, in order.
+
+    Examples
+    --------
+    >>> a = map_axes((2, 5, 6), [UNKNOWN] * 3, [None] * 3, 2, "x")
+    >>> a.selection, a.spatial_shape, a.channels, a.spatial_names
+    (('c', 0, 1), (5, 6), 2, ('y', 'x'))
+    """
+
+    shape: tuple[int, ...]
+    names: tuple[str | None, ...]
+    selection: Selection
+    space: tuple[int, ...]
+    scale: tuple[float, ...]
+    units: tuple[str | None, ...]
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Sizes of the spatial axes."""
+        return tuple(self.shape[a] for a in self.space)
+
+    @property
+    def channel_axis(self) -> int | None:
+        """The stored channel axis, ``None`` when there is none."""
+        return self.selection.index("c") if "c" in self.selection else None
+
+    @property
+    def channels(self) -> int:
+        """Number of channels; 1 without a channel axis."""
+        axis = self.channel_axis
+        return self.shape[axis] if axis is not None else 1
+
+    @property
+    def spatial_names(self) -> tuple[str, ...]:
+        """Lower-case names of the spatial axes; ``z``, ``y``, ``x`` where unnamed."""
+        default = _default_axes(len(self.space))
+        names = self.names
+        return tuple(
+            str(names[a]).lower() if names[a] is not None else default[k]
+            for k, a in enumerate(self.space)
+        )
+
+    @property
+    def spatial_scale(self) -> tuple[float, ...]:
+        """Voxel size of each spatial axis."""
+        return tuple(float(self.scale[a]) for a in self.space)
+
+    @property
+    def spatial_units(self) -> tuple[str | None, ...]:
+        """Unit of each spatial axis (``None`` when unknown)."""
+        return tuple(self.units[a] for a in self.space)
+
+
+def map_axes(
+    shape: tuple[int, ...],
+    roles: Sequence[str | None],
+    names: Sequence[str | None],
+    spatial_dims: int,
+    where: str,
+    *,
+    scale: Sequence[float] | None = None,
+    units: Sequence[str | None] | None = None,
+) -> StoredAxes:
+    """Map the stored axes onto ``(C, *spatial)`` (see :func:`assign_axes`).
+
+    ``scale`` and ``units`` per stored axis default to 1.0 and ``None``.
+    """
+    selection, space = assign_axes(shape, roles, names, spatial_dims, where)
+    n = len(shape)
+    return StoredAxes(
+        shape=shape,
+        names=tuple(names),
+        selection=selection,
+        space=space,
+        scale=tuple(scale) if scale is not None else (1.0,) * n,
+        units=tuple(units) if units is not None else (None,) * n,
+    )
+
+
+def assign_axes(
+    shape: tuple[int, ...],
+    roles: Sequence[str | None],
+    names: Sequence[str | None],
+    spatial_dims: int,
+    where: str,
+) -> tuple[Selection, tuple[int, ...]]:
+    """Map stored axes to ``(C, *spatial)``; returns the selection and spatial axis indices.
+
+    With unknown roles the layout is positional: ``spatial_dims`` axes, or a leading
+    channel axis before them; leading size-1 axes beyond that are squeezed.
+
+    >>> assign_axes((1, 1, 5, 6), [UNKNOWN] * 4, [None] * 4, 2, "x")
+    (('drop', 'c', 0, 1), (2, 3))
+    >>> assign_axes((3, 5, 6), [SPACE, SPACE, CHANNEL], ["y", "x", "c"], 2, "x")
+    ((0, 1, 'c'), (0, 1))
+    """
+    expected = (
+        f"expected {spatial_dims} spatial axes, optionally preceded by one channel axis "
+        f"(and leading axes of size 1), because the model is {spatial_dims}-D"
+    )
+    if all(r is UNKNOWN for r in roles):
+        return _positional_axes(shape, spatial_dims, f"{where} has shape {shape}; {expected}.")
+    return _axes_by_role(shape, roles, names, spatial_dims, where, expected)
+
+
+def _positional_axes(
+    shape: tuple[int, ...], spatial_dims: int, error: str
+) -> tuple[Selection, tuple[int, ...]]:
+    """Trailing spatial axes, maybe a channel axis before them, size-1 axes before that."""
+    sel: list[str | int] = ["drop"] * len(shape)
+    n = len(shape)
+    first = 0
+    while n - first > spatial_dims + 1 and shape[first] == 1:
+        first += 1
+    rest = n - first
+    if rest not in (spatial_dims, spatial_dims + 1):
+        raise StitchsafeError(error)
+    if rest == spatial_dims + 1:
+        sel[first] = "c"
+        first += 1
+    for k in range(spatial_dims):
+        sel[first + k] = k
+    return tuple(sel), tuple(range(first, n))
+
+
+def _axes_by_role(
+    shape: tuple[int, ...],
+    roles: Sequence[str | None],
+    names: Sequence[str | None],
+    spatial_dims: int,
+    where: str,
+    expected: str,
+) -> tuple[Selection, tuple[int, ...]]:
+    """At most one channel axis, time of size 1, the last ``spatial_dims`` other axes."""
+    sel: list[str | int] = ["drop"] * len(shape)
+    axis_list = ", ".join(f"{nm or '?'}={s}" for nm, s in zip(names, shape, strict=True))
+    channel = [a for a, r in enumerate(roles) if r == CHANNEL]
+    big_channel = [a for a in channel if shape[a] > 1]
+    if len(big_channel) > 1:
+        raise StitchsafeError(
+            f"{where} has more than one channel axis ({axis_list}); stitchsafe needs at most "
+            "one. Merge them into one channel axis first."
+        )
+    for a, r in enumerate(roles):
+        if r == TIME and shape[a] > 1:
+            raise StitchsafeError(
+                f"{where} has a time axis of size {shape[a]} ({axis_list}); stitchsafe "
+                "processes one time point. Write the time point you want as its own image."
+            )
+    if channel:
+        sel[big_channel[0] if big_channel else channel[0]] = "c"
+    space = [a for a, r in enumerate(roles) if r not in (CHANNEL, TIME)]
+    while len(space) > spatial_dims and shape[space[0]] == 1:
+        space.pop(0)
+    if len(space) != spatial_dims:
+        raise StitchsafeError(f"{where} has axes ({axis_list}); {expected}.")
+    for k, a in enumerate(space):
+        sel[a] = k
+    return tuple(sel), tuple(space)
+
+
+def role_of_name(name: str | None) -> str | None:
+    """The role an axis name implies: ``c``/``channel`` -> channel, ``t`` -> time.
+
+    >>> role_of_name("C"), role_of_name("t"), role_of_name("z"), role_of_name(None)
+    ('channel', 'time', 'space', None)
+    """
+    if name is None:
+        return UNKNOWN
+    low = name.lower()
+    if low in ("c", "ch", "channel", "channels"):
+        return CHANNEL
+    if low in ("t", "time"):
+        return TIME
+    return SPACE
+
+
+def _default_axes(n: int) -> tuple[str, ...]:
+    return ("z", "y", "x")[-n:] if n <= 3 else tuple(f"d{i}" for i in range(n))

@@ -1,0 +1,148 @@
+"""OME-Zarr 0.5 image groups on zarr v3: where they may go, their metadata, their creation.
+
+An image group holds the ``ome`` metadata, stitchsafe's own ``stitchsafe`` attributes and
+one level-0 array ``"0"``. Existing images are replaced only when stitchsafe wrote them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from typing import Any
+
+import zarr
+
+from ..errors import StitchsafeError
+from ._arrays import forget_arrays
+from ._layout import ImageLayout
+from ._zarr_meta import zarr_node
+
+__all__: list[str] = []
+
+
+def image_parts(image: str) -> list[str]:
+    """The path of an image inside its group, split and checked.
+
+    >>> image_parts("/labels/instances/")
+    ['labels', 'instances']
+    """
+    parts = [p for p in image.strip("/").split("/") if p]
+    if not parts or any(p in (".", "..") or p.startswith("__") for p in parts):
+        raise StitchsafeError(
+            f"invalid output image name {image!r}; use a plain name such as 'embeddings'."
+        )
+    return parts
+
+
+def check_output_group(group: str) -> None:
+    """Refuse an output path that exists and is not a zarr v3 group (or an empty folder)."""
+    if not os.path.exists(group):
+        return
+    what = None
+    if not os.path.isdir(group):
+        what = "a file"
+    else:
+        node = zarr_node(group)
+        if node is None:
+            if os.listdir(group):
+                what = "a non-empty directory that is not a zarr group"
+        elif node[1] != 3:
+            what = f"a zarr v2 {node[0]}, which cannot hold OME-Zarr 0.5 (zarr v3) output"
+        elif node[0] != "group":
+            what = "a zarr array, not a group"
+    if what is not None:
+        raise StitchsafeError(
+            f"the output {group!r} already exists and is {what}. Choose a new output path "
+            "(a new .zarr directory) or an existing zarr v3 group."
+        )
+
+
+def remove_existing(group: str, parts: Sequence[str], *, overwrite: bool) -> None:
+    """Refuse an existing image, or (``overwrite``) delete it if stitchsafe wrote it."""
+    image = "/".join(parts)
+    image_dir = os.path.join(group, *parts)
+    if not os.path.exists(image_dir):
+        return
+    existing = zarr_node(image_dir)
+    if not overwrite:
+        raise StitchsafeError(
+            f"the output {group!r} already holds {image!r}. Pass --overwrite to replace "
+            "it, or choose another output path or image name."
+        )
+    if existing is None or "stitchsafe" not in existing[2]:
+        raise StitchsafeError(
+            f"{image!r} in {group!r} was not written by stitchsafe, so --overwrite will "
+            "not delete it. Choose another output image name."
+        )
+    forget_arrays(group)
+    shutil.rmtree(image_dir)
+
+
+def multiscales(name: str, layout: ImageLayout) -> list[dict[str, Any]]:
+    """One-level OME-Zarr 0.5 ``multiscales`` (dataset ``"0"``), with a ``c`` axis or not.
+
+    >>> layout = ImageLayout(shape=(4,), chunks=(4,), axes=("x",), units=("nanometer",))
+    >>> multiscales("instances", layout)[0]["axes"]
+    [{'name': 'x', 'type': 'space', 'unit': 'nanometer'}]
+    """
+    channel = layout.channels is not None
+    scale = tuple(layout.scale or ())  # never None once the layout is built
+    units = tuple(layout.units or ())
+    axis_meta: list[dict[str, Any]] = [{"name": "c", "type": "channel"}] if channel else []
+    for axis, unit in zip(layout.axes, units, strict=True):
+        entry: dict[str, Any] = {"name": axis, "type": "space"}
+        if unit is not None:
+            entry["unit"] = unit
+        axis_meta.append(entry)
+    full_scale = [1.0, *scale] if channel else list(scale)
+    return [
+        {
+            "name": name,
+            "axes": axis_meta,
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [{"type": "scale", "scale": full_scale}],
+                }
+            ],
+        }
+    ]
+
+
+def create_image_group(
+    group: str,
+    parts: Sequence[str],
+    layout: ImageLayout,
+    *,
+    ome: dict[str, Any],
+    compressors: Any,
+    overwrite: bool,
+) -> None:
+    """Create the image group ``parts`` in ``group`` (a zarr v3 group, made if missing)
+    with ``ome`` and ``stitchsafe`` attributes and an empty level-0 array ``0``."""
+    check_output_group(group)
+    root = zarr.open_group(store=group, mode="a", zarr_format=3)
+    remove_existing(group, parts, overwrite=overwrite)
+    parent = root
+    for p in parts[:-1]:
+        parent = parent.require_group(p)
+    create_image(parent, parts[-1], layout, ome=ome, compressors=compressors)
+
+
+def create_image(
+    parent: Any, name: str, layout: ImageLayout, *, ome: dict[str, Any], compressors: Any
+) -> None:
+    """Create the image group ``name`` in the open zarr group ``parent``, with its array."""
+    img = parent.create_group(
+        name, attributes={"ome": ome, "stitchsafe": dict(layout.attributes or {})}
+    )
+    img.create_array(
+        "0",
+        shape=layout.array_shape,
+        chunks=layout.array_chunks,
+        dtype=layout.dtype,
+        fill_value=0,
+        compressors=compressors,
+        dimension_names=layout.dimension_names,
+    )

@@ -1,0 +1,169 @@
+"""Zarr inputs: a zarr v2/v3 array, an array inside a group (``key``), an OME-Zarr image.
+
+The path and key are resolved to one level-0 array; its axes come from the OME-Zarr
+``multiscales`` axes, the zarr v3 ``dimension_names``, or their position.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import zarr
+
+from ..errors import StitchsafeError
+from ._axes import CHANNEL, SPACE, TIME, UNKNOWN, map_axes, role_of_name
+from ._volume import SUPPORTED_INPUTS, Volume, check_dtype, make_volume
+from ._zarr_meta import container_of, list_arrays, ome_multiscales, zarr_node
+
+__all__: list[str] = []
+
+# Per stored axis: roles, names, scale and units.
+_AxisMeta = tuple[list[str | None], list[str | None], list[float], list[str | None]]
+
+
+def open_zarr(given: str, key: str | None, spatial_dims: int) -> Volume:
+    """Open the zarr array, OME-Zarr image or array ``key`` in a group at ``given``."""
+    node = zarr_node(given)
+    if node is None:
+        raise StitchsafeError(
+            f"the input {given!r} is a directory but not a zarr array or group (it has no "
+            f"zarr.json, .zarray or .zgroup); {SUPPORTED_INPUTS}."
+        )
+    if node[0] == "array":
+        if key is not None:
+            raise StitchsafeError(
+                f"the input {given!r} is a zarr array, so --input-key {key!r} does not apply; "
+                "drop the key, or pass the group that contains the array."
+            )
+        container, array_path = container_of(given)
+        return _zarr_volume(given, given, spatial_dims, container=container, array_path=array_path)
+    if key is None:
+        return _ome_image(given, given, node[2], spatial_dims, where=given, keyed=False)
+    key = key.strip("/")
+    target = os.path.join(given, *key.split("/"))
+    node = zarr_node(target) if key else None
+    if node is None:
+        found = list_arrays(given)
+        raise StitchsafeError(
+            f"the zarr group {given!r} has no array or image {key!r}. Arrays found: "
+            f"{', '.join(found) or 'none'}. Pass one of them with --input-key."
+        )
+    if node[0] == "array":
+        return _zarr_volume(given, target, spatial_dims, container=given, array_path=key)
+    where = f"{given!r} key {key!r}"
+    return _ome_image(given, target, node[2], spatial_dims, where=where, keyed=True)
+
+
+def _ome_image(
+    group: str,
+    target: str,
+    attrs: dict[str, Any],
+    spatial_dims: int,
+    *,
+    where: str,
+    keyed: bool,
+) -> Volume:
+    """The level-0 array of the OME-Zarr image group ``target`` inside ``group``."""
+    # A bioformats2raw layout keeps the image in the subgroup "0".
+    if ome_multiscales(attrs) is None and "bioformats2raw.layout" in attrs.get("ome", attrs):
+        sub = zarr_node(os.path.join(target, "0"))
+        if sub is not None and sub[0] == "group":
+            target, attrs = os.path.join(target, "0"), sub[2]
+    ms = ome_multiscales(attrs)
+    if ms is None:
+        found = list_arrays(target)
+        what = f"the zarr group at {where}" if keyed else f"the zarr group {where}"
+        raise StitchsafeError(
+            f"{what} is not an OME-Zarr image (no multiscales metadata), so stitchsafe does "
+            f"not know which array to read. Arrays found: {', '.join(found) or 'none'}. "
+            "Pass the array path inside the group with --input-key (e.g. --input-key "
+            f"{found[0] if found else 'raw'})."
+        )
+    datasets = ms[0].get("datasets") or []
+    if not datasets or "path" not in datasets[0]:
+        raise StitchsafeError(
+            f"the OME-Zarr image {where} lists no datasets in its multiscales metadata; the "
+            "metadata is incomplete. Pass the level-0 array itself as input instead."
+        )
+    level0 = str(datasets[0]["path"]).strip("/")
+    array_dir = os.path.join(target, *level0.split("/"))
+    rel = os.path.relpath(array_dir, group).replace(os.sep, "/")
+    return _zarr_volume(
+        group,
+        array_dir,
+        spatial_dims,
+        kind="ome-zarr",
+        container=group,
+        array_path=rel,
+        multiscale=ms[0],
+    )
+
+
+def _zarr_volume(
+    given: str,
+    array_dir: str,
+    spatial_dims: int,
+    *,
+    kind: str = "zarr",
+    container: str | None,
+    array_path: str | None,
+    multiscale: dict[str, Any] | None = None,
+) -> Volume:
+    """The volume of the zarr array at ``array_dir`` (``given`` is what the user passed)."""
+    where = f"the array {array_dir!r}"
+    try:
+        arr = zarr.open_array(store=array_dir, mode="r")
+    except Exception as e:  # zarr raises many types for broken stores
+        raise StitchsafeError(
+            f"cannot open {where} as a zarr array: {e}. {SUPPORTED_INPUTS}."
+        ) from None
+    shape = tuple(int(s) for s in arr.shape)
+    check_dtype(arr.dtype, where)
+    if multiscale is not None and multiscale.get("axes"):
+        roles, names, scale, units = _ome_axes(multiscale, shape, where)
+    else:
+        roles, names, scale, units = _dimension_names(arr, len(shape))
+    axes = map_axes(shape, roles, names, spatial_dims, where, scale=scale, units=units)
+    return make_volume(
+        given, kind, arr.dtype, axes, array_dir, container=container, array_path=array_path
+    )
+
+
+def _ome_axes(multiscale: dict[str, Any], shape: tuple[int, ...], where: str) -> _AxisMeta:
+    """Roles, names, units and level-0 scale of the axes an OME-Zarr image lists."""
+    axes = multiscale["axes"]
+    if len(axes) != len(shape):
+        raise StitchsafeError(
+            f"the OME-Zarr metadata names {len(axes)} axes but {where} has shape {shape}; "
+            "the metadata does not match the data."
+        )
+    roles, names, scale, units = _no_axis_meta(len(shape))
+    for a, ax in enumerate(axes):
+        if isinstance(ax, str):  # OME-Zarr 0.3 lists bare names
+            ax = {"name": ax}
+        names[a] = str(ax.get("name"))
+        units[a] = ax.get("unit")
+        kind_ = ax.get("type")
+        roles[a] = {"channel": CHANNEL, "time": TIME}.get(kind_) or (
+            SPACE if kind_ == "space" else role_of_name(names[a])
+        )
+    for t in multiscale["datasets"][0].get("coordinateTransformations") or []:
+        if t.get("type") == "scale" and len(t.get("scale", ())) == len(shape):
+            scale = [float(s) for s in t["scale"]]
+    return roles, names, scale, units
+
+
+def _dimension_names(arr: Any, n: int) -> _AxisMeta:
+    """Roles and names from a zarr v3 array's ``dimension_names`` (when all are set)."""
+    roles, names, scale, units = _no_axis_meta(n)
+    dim_names = getattr(arr.metadata, "dimension_names", None)
+    if dim_names and all(name is not None for name in dim_names):
+        names = [str(name) for name in dim_names]
+        roles = [role_of_name(name) for name in names]
+    return roles, names, scale, units
+
+
+def _no_axis_meta(n: int) -> _AxisMeta:
+    """Nothing known about ``n`` axes: unknown roles and names, scale 1, no units."""
+    return [UNKNOWN] * n, [None] * n, [1.0] * n, [None] * n

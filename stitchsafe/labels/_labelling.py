@@ -1,0 +1,242 @@
+"""Labels for embeddings already on disk: find the embeddings image, write its labels.
+
+``predict`` stores with its embeddings image (``attributes["stitchsafe"]``) the model's
+``channel_roles`` and ``label_defaults`` (see :func:`stitchsafe.labels.label_defaults`),
+so that labels derived later (``stitchsafe segment``) use the same roles and defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import zarr
+
+from ..errors import StitchsafeError
+from ..io import ImageLayout, OutputSpec, create_labels, mark_complete, zarr_node
+from ._blocks import BlockRunner, block_runner
+from ._blockwise import LabelStats, label_blocks
+from ._params import LabelParams, check_label_dtype
+
+__all__ = [
+    "LABELS_NAME",
+    "SCRATCH",
+    "EmbeddingsImage",
+    "open_embeddings",
+    "write_labels",
+]
+
+LABELS_NAME = "instances"
+SCRATCH = "stitchsafe-local-ids"
+_DEFAULT_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
+_HINT = "pass the zarr group that predict wrote (its --output) and the image's path (--image)"
+
+
+@dataclass(frozen=True)
+class EmbeddingsImage:
+    """An embeddings image (``(C, *spatial)``, OME-Zarr 0.5) found in a zarr v3 group.
+
+    Attributes
+    ----------
+    group
+        Path of the zarr v3 group (e.g. predict's output).
+    image
+        Image group path inside ``group`` (``"embeddings"``).
+    array
+        Level-0 array path inside ``group`` (``"embeddings/0"``).
+    channels, shape, chunks
+        Channel count; spatial shape and spatial chunk shape.
+    axes, scale, units
+        Spatial axis names, voxel size and units (from the OME-Zarr metadata).
+    attributes
+        The image's ``attributes["stitchsafe"]`` (plan, channel roles, label defaults...).
+    """
+
+    group: str
+    image: str
+    array: str
+    channels: int
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    axes: tuple[str, ...]
+    scale: tuple[float, ...]
+    units: tuple[str | None, ...]
+    attributes: dict[str, Any]
+
+
+def open_embeddings(group: str | os.PathLike[str], *, image: str = "embeddings") -> EmbeddingsImage:
+    """Find the embeddings image ``image`` in ``group`` and check it can be labelled.
+
+    Raises
+    ------
+    StitchsafeError
+        The group or image is missing, the array has not 1 channel + 2 or 3 spatial axes,
+        or predict did not finish writing it.
+    """
+    group = os.fspath(group)
+    parts, attrs = _image_group(group, image)
+    image = "/".join(parts)
+    ome: dict[str, Any] = attrs["ome"] if isinstance(attrs.get("ome"), dict) else {}
+    multiscale = (ome.get("multiscales") or [{}])[0]
+    datasets = multiscale.get("datasets") or [{"path": "0"}]
+    level = str(datasets[0].get("path", "0"))
+    arr = _level_array(group, parts, level)
+    stitchsafe_attrs = dict(attrs.get("stitchsafe") or {})
+    if stitchsafe_attrs.get("complete") is False:
+        raise StitchsafeError(
+            f"the embeddings in {group!r} are incomplete (predict stopped before writing "
+            "every tile); run predict again (with --overwrite) before deriving labels."
+        )
+    axes, scale, units = _spatial_metadata(multiscale, datasets[0], arr.ndim - 1)
+    return EmbeddingsImage(
+        group=group,
+        image=image,
+        array=f"{image}/{level}",
+        channels=int(arr.shape[0]),
+        shape=tuple(int(s) for s in arr.shape[1:]),
+        chunks=tuple(int(c) for c in arr.chunks[1:]),
+        axes=axes,
+        scale=scale,
+        units=units,
+        attributes=stitchsafe_attrs,
+    )
+
+
+def _image_group(group: str, image: str) -> tuple[list[str], dict[str, Any]]:
+    """The path parts of the image group ``image`` in the zarr v3 ``group``, and its
+    attributes; StitchsafeError if either is missing."""
+    node = zarr_node(group) if os.path.isdir(group) else None
+    if node is None or node[:2] != ("group", 3):
+        what = "does not exist" if not os.path.exists(group) else "is not a zarr v3 group"
+        raise StitchsafeError(f"the input {group!r} {what}; {_HINT}.")
+    parts = [p for p in image.strip("/").split("/") if p and p not in (".", "..")]
+    img_node = zarr_node(os.path.join(group, *parts)) if parts else None
+    if img_node is None or img_node[0] != "group":
+        raise StitchsafeError(
+            f"{group!r} holds no embeddings image {'/'.join(parts)!r} (the embeddings array "
+            f"is missing); {_HINT}."
+        )
+    return parts, img_node[2]
+
+
+def _level_array(group: str, parts: list[str], level: str) -> Any:
+    """The image's level array, opened read-only, checked to be ``(C, *spatial)``."""
+    array = "/".join([*parts, level])
+    path = os.path.join(group, *parts, level)
+    node = zarr_node(path)
+    if node is None or node[0] != "array":
+        raise StitchsafeError(
+            f"the embeddings array {array!r} is missing in {group!r}; {_HINT} (predict may "
+            "not have run to the end)."
+        )
+    arr = zarr.open_array(store=path, mode="r")
+    if arr.ndim not in (3, 4):
+        raise StitchsafeError(
+            f"the embeddings array {array!r} in {group!r} has shape {arr.shape}; labels need "
+            "a channel axis followed by 2 or 3 spatial axes, (C, Y, X) or (C, Z, Y, X)."
+        )
+    return arr
+
+
+def _spatial_metadata(
+    multiscale: dict[str, Any], dataset: dict[str, Any], nd: int
+) -> tuple[tuple[str, ...], tuple[float, ...], tuple[str | None, ...]]:
+    """Spatial axis names, voxel size and units from the OME-Zarr metadata (or defaults).
+
+    >>> _spatial_metadata({}, {}, 2)
+    (('y', 'x'), (1.0, 1.0), (None, None))
+    """
+    axes_meta = multiscale.get("axes") or []
+    names = tuple(str(a.get("name")) for a in axes_meta[1:]) if len(axes_meta) == nd + 1 else ()
+    units = tuple(a.get("unit") for a in axes_meta[1:]) if names else (None,) * nd
+    transforms = (dataset.get("coordinateTransformations") or [{}])[0]
+    scale = transforms.get("scale") if transforms.get("type") == "scale" else None
+    return (
+        names or _DEFAULT_AXES[nd],
+        tuple(float(s) for s in scale[1:]) if scale and len(scale) == nd + 1 else (1.0,) * nd,
+        units,
+    )
+
+
+def write_labels(
+    source: EmbeddingsImage,
+    *,
+    params: LabelParams,
+    label_dtype: str = "uint32",
+    name: str = LABELS_NAME,
+    overwrite: bool = False,
+    max_id: int | None = None,
+    runner: BlockRunner | None = None,
+    **run: Any,
+) -> tuple[OutputSpec, LabelStats]:
+    """Label ``source`` blockwise into the image-label ``<image>/labels/<name>``.
+
+    Blocks are the embeddings' spatial chunks (the tile write boxes), and so are the label
+    chunks. The label image is marked ``complete`` in its attributes when done. ``runner``
+    and the keywords ``num_workers``, ``progress`` and ``executor`` say where the blocks
+    run (:class:`~stitchsafe.labels.BlockRunner`): with a dask ``executor``
+    (:func:`stitchsafe.engine.open_executor`) on its workers; a process pool
+    (``--scheduler processes``) labels on threads here instead.
+    """
+    runner = block_runner(runner, run, "write_labels")
+    check_label_dtype(label_dtype)
+    params.check_channels(source.channels)
+    attrs = {"params": params.to_dict(), "source": source.array, "complete": False}
+    layout = ImageLayout(
+        shape=source.shape,
+        chunks=source.chunks,
+        axes=source.axes,
+        dtype=label_dtype,
+        attributes=attrs,
+        scale=source.scale,
+        units=source.units,
+    )
+    spec = create_labels(source.group, layout, image=source.image, name=name, overwrite=overwrite)
+    embeddings = zarr.open_array(store=_path(source.group, source.array), mode="r")
+    out = zarr.open_array(store=_path(spec.group, spec.array), mode="r+")
+    scratch_path = _path(spec.group, f"{spec.image}/{SCRATCH}")
+    # Block-local ids while the growth reads neighbours' halos; removed when done.
+    scratch = _scratch_like(out, scratch_path) if params.grow else None
+    try:
+        stats = label_blocks(
+            embeddings, out, params=params, scratch=scratch, max_id=max_id, runner=runner
+        )
+    except BaseException:
+        # Half-written labels hold block-local ids: worse than none. We created this
+        # label image a moment ago, so removing it deletes nothing of anyone else's.
+        _discard(spec, name)
+        raise
+    shutil.rmtree(scratch_path, ignore_errors=True)
+    mark_complete(
+        spec,
+        {**attrs, "complete": True, "objects": stats.objects, "seconds": round(stats.seconds, 3)},
+    )
+    return spec, stats
+
+
+def _path(group: str, inner: str) -> str:
+    return os.path.join(group, *inner.split("/"))
+
+
+def _scratch_like(out: Any, path: str) -> Any:
+    """An empty array at ``path`` with ``out``'s shape, chunks and dtype."""
+    return zarr.create_array(
+        store=path,
+        shape=out.shape,
+        chunks=out.chunks,
+        dtype=out.dtype,
+        fill_value=0,
+        overwrite=True,
+    )
+
+
+def _discard(spec: OutputSpec, name: str) -> None:
+    """Remove the label image ``name`` and its entry in the ``labels`` group's list."""
+    shutil.rmtree(_path(spec.group, spec.image), ignore_errors=True)
+    labels = zarr.open_group(store=os.path.dirname(_path(spec.group, spec.image)), mode="r+")
+    previous: Any = labels.attrs.asdict().get("ome")
+    ome: dict[str, Any] = dict(previous) if isinstance(previous, dict) else {}
+    ome["labels"] = [n for n in ome.get("labels", []) if n != name]
+    labels.attrs["ome"] = ome

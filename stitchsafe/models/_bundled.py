@@ -1,0 +1,66 @@
+"""The models that ship inside the package, so that stitchsafe works offline out of the box.
+
+Both are the built-in valid-conv U-Net trained with ``stitchsafe train`` on synthetic cells
+(:func:`stitchsafe.training.synthetic_cells`, seed 0); ``examples/train_bundled_models.py``
+retrains them, and each checkpoint's metadata records the exact training command
+(``load_model(path).metadata["training"]["command"]``). They segment bright, blob-like,
+touching objects on a dark background (nuclei-like); they are a default and a
+demonstration, not a substitute for a model trained on your data.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from ..errors import StitchsafeError
+from ..io import open_volume
+
+__all__ = ["BUNDLED", "bundled_model", "model_for_input"]
+
+BUNDLED = {2: "cells2d.pt", 3: "cells3d.pt"}
+
+
+def bundled_model(dims: int) -> Path:
+    """Path of the bundled model for ``dims`` (2 or 3) spatial axes.
+
+    >>> bundled_model(3).name
+    'cells3d.pt'
+    """
+    if dims not in BUNDLED:
+        raise StitchsafeError(
+            f"stitchsafe bundles models for 2-D and 3-D images, not {dims}-D; pass --model."
+        )
+    # A regular installation (wheel or editable) keeps package data as plain files.
+    path = Path(str(resources.files("stitchsafe").joinpath("models", "weights", BUNDLED[dims])))
+    if not path.is_file():
+        raise StitchsafeError(
+            f"the bundled {dims}-D model {path} is missing from this installation; reinstall "
+            "stitchsafe or pass --model."
+        )
+    return path
+
+
+def model_for_input(input: str | os.PathLike[str], *, input_key: str | None = None) -> Path:
+    """The bundled model matching the input's dimensionality.
+
+    A volume that reads as 3-D (``Z, Y, X``) gets the 3-D model, one with two axes the 2-D
+    model. Anything else (channels, more axes) needs an explicit ``--model``.
+    """
+    if not os.path.exists(input):
+        raise StitchsafeError(f"the input {os.fspath(input)!r} does not exist.")
+    for dims in (3, 2):
+        try:
+            volume = open_volume(input, key=input_key, spatial_dims=dims)
+        except StitchsafeError:
+            continue
+        channels = volume.channels
+        volume.close()
+        if channels == 1:
+            return bundled_model(dims)
+        break
+    raise StitchsafeError(
+        f"no bundled model fits {os.fspath(input)!r}: they take one-channel 2-D (Y, X) or "
+        "3-D (Z, Y, X) images. Pass --model."
+    )

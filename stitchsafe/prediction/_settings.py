@@ -1,0 +1,133 @@
+"""What a prediction is asked to do, and what it did."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..approximate import ApproximateSettings
+from ..engine import (
+    RunSettings,
+    SlurmOptions,
+)
+from ..errors import StitchsafeError
+from ..geometry import TilingSettings
+from ..io import (
+    OutputSettings,
+)
+from ..labels import (
+    LabelSettings,
+)
+from ..session import PlanResult
+
+__all__ = ["PredictResult", "PredictSettings", "SPATIAL_AXES"]
+
+
+PathLike = str | os.PathLike[str]
+SPATIAL_AXES = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """Everything a prediction needs besides the model and the input, checked once.
+
+    ``labels``/``embeddings`` say what is written; ``cluster`` starts SLURM workers instead
+    of ``run.scheduler``.
+    """
+
+    input_key: str | None = None
+    tiling: TilingSettings = TilingSettings()
+    run: RunSettings = RunSettings()
+    output: OutputSettings = OutputSettings()
+    label: LabelSettings = LabelSettings()
+    approximate: ApproximateSettings = ApproximateSettings()
+    cluster: SlurmOptions | None = None
+    labels: bool = True
+    embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.embeddings:
+            self._check_labels_only()
+
+    @property
+    def remote(self) -> bool:
+        """Whether the tiles run on dask workers rather than in this process."""
+        return self.run.where.distributed or self.cluster is not None
+
+    def _check_labels_only(self) -> None:
+        """Refuse what a labels-only run cannot do, before anything is opened or written."""
+        if not self.labels:
+            raise StitchsafeError(
+                "--no-embeddings with --no-labels would write nothing; drop one of them."
+            )
+        if self.remote:
+            raise StitchsafeError(
+                "--no-embeddings runs on --scheduler threads only (labels are computed from "
+                "each tile in this process); drop --scheduler/--cluster, or write the "
+                "embeddings."
+            )
+        if self.approximate.allow:
+            raise StitchsafeError(
+                "--no-embeddings is exact only: it cannot be combined with --allow-approximate."
+            )
+        if self.run.embeddings_dtype != "float32":
+            raise StitchsafeError(
+                "--embeddings-dtype has no effect with --no-embeddings (no embeddings are "
+                "written; labels are computed from float32 outputs); drop it."
+            )
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What :func:`predict` wrote and how long it took.
+
+    ``labels`` (the label array's path inside ``output``) and ``objects`` are ``None``
+    when labels were not requested.
+    """
+
+    output: str
+    embeddings: str | None
+    plan: PlanResult
+    tiles: int
+    seconds: float
+    device: str
+    normalization: dict[str, Any] = field(default_factory=dict)
+    labels: str | None = None
+    objects: int | None = None
+    label_params: dict[str, Any] | None = None
+    batch_size: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "embeddings": self.embeddings,
+            "batch_size": self.batch_size,
+            "labels": self.labels,
+            "objects": self.objects,
+            "plan": self.plan.to_dict(),
+            "approximate": self.plan.approximate,
+            "tiles": self.tiles,
+            "seconds": round(self.seconds, 3),
+            "device": self.device,
+            "normalization": self.normalization,
+            "label_params": self.label_params,
+        }
+
+    def describe(self) -> str:
+        """What was written, in a line or two for the terminal."""
+        p = self.plan.plan
+        what = (
+            f"{self.embeddings}: {p.geometry.channels_out} channels x "
+            if self.embeddings is not None
+            else "no embeddings (labels only) for "
+        )
+        text = (
+            f"wrote {self.output}/{what}"
+            + " x ".join(map(str, p.volume_shape))
+            + f", {self.tiles} tiles of {' x '.join(map(str, p.tile_shape))} on "
+            f"{self.device} in {self.seconds:.1f} s"
+        )
+        if self.labels is not None:
+            text += f"\nwrote {self.output}/{self.labels}: {self.objects} objects"
+        return text

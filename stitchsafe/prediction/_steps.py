@@ -1,0 +1,281 @@
+"""The steps of ``run_predict`` after the session: prepare, target, execute, label."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import zarr
+
+from ..engine import (
+    Normalization,
+    PipelineOptions,
+    RunStats,
+    TileJob,
+    auto_batch_size,
+    default_max_input_voxels,
+    make_cluster,
+    open_executor,
+    run_plan,
+    run_plan_distributed,
+)
+from ..errors import StitchsafeError
+from ..geometry import Tile
+from ..io import (
+    DoneMask,
+    OutputSpec,
+    check_fingerprint,
+    default_output_location,
+    file_sha256,
+    prepare_output,
+    run_fingerprint,
+)
+from ..labels import (
+    LabelParams,
+    label_defaults,
+    open_embeddings,
+    write_labels,
+)
+from ..session import Session, session_normalization
+from ._settings import SPATIAL_AXES, PredictSettings
+
+__all__ = [
+    "pipeline_options",
+    "refuse_remote_approximate",
+    "PreparedRun",
+    "Target",
+    "execute",
+    "label_output",
+    "open_target",
+    "open_workers",
+    "prepare_run",
+    "previous_run",
+]
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Step 2 of :func:`run_predict`: what the run writes and how, before anything runs."""
+
+    params: LabelParams
+    normalization: Normalization
+    group: str
+    image: str
+    model_sha256: str
+    fingerprint: dict[str, Any]
+    attributes: dict[str, Any]
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """Step 3 of :func:`run_predict`: the output image, its done-mask, the tiles to run."""
+
+    spec: OutputSpec
+    done: DoneMask
+    todo: Sequence[Tile] | None
+
+
+def refuse_remote_approximate(session: Session, settings: PredictSettings) -> None:
+    if session.result.approximate is not None and settings.remote:
+        raise StitchsafeError(
+            "--allow-approximate runs on --scheduler threads only: workers load the model "
+            "from its file and would not crop the measured halo. Drop --scheduler/--cluster."
+        )
+
+
+def prepare_run(session: Session, settings: PredictSettings) -> PreparedRun:
+    """Batch size, label parameters, normalisation, output location and fingerprint."""
+    run, the_plan = settings.run, session.result.plan
+    batch_size = _batch_size(session, settings)
+    metadata = session.model.metadata or {}
+    roles = metadata.get("channel_roles")
+    defaults = label_defaults(metadata)
+    # Bad label flags fail now, before the network runs.
+    params = settings.label.resolve(defaults, roles, channels=session.geometry.channels_out)
+    norm = session_normalization(session.model, session.volume, run.normalize)
+    group, image = default_output_location(session.volume)
+    if settings.output.output is not None:
+        group = os.fspath(settings.output.output)
+    if settings.remote:
+        group = os.path.abspath(group)  # workers write here from their own directories
+    model_sha256 = file_sha256(session.result.model_path)
+    approximate = session.result.approximate
+    fingerprint = run_fingerprint(
+        the_plan,
+        model_sha256=model_sha256,
+        normalization=norm.to_dict(),
+        pad_mode=run.pad_mode,
+        precision=run.precision,
+        embeddings_dtype=run.embeddings_dtype,
+        approximate=None if approximate is None else {"tolerance": approximate["tolerance"]},
+    )
+    attributes = {
+        "plan": session.result.to_dict(),
+        "approximate": approximate,
+        "normalization": norm.to_dict(),
+        "pad_mode": run.pad_mode,
+        "channel_roles": roles,
+        "label_defaults": defaults,
+        "run": fingerprint,
+        "complete": False,
+    }
+    return PreparedRun(
+        params, norm, group, image, model_sha256, fingerprint, attributes, batch_size
+    )
+
+
+def _batch_size(session: Session, settings: PredictSettings) -> int:
+    """``--batch-size``, with ``auto`` filling half of the free CUDA memory (1 elsewhere)."""
+    batch_size = settings.run.batch_size
+    if batch_size != "auto":
+        assert isinstance(batch_size, int)
+        return batch_size
+    if settings.remote or session.device.type != "cuda":
+        return 1  # CPU streams run one tile each; remote workers plan nothing here
+    budget = session.budget  # measured by the planning when it chose the tile shape
+    if budget is None:
+        budget = default_max_input_voxels(session.model, session.geometry, session.device)
+    plan = session.result.plan
+    return auto_batch_size(budget, plan.read_shape, len(plan))
+
+
+def previous_run(group: str, image: str) -> tuple[OutputSpec, dict[str, Any]] | None:
+    """The output image an interrupted run left at ``group/image``, with its attributes."""
+    path = os.path.join(group, *image.split("/"))
+    if not os.path.exists(os.path.join(path, "zarr.json")):
+        return None
+    try:
+        attrs = zarr.open_group(store=path, mode="r").attrs.asdict().get("stitchsafe")
+    except Exception:  # noqa: BLE001 - unreadable: not ours to resume
+        attrs = None
+    if not isinstance(attrs, dict):
+        raise StitchsafeError(
+            f"{path} exists but was not written by stitchsafe; choose another --output."
+        )
+    return OutputSpec(group=group, image=image, array=f"{image}/0"), attrs
+
+
+def open_target(session: Session, prepared: PreparedRun, settings: PredictSettings) -> Target:
+    """A new output image, or the interrupted one to continue (its fingerprint checked)."""
+    the_plan = session.result.plan
+    group, image = prepared.group, prepared.image
+    previous = previous_run(group, image) if settings.output.resume else None
+    if previous is None:
+        spec = prepare_output(
+            group,
+            image=image,
+            shape=session.volume.shape,
+            channels=session.geometry.channels_out,
+            chunks=the_plan.chunks,
+            axes=SPATIAL_AXES[session.geometry.dims],
+            dtype=settings.run.embeddings_dtype,
+            overwrite=settings.output.overwrite,
+            attributes=prepared.attributes,
+        )
+        return Target(spec, DoneMask.create(spec.group, spec.image, the_plan.grid_shape), None)
+    spec, stored = previous
+    check_fingerprint(stored.get("run"), prepared.fingerprint, f"{group}/{image}")
+    done = DoneMask.open(spec.group, spec.image, the_plan.grid_shape)
+    # Labels from before the interruption (if any) are derived anew afterwards.
+    return Target(spec, done, done.remaining(the_plan))
+
+
+def pipeline_options(
+    session: Session, prepared: PreparedRun, settings: PredictSettings
+) -> PipelineOptions:
+    """The engine's options for this run's tiles in this process."""
+    return PipelineOptions(
+        pad_mode=settings.run.pad_mode,
+        batch_size=prepared.batch_size,
+        device=session.device,
+        precision=settings.run.precision,
+        progress=settings.run.progress,
+    )
+
+
+def execute(
+    session: Session,
+    prepared: PreparedRun,
+    target: Target,
+    executor: Any,
+    settings: PredictSettings,
+) -> RunStats:
+    """Run the tiles here or on the workers; what finished is kept whatever stops the run."""
+    run = settings.run
+    try:
+        if executor is None:
+            return run_plan(
+                session.volume,
+                session.model,
+                session.result.plan,
+                target.spec,
+                options=pipeline_options(session, prepared, settings),
+                transform=prepared.normalization,
+                tiles=target.todo,
+                on_done=target.done.mark,
+            )
+        job = TileJob(
+            model=os.path.abspath(session.result.model_path),
+            model_sha256=prepared.model_sha256,
+            volume=session.volume,
+            plan=session.result.plan,
+            output=target.spec,
+            output_dtype=run.embeddings_dtype,
+            normalization=prepared.normalization.to_dict(),
+            pad_mode=run.pad_mode,
+            precision=run.precision,
+            device=run.device,
+        )
+        describe = "slurm" if settings.cluster is not None else run.where.describe()
+        return run_plan_distributed(
+            executor,
+            job,
+            tiles=target.todo,
+            batch_size=prepared.batch_size,
+            on_done=target.done.mark,
+            progress=run.progress,
+            describe=f"{run.device} on {describe}",
+        )
+    finally:
+        target.done.flush()
+
+
+def label_output(
+    spec: OutputSpec, prepared: PreparedRun, executor: Any, settings: PredictSettings
+) -> tuple[str | None, int | None]:
+    """Instance labels from the written embeddings: (label array path, object count)."""
+    if not settings.labels:
+        return None, None
+    label_spec, label_stats = write_labels(
+        open_embeddings(spec.group, image=spec.image),
+        params=prepared.params,
+        label_dtype=settings.label.label_dtype,
+        overwrite=settings.output.overwrite or settings.output.resume,
+        progress=settings.run.progress,
+        executor=executor,
+    )
+    return label_spec.array, label_stats.objects
+
+
+@contextlib.contextmanager
+def open_workers(settings: PredictSettings) -> Iterator[Any]:
+    """The workers for a run off the threaded scheduler (SLURM jobs cancelled after)."""
+    cluster, where = settings.cluster, settings.run.where
+    if cluster is None:
+        with open_executor(where, device=settings.run.device) as executor:
+            yield executor
+        return
+    jobs = make_cluster(cluster)
+    try:
+        jobs.scale(jobs=cluster.jobs)
+        minimum = cluster.workers if cluster.gpus else cluster.workers * cluster.threads_per_worker
+        with open_executor(
+            where, cluster=jobs, cluster_workers=minimum, cluster_gpus=cluster.gpus > 0
+        ) as executor:
+            yield executor
+    finally:
+        jobs.close()

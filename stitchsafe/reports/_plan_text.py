@@ -1,0 +1,57 @@
+"""The plan's text: geometry, tiles and overheads of a plan, one row each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["describe_plan"]
+
+
+def describe_plan(d: dict[str, Any]) -> str:
+    """The plan as aligned rows (``stitchsafe plan``); ``d`` is ``PlanResult.to_dict()``."""
+
+    def fmt(v: Any) -> str:
+        return " x ".join(str(x) for x in v) if isinstance(v, list) else str(v)
+
+    rows = [
+        (
+            "model",
+            f"{d['model']['path']} ({d['model']['format']}, geometry from {d['geometry_source']})",
+        ),
+        ("volume", f"{fmt(d['volume_shape'])}, {d['input']['channels']} channel(s)"),
+        ("period", fmt(d["period"])),
+        ("halo (lo, hi)", ", ".join(f"({lo}, {hi})" for lo, hi in d["halo"])),
+        ("remainder r", f"{fmt(d['remainder'])} (cropped, never stitched)"),
+        (
+            "valid input sizes",
+            ", ".join(
+                f"{m} + k*{s}" for m, s in zip(d["valid_input"]["min"], d["valid_input"]["step"])
+            ),
+        ),
+        ("tile write box", fmt(d["tile_shape"])),
+        ("tile read box", fmt(d["read_shape"])),
+        ("raw tile output", fmt(d["raw_output_shape"])),
+        ("tiles", f"{d['tiles']} ({fmt(d['grid_shape'])})"),
+        ("padded shape", fmt(d["padded_shape"])),
+        ("halo overhead", f"{d['halo_overhead']:.2f} input voxels read per output voxel"),
+        (
+            "distinguishable",
+            f"at most {d['distinguishable_objects']} same-looking objects (prod(period))",
+        ),
+        (
+            "training rule",
+            "output window must be larger than " + fmt(d["period"]) + " on every axis",
+        ),
+    ]
+    a = d.get("approximate")
+    if a is not None:
+        rows.insert(
+            0,
+            (
+                "APPROXIMATE",
+                f"deviation {a['measured_deviation']:.1e} of max |output| on the probes, "
+                f"--tolerance {a['tolerance']:.0e} (--allow-approximate; {a['reason']})",
+            ),
+        )
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
