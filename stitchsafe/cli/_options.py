@@ -1,10 +1,10 @@
 """Every command-line option, defined once; commands stack the ones they take.
 
-Options are named after what they hold, so one name means one thing in every command:
-``--output`` of ``predict`` (a zarr group) and of ``train`` (a checkpoint file) are two
-options here (:data:`OUTPUT_GROUP`, :data:`CHECKPOINT`). Groups that always travel together
-(:func:`model_options`, :func:`label_options`, :func:`cluster_options`) are stacked at once.
-Parsing helpers turn option text into the values the library takes.
+Every option that more than one command takes is defined here once, named after what it
+holds; groups that always travel together (:data:`model_options`, :data:`label_options`,
+:data:`cluster_options`) are stacked at once. Options that one command alone takes (e.g.
+``train``'s architecture flags, ``demo``'s folder) are defined with that command (as
+rasterio's ``rio`` does). Parsing helpers turn option text into the values the library takes.
 """
 
 from __future__ import annotations

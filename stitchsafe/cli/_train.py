@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
 from . import _options as o
+from ._report import emit
 
 
 @click.command()
@@ -20,7 +20,7 @@ from . import _options as o
     "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write."
 )
 @click.option("--dims", type=click.Choice(["2", "3"]), default=None, help="Default: the labels'.")
-@click.option("--depth", type=int, default=None, help="U-Net levels.")
+@o.DEPTH
 @o.POOLING_FACTOR
 @click.option("--features", type=int, default=None, help="Feature maps at the first level.")
 @click.option("--embedding-dims", type=int, default=None, help="Embedding channels.")
@@ -92,10 +92,4 @@ def train(**options: Any) -> None:
         command=" ".join(["stitchsafe", *sys.argv[1:]]),
         **{k: v for k, v in optional.items() if v is not None},
     )
-    if options["as_json"]:
-        click.echo(json.dumps(result.to_dict()))
-    else:
-        click.echo(
-            f"wrote {result.output} ({result.iterations} iterations in {result.seconds:.0f} s "
-            f"on {result.device}, final loss {result.final_loss:.3g}; log {result.log})"
-        )
+    emit(result, options["as_json"])

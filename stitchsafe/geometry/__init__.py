@@ -21,14 +21,8 @@ from ._plan import (
     default_tile_shape,
     make_plan,
 )
-from ._settings import (
-    PoolingLike,
-    TilingSettings,
-)
-from ._shape import (
-    Shape,
-    parse_ints,
-)
+from ._settings import PoolingLike, TilingSettings
+from ._shape import Shape, parse_ints
 
 __all__ = [
     "Box",

@@ -20,10 +20,7 @@ from ._label_output import (
     prepare_label_image,
     prepare_labels,
 )
-from ._layout import (
-    ImageLayout,
-    OutputSpec,
-)
+from ._layout import ImageLayout, OutputSpec
 from ._open import open_volume
 from ._output import (
     create_output,

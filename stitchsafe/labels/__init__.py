@@ -73,10 +73,7 @@ from ._params import (
     max_label,
     resolve_label_params,
 )
-from ._segment import (
-    SegmentResult,
-    segment,
-)
+from ._segment import SegmentResult, segment
 from ._settings import (
     LabelSettings,
 )

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..io import (
-    check_fingerprint,
-)
+from ..io import check_fingerprint
 from ..labels import LABELS_IMAGE, LabelsOnlyRun, run_labels_only
 from ..session import Session
 from ._settings import SPATIAL_AXES, PredictResult, PredictSettings

@@ -7,18 +7,10 @@ import time
 from collections.abc import Sequence
 
 from ..approximate import ApproximateSettings
-from ..engine import (
-    RunSettings,
-    SlurmOptions,
-)
+from ..engine import RunSettings, SlurmOptions
 from ..geometry import TilingSettings
-from ..io import (
-    OutputSettings,
-    mark_complete,
-)
-from ..labels import (
-    LabelSettings,
-)
+from ..io import OutputSettings, mark_complete
+from ..labels import LabelSettings
 from ..session import open_session
 from ._labels_only import predict_labels_only
 from ._settings import PathLike, PredictResult, PredictSettings

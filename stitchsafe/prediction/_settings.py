@@ -7,18 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..approximate import ApproximateSettings
-from ..engine import (
-    RunSettings,
-    SlurmOptions,
-)
+from ..engine import RunSettings, SlurmOptions
 from ..errors import StitchsafeError
 from ..geometry import TilingSettings
-from ..io import (
-    OutputSettings,
-)
-from ..labels import (
-    LabelSettings,
-)
+from ..io import OutputSettings
+from ..labels import LabelSettings
 from ..session import PlanResult
 
 __all__ = ["PredictResult", "PredictSettings", "SPATIAL_AXES"]

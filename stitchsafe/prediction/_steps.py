@@ -43,16 +43,16 @@ from ..session import Session, session_normalization
 from ._settings import SPATIAL_AXES, PredictSettings
 
 __all__ = [
-    "pipeline_options",
-    "refuse_remote_approximate",
     "PreparedRun",
     "Target",
     "execute",
     "label_output",
     "open_target",
     "open_workers",
+    "pipeline_options",
     "prepare_run",
     "previous_run",
+    "refuse_remote_approximate",
 ]
 
 

@@ -9,28 +9,16 @@ private; import from here.
 
 from __future__ import annotations
 
-from ._check import (
-    DEFAULT_PICTURE,
-    check_stitching,
-)
+from ._check import DEFAULT_PICTURE, check_stitching
 from ._crop import (
     MAX_CROP_INPUT_VOXELS,
     centred_crop,
     crop_tile_shape,
     naive_tiling,
 )
-from ._deviation import (
-    Deviation,
-    measure_deviation,
-)
-from ._deviation_picture import (
-    PictureText,
-    save_deviation_picture,
-)
-from ._info import (
-    find_images,
-    read_info,
-)
+from ._deviation import Deviation, measure_deviation
+from ._deviation_picture import PictureText, save_deviation_picture
+from ._info import find_images, read_info
 from ._output_info import (
     ArrayInfo,
     LabelsInfo,

@@ -65,6 +65,13 @@ class TrainResult:
             "period": self.metadata["period"],
         }
 
+    def describe(self) -> str:
+        """What was written, in one line for the terminal."""
+        return (
+            f"wrote {self.output} ({self.iterations} iterations in {self.seconds:.0f} s "
+            f"on {self.device}, final loss {self.final_loss:.3g}; log {self.log})"
+        )
+
 
 def load_init_weights(net: Any, init: PathLike, config: UNetConfig) -> str:
     """Copy the weights of checkpoint ``init`` into ``net``; return the file's SHA-256.
