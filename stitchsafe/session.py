@@ -35,6 +35,7 @@ from .models import LoadedModel, load_model, model_for_input, resolve_geometry
 __all__ = [
     "PlanResult",
     "Session",
+    "Sources",
     "default_normalization",
     "open_session",
     "plan",
@@ -67,6 +68,21 @@ class PlanResult:
         if self.approximate is not None:
             d["exact"] = False
         return d
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What runs on what: the model file, the input, and whether the model file is trusted.
+
+    ``model`` ``None`` means the bundled model for the input's dimensionality;
+    ``trust_model`` allows a model file to run code of its own when loaded (pickled objects,
+    architecture source files), which untrusted files may not.
+    """
+
+    model: PathLike | None
+    input: PathLike
+    input_key: str | None = None
+    trust_model: bool = False
 
 
 @dataclass
@@ -110,10 +126,8 @@ def session_normalization(
 
 
 def open_session(
-    model: PathLike | None,
-    input: PathLike,
+    sources: Sources,
     *,
-    input_key: str | None = None,
     tiling: TilingSettings,
     run: RunSettings,
     approximate: ApproximateSettings,
@@ -125,10 +139,10 @@ def open_session(
     passes absolute paths (workers do not share its working directory).
     """
     device = _planning_device(run.device, remote)
-    resolved = _resolve_model(model, input, input_key, tiling, approximate)
-    volume = _open_input(input, input_key, resolved.geometry, remote)
+    resolved = _resolve_model(sources, tiling, approximate)
+    volume = _open_input(sources.input, sources.input_key, resolved.geometry, remote)
     try:
-        return _plan_session(resolved, volume, device, input, tiling, run, approximate)
+        return _plan_session(resolved, volume, device, sources.input, tiling, run, approximate)
     except BaseException:
         volume.close()
         raise
@@ -151,21 +165,18 @@ def _planning_device(device: str, remote: bool) -> torch.device:
 
 
 def _resolve_model(
-    model: PathLike | None,
-    input: PathLike,
-    input_key: str | None,
-    tiling: TilingSettings,
-    approximate: ApproximateSettings,
+    sources: Sources, tiling: TilingSettings, approximate: ApproximateSettings
 ) -> _Resolved:
     """Load the model (the bundled one by default) and resolve its geometry."""
     notes: list[str] = []
+    model = sources.model
     if model is None:
-        model = model_for_input(input, input_key=input_key)
+        model = model_for_input(sources.input, input_key=sources.input_key)
         notes.append(
             f"no --model given: using the bundled {model.stem} model (synthetic nuclei-like "
             "cells; train your own with `stitchsafe train`)."
         )
-    loaded = load_model(model, device="cpu")
+    loaded = load_model(model, device="cpu", trust=sources.trust_model)
     pooling = tiling.pooling(loaded.dims)
     try:
         geometry, source = resolve_geometry(loaded, pooling_factors=pooling, depth=tiling.depth)
@@ -271,6 +282,7 @@ def plan(  # noqa: PLR0913 - the public keywords; they become settings values at
     device: str = "auto",
     allow_approximate: bool = False,
     tolerance: float | None = None,
+    trust_model: bool = False,
 ) -> PlanResult:
     """Work out the exact tiling of ``input`` for ``model`` without running it.
 
@@ -295,6 +307,10 @@ def plan(  # noqa: PLR0913 - the public keywords; they become settings values at
         from one whole-volume pass by at most ``tolerance`` (relative to max |output|;
         default 1e-3) on probe inputs (:mod:`stitchsafe.approximate`). Without it such
         models are refused.
+    trust_model
+        Let the model file run code of its own when it is loaded (pickled objects in a
+        ``.pt2``, a bioimage.io architecture given as source code). Only for files from a
+        source you trust; without it such files are refused.
 
     Returns
     -------
@@ -305,9 +321,7 @@ def plan(  # noqa: PLR0913 - the public keywords; they become settings values at
     approximate = ApproximateSettings(allow=allow_approximate, tolerance=tolerance)
     tiling = TilingSettings(tile_shape=tile_shape, pooling_factors=pooling_factors, depth=depth)
     session = open_session(
-        model,
-        input,
-        input_key=input_key,
+        Sources(model, input, input_key, trust_model),
         tiling=tiling,
         run=RunSettings(device=device),
         approximate=approximate,

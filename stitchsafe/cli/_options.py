@@ -229,6 +229,13 @@ model_options = stack(
         help="With --allow-approximate: the largest deviation from one whole-volume pass "
         "allowed, relative to max |output| on the probes.  [default: 1e-3]",
     ),
+    click.option(
+        "--trust-model",
+        is_flag=True,
+        help="Let the model file run code of its own when it is loaded (pickled objects in "
+        "a .pt2, a bioimage.io architecture given as source code). Only for files from a "
+        "source you trust; without it such files are refused.",
+    ),
     JSON,
 )
 """Options of every command that plans tiles (plan, predict, check)."""
@@ -352,4 +359,5 @@ def model_keywords(options: dict[str, Any]) -> dict[str, Any]:
         "device": options["device"],
         "allow_approximate": options["allow_approximate"],
         "tolerance": options["tolerance"],
+        "trust_model": options["trust_model"],
     }

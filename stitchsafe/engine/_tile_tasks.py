@@ -57,6 +57,7 @@ class TileJob:
     precision: str
     device: str
     torch_threads: int | None = None
+    trust_model: bool = False  # --trust-model: the workers load the model file as trusted
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -124,7 +125,7 @@ def _state(job: TileJob) -> _WorkerState:
         torch.set_num_threads(_threads(job))
         _check_model_file(job)
         device = resolve_device(worker_device(job.device))
-        model = load_model(job.model, device=device)
+        model = load_model(job.model, device=device, trust=job.trust_model)
         _STATE = _WorkerState(
             job.token, model, device, Normalization.from_dict(job.normalization), job.volume
         )

@@ -111,8 +111,13 @@ def _format_of_zip(p: Path, names: list[str]) -> str:
     raise StitchsafeError(f"model file {str(p)!r} is a zip archive but {_NOT_A_MODEL}.")
 
 
-def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model of any supported format onto ``device``, in eval mode."""
+def load_model(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu", trust: bool = False
+) -> LoadedModel:
+    """Load a model of any supported format onto ``device``, in eval mode.
+
+    ``trust``: the file may run code of its own while it is loaded (``--trust-model``).
+    """
     fmt = detect_format(path)
     parse_device(device)  # refuse a bad device before the (slow) load
     p = str(path)

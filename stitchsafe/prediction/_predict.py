@@ -11,7 +11,7 @@ from ..engine import RunSettings, SlurmOptions
 from ..geometry import TilingSettings
 from ..io import OutputSettings, mark_complete
 from ..labels import LabelSettings
-from ..session import open_session
+from ..session import Sources, open_session
 from ._labels_only import predict_labels_only
 from ._settings import PathLike, PredictResult, PredictSettings
 from ._steps import (
@@ -57,6 +57,7 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
     allow_approximate: bool = False,
     tolerance: float | None = None,
     embeddings: bool = True,
+    trust_model: bool = False,
 ) -> PredictResult:
     """Run ``model`` over ``input`` tile by tile; the result equals one whole-volume pass.
 
@@ -119,6 +120,8 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
         computed from each tile in memory and written to the stand-alone label image
         ``<output>/instances``; no embeddings are written. Identical labels, exact; the
         ``threads`` scheduler only, float32 embeddings, and not with approximate mode.
+    trust_model
+        As for :func:`stitchsafe.plan`: let the model file run code of its own when loaded.
 
     Returns
     -------
@@ -153,6 +156,7 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
         cluster=cluster,
         labels=labels,
         embeddings=embeddings,
+        trust_model=trust_model,
     )
     return run_predict(model, input, settings)
 
@@ -163,9 +167,7 @@ def run_predict(
     """:func:`predict` with its settings already made: the steps, in order."""
     start = time.perf_counter()
     session = open_session(
-        model,
-        input,
-        input_key=settings.input_key,
+        Sources(model, input, settings.input_key, settings.trust_model),
         tiling=settings.tiling,
         run=settings.run,
         approximate=settings.approximate,

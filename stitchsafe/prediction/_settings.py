@@ -26,7 +26,8 @@ class PredictSettings:
     """Everything a prediction needs besides the model and the input, checked once.
 
     ``labels``/``embeddings`` say what is written; ``cluster`` starts SLURM workers instead
-    of ``run.scheduler``.
+    of ``run.scheduler``; ``trust_model`` lets the model file run code of its own when it is
+    loaded (here and on the workers).
     """
 
     input_key: str | None = None
@@ -38,6 +39,7 @@ class PredictSettings:
     cluster: SlurmOptions | None = None
     labels: bool = True
     embeddings: bool = True
+    trust_model: bool = False
 
     def __post_init__(self) -> None:
         if not self.embeddings:

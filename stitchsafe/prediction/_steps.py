@@ -229,6 +229,7 @@ def execute(
             pad_mode=run.pad_mode,
             precision=run.precision,
             device=run.device,
+            trust_model=settings.trust_model,
         )
         describe = "slurm" if settings.cluster is not None else run.where.describe()
         return run_plan_distributed(

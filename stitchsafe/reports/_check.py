@@ -31,7 +31,7 @@ from ..approximate import ApproximateSettings
 from ..engine import RunSettings, default_max_input_voxels
 from ..errors import StitchsafeError
 from ..geometry import TilingSettings
-from ..session import Session, open_session
+from ..session import Session, Sources, open_session
 from ._crop import MAX_CROP_INPUT_VOXELS, CropPlans, centred_crop, crop_plans
 from ._deviation import measure_deviation
 from ._deviation_picture import save_check_picture
@@ -62,12 +62,13 @@ def check_stitching(  # noqa: PLR0913 - the public keywords; they become setting
     progress: bool = False,
     allow_approximate: bool = False,
     tolerance: float | None = None,
+    trust_model: bool = False,
 ) -> CheckResult:
     """Compare stitched tiles with one whole-volume pass on a centred crop of ``input``.
 
     Parameters
     ----------
-    model, input, input_key, pooling_factors, depth, device
+    model, input, input_key, pooling_factors, depth, device, trust_model
         As for :func:`stitchsafe.plan` (``model=None``: the bundled model).
     crop
         Spatial shape of the centred crop, e.g. ``(64, 256, 256)`` or ``128`` for all axes
@@ -112,7 +113,10 @@ def check_stitching(  # noqa: PLR0913 - the public keywords; they become setting
     approximate = ApproximateSettings(allow=allow_approximate, tolerance=tolerance)
     start = time.perf_counter()
     session = open_session(
-        model, input, input_key=input_key, tiling=tiling, run=run, approximate=approximate
+        Sources(model, input, input_key, trust_model),
+        tiling=tiling,
+        run=run,
+        approximate=approximate,
     )
     try:
         plans = _choose_crop(session, crop, tiling)
