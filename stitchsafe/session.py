@@ -120,9 +120,15 @@ def default_normalization(model: LoadedModel) -> tuple[str, tuple[float, float]]
 def session_normalization(
     model: LoadedModel, volume: Volume, normalize: str | None
 ) -> Normalization:
-    """Whole-volume intensity statistics: ``normalize`` or the model's declared method."""
+    """Whole-volume intensity statistics: ``normalize`` or the model's declared method.
+
+    Non-finite voxels (NaN, Inf) seen by the statistics are refused here, before any tile
+    runs; tiles refuse any the statistics' sample did not see.
+    """
     method, percentiles = default_normalization(model)
-    return compute_normalization(volume, method=normalize or method, percentiles=percentiles)
+    return compute_normalization(
+        volume, method=normalize or method, percentiles=percentiles, refuse_non_finite=True
+    )
 
 
 def open_session(

@@ -7,6 +7,10 @@ pipeline reached only 0.63 of the tight-loop forward speed. Independent streams 
 the GIL), and each stream crops and writes its own batch, so the cores are shared by
 whichever stage has work. Results equal the single-stream pipeline's to float rounding
 (convolution sums run in an order that depends on the thread count).
+
+Stopping early (an error, Ctrl-C) cancels the batches not yet started and the reads they
+wait for, joins the compute and read threads, and reports the batches whose outputs the
+sink took, as the single-stream pipeline does.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 
 from ..geometry import Tile
 from ._device import forward_context
-from ._run import Progress, RunStats, TileRun
+from ._run import Progress, RunStats, TileRun, landed
 
 __all__ = ["run_cpu_streams"]
 
@@ -67,11 +71,20 @@ class _Streams:
             self._finish_oldest()
 
     def close(self) -> None:
-        """Cancel what has not started and wait for what has."""
+        """Cancel what has not started, wait for what has, report the batches that landed.
+
+        Queued reads are cancelled first, so that a compute thread waiting for one stops
+        at once instead of reading and computing a batch nobody waits for.
+        """
         for pending in self.running:
             pending.cancel()
+        self.readers.shutdown(wait=False, cancel_futures=True)
         self.computers.shutdown(wait=True, cancel_futures=True)
-        self.readers.shutdown(wait=True, cancel_futures=True)
+        self.readers.shutdown(wait=True)
+        finished = [future.result() for future in self.running if landed(future)]
+        self.running.clear()
+        for batch in finished:
+            self.run.finished(batch)
 
     def _compute(self, batch: list[Tile], reading: Future[torch.Tensor]) -> list[Tile]:
         """On a compute thread: wait for the batch's input, run it, hand it to the sink."""
@@ -87,4 +100,8 @@ class _Streams:
         return batch
 
     def _finish_oldest(self) -> None:
-        self.run.finished(self.running.popleft().result())
+        """Wait for the oldest batch and report it (it stays queued until it has landed,
+        so that :meth:`close` still sees it if the wait is interrupted)."""
+        batch = self.running[0].result()
+        self.running.popleft()
+        self.run.finished(batch)

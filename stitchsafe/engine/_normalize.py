@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import StitchsafeError
 from ..geometry import Box
-from ..io import Volume
+from ..io import Volume, check_finite
 
 __all__ = ["METHODS", "Normalization", "compute_normalization", "sample_boxes"]
 
@@ -57,7 +57,9 @@ class Normalization:
         x = np.asarray(x, dtype=np.float32)
         if self.offset == 0.0 and self.scale == 1.0:
             return x
-        return (x - np.float32(self.offset)) * np.float32(self.scale)
+        # Overflow gives infinity, which the readers refuse with a message (no warning).
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (x - np.float32(self.offset)) * np.float32(self.scale)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (stored with outputs and printed by ``--json``)."""
@@ -141,8 +143,13 @@ def compute_normalization(
     percentiles: tuple[float, float] = (1.0, 99.8),
     max_samples: int = 2_000_000,
     seed: int = 0,
+    refuse_non_finite: bool = False,
 ) -> Normalization:
     """Intensity statistics of the whole volume (or a deterministic sample of it).
+
+    The sample also refuses, before any tile runs, float64 values beyond float32, a
+    mapping that carries the sample beyond float32 and, with ``refuse_non_finite``, NaN
+    and infinity (else left out of the statistics).
 
     Parameters
     ----------
@@ -157,6 +164,9 @@ def compute_normalization(
         Most voxel values read; a volume with no more values is read completely.
     seed
         Seed of the sample positions; the same input and seed give the same statistics.
+    refuse_non_finite
+        Refuse NaN and infinity in the sample (naming the voxel), for every method; with
+        ``"none"`` a float input's sample is read for this check alone.
 
     Returns
     -------
@@ -180,10 +190,12 @@ def compute_normalization(
             f"unknown normalisation method {method!r}; use one of {', '.join(METHODS)}."
         )
     if method == "none":
+        if refuse_non_finite and volume.dtype.kind == "f":  # a float sample, for the check
+            _sampled_values(volume, max_samples=max(1, max_samples), seed=seed, refuse=True)
         return Normalization("none", 0.0, 1.0)
     bounds = _checked_percentiles(method, percentiles, max_samples)
-    values = _sampled_values(volume, max_samples=max_samples, seed=seed)
-    return _fit(method, values, bounds)
+    values = _sampled_values(volume, max_samples=max_samples, seed=seed, refuse=refuse_non_finite)
+    return _checked_mapping(_fit(method, values, bounds), values, volume)
 
 
 def _checked_percentiles(
@@ -200,10 +212,19 @@ def _checked_percentiles(
     return lo_p, hi_p
 
 
-def _sampled_values(volume: Volume, *, max_samples: int, seed: int) -> np.ndarray:
-    """The finite float64 values of the sample boxes, all channels pooled."""
+def _sampled_values(volume: Volume, *, max_samples: int, seed: int, refuse: bool) -> np.ndarray:
+    """The finite float64 values of the sample boxes, all channels pooled.
+
+    Each box is checked as it is read (:func:`stitchsafe.io.check_finite`); ``refuse``
+    refuses NaN and infinity too instead of leaving them out.
+    """
     boxes = sample_boxes(volume.shape, channels=volume.channels, max_samples=max_samples, seed=seed)
-    values = np.concatenate([volume.read(b).astype(np.float64).ravel() for b in boxes])
+    parts = []
+    for box in boxes:
+        data = volume.read(box)
+        check_finite(volume, box, data, allow_non_finite=not refuse)
+        parts.append(data.astype(np.float64).ravel())
+    values = np.concatenate(parts)
     values = values[np.isfinite(values)]
     if values.size == 0:
         raise StitchsafeError(
@@ -211,6 +232,21 @@ def _sampled_values(volume: Volume, *, max_samples: int, seed: int) -> np.ndarra
             "intensity statistics can be computed; use --normalize none or fix the data."
         )
     return values
+
+
+def _checked_mapping(norm: Normalization, values: np.ndarray, volume: Volume) -> Normalization:
+    """``norm``, once it is seen to keep the sampled values inside float32 (the network's)."""
+    ends = np.array([values.min(), values.max()], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mapped = norm(ends)
+    if not (math.isfinite(norm.scale) and np.isfinite(mapped).all()):
+        raise StitchsafeError(
+            f"the {norm.method} normalisation of {volume.path!r} (offset {norm.offset:.6g}, "
+            f"scale {norm.scale:.6g}) maps its values {ends[0]:.6g}..{ends[1]:.6g} beyond the "
+            "float32 range (+-3.4e38) that the network computes in. Pass another --normalize "
+            "(zscore, or none), or rescale the data."
+        )
+    return norm
 
 
 def _fit(method: str, values: np.ndarray, percentiles: tuple[float, float]) -> Normalization:

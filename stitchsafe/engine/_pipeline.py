@@ -15,6 +15,13 @@ Both queues are bounded (``prefetch`` batches read ahead, ``prefetch`` results w
 be written), so host memory stays flat however large the volume is. The first error in
 any stage stops the pipeline and is raised in the caller. On the CPU several compute
 streams usually do better (:func:`run_cpu_streams`); :func:`run_plan` picks.
+
+Stopping: whatever ends the run early — an error, Ctrl-C (``KeyboardInterrupt``) or an
+exception that a caller's signal handler raises (the command line's SIGTERM) — nothing
+new is submitted, what has not started is cancelled, the threads are joined (the writes
+in progress finish), and every batch whose outputs were written is still reported to
+``on_done``. No thread of the pipeline outlives :func:`run_plan`. A ``KeyboardInterrupt``
+carries a note (``add_note``) saying how many tiles were finished.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from ..io import OutputSpec, Volume
 from ._batch_io import Sink, Transform, output_writer
 from ._cpu_streams import run_cpu_streams
 from ._device import cpu_count, forward_context
-from ._run import PipelineOptions, Progress, RunStats, TileRun, pipeline_options
+from ._run import PipelineOptions, Progress, RunStats, TileRun, landed, pipeline_options
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -77,7 +84,7 @@ def run_plan(  # noqa: PLR0913 - data, the options value and four per-run hooks
         A subset of tiles (default: all of the plan).
     on_done
         Called in the caller's thread with each batch's tiles once all their chunks are
-        written (the resume bookkeeping, :mod:`stitchsafe.io`).
+        written (the resume bookkeeping, :mod:`stitchsafe.io`), also if the run stops.
     sink
         Called (on a writer thread) with each batch's tiles and raw float32 outputs
         ``(N, C, *raw)`` instead of writing crops to ``output`` (which may then be
@@ -85,6 +92,11 @@ def run_plan(  # noqa: PLR0913 - data, the options value and four per-run hooks
     **keywords
         Fields of :class:`PipelineOptions`, replacing those of ``options``; any other
         keyword is a TypeError.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        Ctrl-C: raised once the threads are joined, with a note of the tiles finished.
     """
     opts = pipeline_options(options, keywords)
     device = torch.device(opts.device)
@@ -92,15 +104,24 @@ def run_plan(  # noqa: PLR0913 - data, the options value and four per-run hooks
         # One fixed tile shape for the whole run: let cuDNN pick its fastest algorithms.
         torch.backends.cudnn.benchmark = True
     work: Sequence[Tile] = plan if tiles is None else tiles  # type: ignore[assignment]
-    if sink is None:
-        sink = output_writer(output)
+    sink = output_writer(output) if sink is None else sink
     run = TileRun(volume, model, work, sink, opts, transform=transform, on_done=on_done)
     with Progress(len(work), opts.progress) as bar:
+        return _run_streams(run, device, bar)
+
+
+def _run_streams(run: TileRun, device: torch.device, bar: Progress) -> RunStats:
+    """Several compute streams on the CPU where there are batches for them, else one; a
+    ``KeyboardInterrupt`` leaves with a note of the tiles finished."""
+    try:
         if device.type != "cuda":
-            streams = min(opts.cpu_streams or cpu_count(), run.batch_count)
+            streams = min(run.options.cpu_streams or cpu_count(), run.batch_count)
             if streams > 1:
                 return run_cpu_streams(run, streams, bar)
         return run_single_stream(run, device, bar)
+    except KeyboardInterrupt as stop:
+        stop.add_note(bar.stopped())
+        raise
 
 
 def run_single_stream(run: TileRun, device: torch.device, bar: Progress) -> RunStats:
@@ -148,13 +169,21 @@ class _Stages:
             self._finish_oldest()
 
     def close(self) -> None:
-        """Cancel what has not started and wait for what has."""
+        """Cancel what has not started, wait for what has, report the writes that landed.
+
+        After a normal end nothing is in flight; after an early stop (an error, Ctrl-C)
+        the batches whose writes finished are still reported as finished.
+        """
         for _, pending in self.reads:
             pending.cancel()
         for _, waiting in self.writes:
             waiting.cancel()
         self.readers.shutdown(wait=True, cancel_futures=True)
         self.writers.shutdown(wait=True, cancel_futures=True)
+        written = [batch for batch, future in self.writes if landed(future)]
+        self.writes.clear()
+        for batch in written:
+            self.run.finished(batch)
 
     def _start_read(self, batch: list[Tile]) -> None:
         self.reads.append((batch, self.readers.submit(self._read, batch)))
@@ -190,6 +219,9 @@ class _Stages:
         self.bar.update(len(batch))
 
     def _finish_oldest(self) -> None:
-        batch, future = self.writes.popleft()
+        """Wait for the oldest write and report its batch (it stays queued until it has
+        landed, so that :meth:`close` still sees it if the wait is interrupted)."""
+        batch, future = self.writes[0]
         future.result()
+        self.writes.popleft()
         self.run.finished(batch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,14 @@ from ._device import check_precision, cpu_count
 if TYPE_CHECKING:
     from ..models import LoadedModel
 
-__all__ = ["PipelineOptions", "Progress", "RunStats", "TileRun", "pipeline_options"]
+__all__ = [
+    "PipelineOptions",
+    "Progress",
+    "RunStats",
+    "TileRun",
+    "landed",
+    "pipeline_options",
+]
 
 
 @dataclass(frozen=True)
@@ -179,17 +187,39 @@ class TileRun:
         )
 
 
+def landed(future: Future[Any]) -> bool:
+    """Whether ``future`` ran to the end without an error (not cancelled, not failed).
+
+    A pipeline that stops early still reports the batches whose futures landed: their
+    outputs are complete, so a resumed run need not compute them again.
+    """
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
 class Progress:
-    """A tqdm bar of tiles on stderr that several threads may advance; a context manager."""
+    """A tqdm bar of tiles on stderr that several threads may advance; a context manager.
+
+    ``count`` is the number of tiles the sink has taken so far (shown or not).
+    """
 
     def __init__(self, total: int, enabled: bool) -> None:
         self._bar = tqdm(total=total, desc="tiles", unit="tile", disable=not enabled, leave=False)
         self._lock = threading.Lock()
+        self.total = total
+        self.count = 0
 
     def update(self, tiles: int) -> None:
         """Advance by ``tiles``."""
         with self._lock:
+            self.count += tiles
             self._bar.update(tiles)
+
+    def stopped(self) -> str:
+        """What a run that stopped early had finished, in one sentence."""
+        return (
+            f"{self.count} of the {self.total} tiles this run had to compute were finished "
+            "and written."
+        )
 
     def close(self) -> None:
         """Remove the bar."""

@@ -8,12 +8,17 @@ which are spatial, and which are indexed away.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import StitchsafeError
 
-__all__: list[str] = []
+__all__ = ["AxesMismatchError"]
+
+# The most voxel values (channels x voxels) an input may declare: 2**53, about 9e15, eight
+# times the largest published imaging volumes; a larger shape is a metadata error.
+MAX_VALUES = 2**53
 
 # Axis roles used to map a stored array onto (C, *spatial).
 CHANNEL, TIME, SPACE, UNKNOWN = "channel", "time", "space", None
@@ -21,6 +26,20 @@ CHANNEL, TIME, SPACE, UNKNOWN = "channel", "time", "space", None
 # One entry per stored axis: "c" (channel), an int k (spatial axis k) or "drop" (a size-1
 # axis indexed away).
 Selection = tuple[str | int, ...]
+
+
+class AxesMismatchError(StitchsafeError):
+    """The stored axes cannot be mapped onto the number of spatial axes asked for.
+
+    Only this error depends on the model's dimensionality; every other problem of an input
+    is the input's own (:func:`stitchsafe.models.model_for_input` tells them apart).
+    ``layout`` says what the input has, without the model's part (e.g. ``"'a.zarr' has
+    shape (2, 3, 4, 5)"``).
+    """
+
+    def __init__(self, message: str, *, layout: str) -> None:
+        super().__init__(message)
+        self.layout = layout
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,7 @@ def map_axes(
 
     ``scale`` and ``units`` per stored axis default to 1.0 and ``None``.
     """
+    check_shape(shape, where)
     selection, space = assign_axes(shape, roles, names, spatial_dims, where)
     n = len(shape)
     return StoredAxes(
@@ -136,12 +156,12 @@ def assign_axes(
         f"(and leading axes of size 1), because the model is {spatial_dims}-D"
     )
     if all(r is UNKNOWN for r in roles):
-        return _positional_axes(shape, spatial_dims, f"{where} has shape {shape}; {expected}.")
+        return _positional_axes(shape, spatial_dims, f"{where} has shape {shape}", expected)
     return _axes_by_role(shape, roles, names, spatial_dims, where, expected)
 
 
 def _positional_axes(
-    shape: tuple[int, ...], spatial_dims: int, error: str
+    shape: tuple[int, ...], spatial_dims: int, layout: str, expected: str
 ) -> tuple[Selection, tuple[int, ...]]:
     """Trailing spatial axes, maybe a channel axis before them, size-1 axes before that."""
     sel: list[str | int] = ["drop"] * len(shape)
@@ -151,7 +171,7 @@ def _positional_axes(
         first += 1
     rest = n - first
     if rest not in (spatial_dims, spatial_dims + 1):
-        raise StitchsafeError(error)
+        raise AxesMismatchError(f"{layout}; {expected}.", layout=layout)
     if rest == spatial_dims + 1:
         sel[first] = "c"
         first += 1
@@ -190,10 +210,41 @@ def _axes_by_role(
     while len(space) > spatial_dims and shape[space[0]] == 1:
         space.pop(0)
     if len(space) != spatial_dims:
-        raise StitchsafeError(f"{where} has axes ({axis_list}); {expected}.")
+        layout = f"{where} has axes ({axis_list})"
+        raise AxesMismatchError(f"{layout}; {expected}.", layout=layout)
     for k, a in enumerate(space):
         sel[a] = k
     return tuple(sel), tuple(space)
+
+
+def check_shape(shape: tuple[int, ...], where: str) -> None:
+    """Refuse shapes that hold no voxels or that no storage could hold.
+
+    >>> check_shape((2, 5, 6), "x")
+    >>> check_shape((5, 0), "the array 'a.zarr'")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: the array 'a.zarr' has shape (5, 0): axis 1 has size 0...
+    """
+    if not shape:
+        raise StitchsafeError(
+            f"{where} is a single value (shape ()), not an image; pass an array with 1-3 "
+            "spatial axes."
+        )
+    empty = [a for a, s in enumerate(shape) if s < 1]
+    if empty:
+        raise StitchsafeError(
+            f"{where} has shape {shape}: axis {empty[0]} has size {shape[empty[0]]}, so it "
+            "holds no voxels. Pass an image with at least one voxel on every axis."
+        )
+    total = math.prod(shape)
+    if total > MAX_VALUES:
+        raise StitchsafeError(
+            f"{where} declares shape {shape}, {total:.3g} voxel values, more than any "
+            f"storage holds (stitchsafe takes at most 2**53 = {MAX_VALUES:.3g}). The shape in "
+            "its metadata looks wrong; check the array's metadata (zarr.json or .zarray "
+            "'shape', or the TIFF's image description) or pass the right array."
+        )
 
 
 def role_of_name(name: str | None) -> str | None:

@@ -1,14 +1,15 @@
 """OME-Zarr 0.5 image groups on zarr v3: where they may go, their metadata, their creation.
 
 An image group holds the ``ome`` metadata, stitchsafe's own ``stitchsafe`` attributes and
-one level-0 array ``"0"``. Existing images are replaced only when stitchsafe wrote them.
+one level-0 array ``"0"``. Existing images are replaced only when stitchsafe wrote them,
+and never when they hold a file that the run reads (:func:`refuse_replacing_reads`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import zarr
@@ -18,7 +19,7 @@ from ._arrays import forget_arrays
 from ._layout import ImageLayout
 from ._zarr_meta import zarr_node
 
-__all__: list[str] = []
+__all__ = ["check_output_group", "refuse_replacing_reads"]
 
 
 def image_parts(image: str) -> list[str]:
@@ -77,6 +78,48 @@ def remove_existing(group: str, parts: Sequence[str], *, overwrite: bool) -> Non
         )
     forget_arrays(group)
     shutil.rmtree(image_dir)
+
+
+def refuse_replacing_reads(
+    group: str, image: str, reads: Mapping[str, str | None], *, overwrite: bool
+) -> None:
+    """Refuse to write (or, ``overwrite``, replace) ``image`` in ``group`` when it holds a
+    file that the run reads; call it before anything is deleted.
+
+    ``reads`` maps what each path is (``"the input"``, ``"the model"``) to the path; paths
+    are compared after resolving symbolic links. Deleting the image would leave the run
+    reading an emptied array (zeros) or a missing file.
+
+    >>> refuse_replacing_reads("out.zarr", "embeddings", {"the input": "vol.zarr/0"},
+    ...                        overwrite=True)
+    >>> refuse_replacing_reads("out.zarr", "embeddings",
+    ...                        {"the input": "out.zarr/embeddings/raw"}, overwrite=True)
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: the input 'out.zarr/embeddings/raw' lies inside ...
+    """
+    image_dir = os.path.join(group, *image_parts(image))
+    real_image = os.path.realpath(image_dir)
+    for what, path in reads.items():
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        try:
+            inside = os.path.commonpath([real, real_image]) == real_image
+        except ValueError:  # different drives
+            inside = False
+        if not inside:
+            continue
+        action = (
+            "which --overwrite would delete before the run reads it"
+            if overwrite
+            else "which this run would write into while it reads it"
+        )
+        raise StitchsafeError(
+            f"{what} {os.fspath(path)!r} lies inside the output image {image!r} of "
+            f"{group!r}, {action}. Nothing was deleted. Choose another --output, or move "
+            f"{what} out of {image_dir!r} first."
+        )
 
 
 def multiscales(name: str, layout: ImageLayout) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from ..errors import StitchsafeError
 from ._tiff_input import TIFF_MAGIC, open_tiff
@@ -51,9 +52,7 @@ def open_volume(
     if spatial_dims < 1:
         raise StitchsafeError(f"spatial_dims must be at least 1, got {spatial_dims}.")
     given = os.fspath(path)
-    if not os.path.exists(given):
-        raise StitchsafeError(f"the input {given!r} does not exist; {SUPPORTED_INPUTS}.")
-    if os.path.isdir(given):
+    if check_input_path(given) == "directory":
         return open_zarr(given, key, spatial_dims)
     with open(given, "rb") as f:
         magic = f.read(4)
@@ -65,3 +64,53 @@ def open_volume(
         f"the input {given!r} is a file but not a TIFF (its first bytes are {magic!r}, not a "
         f"TIFF signature); {SUPPORTED_INPUTS}."
     )
+
+
+def check_input_path(given: str) -> str:
+    """``"file"`` or ``"directory"``: refuse anything else before opening it.
+
+    A FIFO would block the first read for ever, a device would stream endless bytes, and a
+    dangling symbolic link names nothing; each is refused with what it is.
+
+    >>> check_input_path(".")
+    'directory'
+    >>> check_input_path("/dev/null")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: the input '/dev/null' is a character device, not ...
+    """
+    try:
+        mode = os.stat(given).st_mode
+    except FileNotFoundError:
+        if os.path.islink(given):
+            raise StitchsafeError(
+                f"the input {given!r} is a symbolic link to {os.readlink(given)!r}, which "
+                "does not exist (a dangling link); point the link at the image, or pass the "
+                f"image's own path. {SUPPORTED_INPUTS}."
+            ) from None
+        raise StitchsafeError(f"the input {given!r} does not exist; {SUPPORTED_INPUTS}.") from None
+    except OSError as e:  # a link loop, a path component that is a file, no permission
+        raise StitchsafeError(
+            f"cannot look at the input {given!r}: {e.strerror or e}. Pass the path of a TIFF "
+            "file or a zarr directory that you can read."
+        ) from None
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISREG(mode):
+        return "file"
+    raise StitchsafeError(
+        f"the input {given!r} is a {_file_kind(mode)}, not a regular file or a directory, "
+        "so stitchsafe cannot read it as an image (a stream cannot be read box by box). "
+        f"Write the image to a file first; {SUPPORTED_INPUTS}."
+    )
+
+
+def _file_kind(mode: int) -> str:
+    """What a file that is neither regular nor a directory is, in words."""
+    kinds = (
+        (stat.S_ISFIFO, "FIFO (named pipe)"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "special file")

@@ -13,9 +13,11 @@ import numpy as np
 
 from ..errors import StitchsafeError
 from ..geometry import Box
-from ._volume import Volume
+from ._volume import Volume, box_text
 
-__all__ = ["PAD_MODES", "pad_indices", "read_padded"]
+__all__ = ["PAD_MODES", "check_finite", "pad_indices", "read_padded"]
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # The one list of padding modes stitchsafe offers (numpy.pad semantics), for predict,
 # check and train alike.
@@ -104,14 +106,88 @@ def read_padded(
     maps, keep = sources
     lo = tuple(int(m.min()) for m in maps)
     hi = tuple(int(m.max()) + 1 for m in maps)
-    data = volume.read(Box(lo, hi)).astype(np.float32, copy=False)
-    if transform is not None:
-        data = np.asarray(transform(data), dtype=np.float32)
+    data = _read_float32(volume, Box(lo, hi), transform)
     data = _gather(data, maps, lo)
     if all(k.stop - k.start == n for k, n in zip(keep, box.shape, strict=True)):
         return np.ascontiguousarray(data)
     out[(slice(None), *keep)] = data
     return out
+
+
+def _read_float32(
+    volume: Volume, box: Box, transform: Callable[[np.ndarray], np.ndarray] | None
+) -> np.ndarray:
+    """``box`` (inside the volume) as float32, checked finite before and after ``transform``."""
+    raw = volume.read(box)
+    check_finite(volume, box, raw)
+    data = raw.astype(np.float32, copy=False)
+    if transform is None:
+        return data
+    with np.errstate(over="ignore", invalid="ignore"):
+        data = np.asarray(transform(data), dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise StitchsafeError(
+            f"the intensity normalisation maps voxels of {volume.path!r} in "
+            f"{box_text(box, volume.axes)} beyond the float32 range (+-3.4e38) that the "
+            "network computes in; the volume's value range is too narrow or too wide for "
+            "it. Pass another --normalize (zscore, or none), or rescale the data."
+        )
+    return data
+
+
+def check_finite(
+    volume: Volume, box: Box, data: np.ndarray, *, allow_non_finite: bool = False
+) -> None:
+    """Refuse voxel values the network cannot compute with: NaN, infinity, beyond float32.
+
+    ``data`` is ``volume.read(box)`` (stored dtype). NaN and infinity would spread into
+    every output voxel whose receptive field holds them; float64 values beyond the float32
+    range (the network's) would become infinity. Integers always pass.
+    ``allow_non_finite`` checks only the range (statistics that leave NaN out).
+
+    >>> import tempfile, zarr
+    >>> from stitchsafe.io import open_volume
+    >>> tmp = tempfile.TemporaryDirectory(); d = tmp.name
+    >>> _ = zarr.create_array(f"{d}/a.zarr", data=np.array([1.0, np.nan, 2.0]))
+    >>> v = open_volume(f"{d}/a.zarr", spatial_dims=1)
+    >>> check_finite(v, Box((0,), (3,)), v.read(Box((0,), (3,))))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: the input ... in x 0:3 (1 of 3; the first at x 1)...
+
+    >>> tmp.cleanup()
+    """
+    if data.dtype.kind != "f":
+        return
+    where = f"the input {volume.path!r}"
+    if not allow_non_finite:
+        bad = ~np.isfinite(data)
+        if bad.any():
+            raise StitchsafeError(
+                f"{where} holds NaN or infinite voxel values in {box_text(box, volume.axes)} "
+                f"({int(bad.sum())} of {bad.size}; the first at {_first(bad, box, volume)}). "
+                "The network would spread them into the output (NaN embeddings, wrong "
+                "labels). Replace them with finite values (e.g. numpy.nan_to_num, or the "
+                "background value) and run again."
+            )
+    if data.dtype.itemsize > 4:
+        with np.errstate(invalid="ignore"):
+            big = np.abs(data) > FLOAT32_MAX
+        if big.any():
+            top = float(np.nanmax(np.abs(np.where(np.isfinite(data), data, 0.0))))
+            raise StitchsafeError(
+                f"{where} holds values up to {top:.3g} in {box_text(box, volume.axes)} (the "
+                f"first at {_first(big, box, volume)}), beyond the float32 range (+-3.4e38) "
+                "that the network computes in: they would become infinity and NaN. Rescale "
+                "the data (e.g. divide it by a constant) or store it as float32, and run again."
+            )
+
+
+def _first(mask: np.ndarray, box: Box, volume: Volume) -> str:
+    """The first voxel where ``mask`` (``(C, *box.shape)``) is set, in volume coordinates."""
+    c, *local = (int(i) for i in np.argwhere(mask)[0])
+    at = ", ".join(f"{n} {b + i}" for n, b, i in zip(volume.axes, box.begin, local))
+    return f"{at}, channel {c}" if volume.channels > 1 else at
 
 
 def _source_indices(

@@ -1,21 +1,30 @@
 """Resume an interrupted ``predict``: a per-tile done-mask and a fingerprint of the run.
 
 A run stores with its output image (attributes ``stitchsafe.run``) what determines every
-output voxel: the tile plan, a SHA-256 of the model file, the normalisation, the pad mode,
-the precision and the embeddings' dtype. Next to the image's level-0 array it keeps a
-``uint8`` array with one entry per tile of the plan's grid (``stitchsafe-done``), set to
-1 only after *all* of the tile's chunks are written. ``--resume`` reruns the tiles still
-0, after checking that nothing in the fingerprint changed; a chunk half-written when the
-process died belongs to a tile still marked 0, so it is written again.
+output voxel: the input's identity (:mod:`._identity`: path, metadata and a SHA-256 of a
+sample of its data), the tile plan, a SHA-256 of the model file and of every file that
+feeds the model, the normalisation, the pad mode, the precision and the embeddings'
+dtype. Next to the image's level-0 array it keeps a ``uint8`` array with one entry per
+tile of the plan's grid (``stitchsafe-done``), set to 1 only after *all* of the tile's
+chunks are written. ``--resume`` reruns the tiles still 0, after checking that nothing in
+the fingerprint changed; a chunk half-written when the process died belongs to a tile
+still marked 0, so it is written again.
 
-Checking is one read of the mask (a million tiles are 1 MB, in chunks of 64**d tiles),
-not one query per tile.
+The mask is cross-checked against the chunks present: where the image's attributes name
+the array its tiles write (``stitchsafe.tile_array``), a tile marked done whose chunk is
+missing is computed again. Recomputing, not refusing: zarr stores no chunk that equals
+the fill value (an all-zero tile), so a missing chunk is not always a lost one, and
+computing a tile again gives the same voxels.
+
+Checking is one read of the mask (a million tiles are 1 MB) and one listing of the tile
+array's chunks; plans of over :data:`MAX_RESUME_TILES` tiles are refused before either.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,17 +36,26 @@ import zarr
 
 from ..errors import StitchsafeError
 from ..geometry import Plan, Tile
+from ._identity import input_differences
+from ._zarr_meta import zarr_node
 
 __all__ = [
     "DONE",
+    "MAX_RESUME_TILES",
+    "TILE_ARRAY",
     "DoneMask",
     "TileSubset",
     "check_fingerprint",
     "file_sha256",
     "run_fingerprint",
+    "with_sources",
 ]
 
 DONE = "stitchsafe-done"
+# The image attribute (inside ``stitchsafe``) naming the array whose chunks the tiles write.
+TILE_ARRAY = "tile_array"
+# A resume holds a flag and an index per tile: 2**25 tiles are at most ~350 MB.
+MAX_RESUME_TILES = 1 << 25
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -68,7 +86,8 @@ def run_fingerprint(
     """What a resumed run must share with the interrupted one (JSON-ready).
 
     ``approximate`` (approximate mode only, e.g. ``{"tolerance": 1e-3}``) is added as a
-    field of its own; exact runs' fingerprints do not have it.
+    field of its own; exact runs' fingerprints do not have it. :func:`with_sources` adds
+    the input's identity and the model's files.
     """
     fingerprint: dict[str, Any] = {
         "plan": {
@@ -90,31 +109,94 @@ def run_fingerprint(
     return fingerprint
 
 
+def with_sources(
+    fingerprint: dict[str, Any],
+    *,
+    input_identity: dict[str, Any],
+    model_files: Sequence[tuple[str, str]],
+) -> dict[str, Any]:
+    """``fingerprint`` with what the run reads: the fields ``"input"`` and ``"model_files"``.
+
+    ``input_identity`` is :meth:`stitchsafe.io.InputIdentity.to_dict`; ``model_files`` the
+    ``(name, SHA-256)`` of every file that feeds the model.
+    """
+    files = [{"file": name, "sha256": sha} for name, sha in model_files]
+    return {**fingerprint, "input": input_identity, "model_files": files}
+
+
+_WHAT = {
+    "plan": "the tile plan (volume shape, --tile-shape or model geometry)",
+    "model_sha256": "the model file",
+    "normalization": "the intensity normalisation",
+    "pad_mode": "--pad-mode",
+    "precision": "--precision",
+    "embeddings_dtype": "--embeddings-dtype",
+    "approximate": "--allow-approximate/--tolerance (approximate mode)",
+}
+
+
 def check_fingerprint(stored: Any, current: dict[str, Any], where: str) -> None:
-    """Raise StitchsafeError naming what changed since the interrupted run."""
+    """Raise StitchsafeError naming what changed since the interrupted run.
+
+    An input that differs is named field by field (its path, its data...); a stored
+    fingerprint without the input's identity (outputs of stitchsafe before it recorded
+    one) is refused, since nothing tells whether the input is the same.
+    """
     if not isinstance(stored, dict):
         raise StitchsafeError(
             f"{where} was not written by a resumable stitchsafe run (no run fingerprint); "
             "rerun with --overwrite to start again."
         )
-    keys = [*current, *(k for k in ("approximate",) if k in stored and k not in current)]
-    changed = [k for k in keys if _normal(stored.get(k)) != _normal(current.get(k))]
-    if changed:
-        what = {
-            "plan": "the tile plan (volume shape, --tile-shape or model geometry)",
-            "model_sha256": "the model file",
-            "normalization": "the intensity normalisation",
-            "pad_mode": "--pad-mode",
-            "precision": "--precision",
-            "embeddings_dtype": "--embeddings-dtype",
-            "approximate": "--allow-approximate/--tolerance (approximate mode)",
-        }
-        names = ", ".join(what.get(k, k) for k in changed)
+    stored, current = _normal(stored), _normal(current)
+    if "input" in current and "input" not in stored:
         raise StitchsafeError(
-            f"cannot resume {where}: {names} changed since the interrupted run, so finished "
-            "tiles would not match new ones. Rerun with the same settings, or with "
-            "--overwrite to start again."
+            f"cannot resume {where}: it was written by an earlier stitchsafe that did not "
+            "record which input the run read, so a resume could mix tiles of two inputs. "
+            "Rerun with --overwrite to start again."
         )
+    was_input = stored.get("input") if isinstance(stored.get("input"), dict) else {}
+    inputs = input_differences(stored.get("input"), current["input"]) if "input" in current else []
+    problems = [f"the input differs from the run being resumed: {'; '.join(inputs)}"]
+    problems = problems if inputs else []
+    changed = [_WHAT.get(k, k) for k in _changed_fields(stored, current)]
+    changed += _changed_model_files(stored, current)
+    if changed:
+        problems.append(f"{', '.join(changed)} changed since the interrupted run")
+    if not problems:
+        return
+    remedy = "Rerun with the same settings, or with --overwrite to start again."
+    if inputs:
+        key = "" if was_input.get("key") is None else f" (--input-key {was_input['key']})"
+        remedy = (
+            f"Resume with the original input {was_input.get('path')!r}{key} and the same "
+            "settings, or rerun with --overwrite to start again."
+        )
+    raise StitchsafeError(
+        f"cannot resume {where}: {'; '.join(problems)}, so finished tiles would not match new "
+        f"ones. {remedy}"
+    )
+
+
+def _changed_fields(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The fields other than the input and the model's files that differ."""
+    skip = {"input", "model_files"}
+    if isinstance(stored.get("model_files"), list) and "model_files" in current:
+        skip.add("model_sha256")  # the model's files include the model file
+    keys = [*current, *(k for k in ("approximate",) if k in stored and k not in current)]
+    return [k for k in keys if k not in skip and stored.get(k) != current.get(k)]
+
+
+def _changed_model_files(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``["the model file(s) (changed: a.pt)"]`` when the model's files differ, else ``[]``."""
+    was, now = stored.get("model_files"), current.get("model_files")
+    if not isinstance(was, list) or not isinstance(now, list):
+        return []  # without them in both, "model_sha256" is compared instead
+    was_hashes = sorted(str(f.get("sha256")) for f in was if isinstance(f, dict))
+    if was_hashes == sorted(f["sha256"] for f in now):
+        return []
+    names = [f["file"] for f in now if f["sha256"] not in was_hashes]
+    detail = f"changed: {', '.join(names)}" if names else f"{len(was)} files before, {len(now)} now"
+    return [f"the model file(s) ({detail})"]
 
 
 def _normal(value: Any) -> Any:
@@ -157,11 +239,17 @@ class TileSubset(Sequence[Tile]):
 
 @dataclass
 class DoneMask:
-    """The per-tile done flags of one output image (a zarr array beside level 0)."""
+    """The per-tile done flags of one output image (a zarr array beside level 0).
+
+    ``written`` (set by :meth:`open` from the image's ``stitchsafe.tile_array``
+    attribute) is the array whose chunks the tiles write; :meth:`remaining` then also
+    returns the tiles marked done whose chunk is missing there.
+    """
 
     array: Any
     grid_shape: tuple[int, ...]
     flush_seconds: float = 1.0
+    written: str | None = None
 
     def __post_init__(self) -> None:
         self._pending: list[tuple[int, ...]] = []
@@ -182,7 +270,16 @@ class DoneMask:
 
     @classmethod
     def open(cls, group: str, image: str, grid_shape: Sequence[int]) -> DoneMask:
-        path = os.path.join(group, *image.split("/"), DONE)
+        image_dir = os.path.join(group, *image.split("/"))
+        path = os.path.join(image_dir, DONE)
+        grid = tuple(int(g) for g in grid_shape)
+        if math.prod(grid) > MAX_RESUME_TILES:
+            raise StitchsafeError(
+                f"cannot resume {image_dir}: its tile plan has {math.prod(grid):,} tiles "
+                f"(grid {grid}), more than the {MAX_RESUME_TILES:,} a resume keeps track of "
+                "in memory; a tiling this fine is rarely meant. Rerun with --overwrite and a "
+                "larger --tile-shape (or none: the default fits the device)."
+            )
         try:
             arr = zarr.open_array(store=path, mode="r+")
         except Exception:  # noqa: BLE001 - any failure means: no usable mask
@@ -190,20 +287,29 @@ class DoneMask:
                 f"{path} is missing or unreadable, so which tiles are finished is unknown; "
                 "rerun with --overwrite to start again."
             ) from None
-        if tuple(arr.shape) != tuple(grid_shape):
+        if tuple(arr.shape) != grid:
             raise StitchsafeError(
                 f"{path} has shape {tuple(arr.shape)}, not the plan's tile grid "
-                f"{tuple(grid_shape)}; rerun with --overwrite to start again."
+                f"{grid}; rerun with --overwrite to start again."
             )
-        return cls(arr, tuple(int(g) for g in grid_shape))
+        return cls(arr, grid, written=_tile_array(image_dir))
 
     def done(self) -> np.ndarray:
         """The whole mask as booleans (one read)."""
         return np.asarray(self.array[...]) > 0
 
     def remaining(self, plan: Plan) -> TileSubset:
-        """The plan's tiles not yet marked done, in plan order (a lazy sequence)."""
-        return TileSubset(plan, np.flatnonzero(self.done().ravel() == 0))
+        """The plan's tiles not yet done, in plan order (a lazy sequence).
+
+        Not done: marked 0, or marked 1 while the tile's chunk is missing in
+        :attr:`written` (computed again; see the module's docstring).
+        """
+        done = self.done()
+        if self.written is not None:
+            present = _chunks_present(self.written, self.grid_shape)
+            if present is not None:
+                done &= present
+        return TileSubset(plan, np.flatnonzero(~done.ravel()))
 
     def mark(self, tiles: Iterable[Tile]) -> None:
         """Record finished tiles; written to disk at most every ``flush_seconds``."""
@@ -228,3 +334,61 @@ class DoneMask:
             block[tuple(inside.T)] = 1
             self.array[sel] = block
         self._last = time.monotonic()
+
+
+def _tile_array(image_dir: str) -> str | None:
+    """The array the image's tiles write (its ``stitchsafe.tile_array``), if it names one."""
+    try:
+        node = zarr_node(image_dir)
+    except StitchsafeError:
+        return None
+    stitchsafe = node[2].get("stitchsafe") if node is not None else None
+    name = stitchsafe.get(TILE_ARRAY) if isinstance(stitchsafe, dict) else None
+    return os.path.join(image_dir, *name.split("/")) if isinstance(name, str) else None
+
+
+def _chunks_present(array_dir: str, grid_shape: Sequence[int]) -> np.ndarray | None:
+    """Which tiles of ``grid_shape`` have their chunk stored in the zarr v3 array at ``array_dir``.
+
+    The array's trailing axes must be chunked like the tile grid (one chunk per tile) and
+    its leading axes (channels) be one chunk each; ``None`` when they are not, or when the
+    array cannot be read (nothing is then known). One listing of the array's directory.
+    """
+    grid = tuple(int(g) for g in grid_shape)
+    try:
+        arr: Any = zarr.open_array(store=array_dir, mode="r")
+        encoding = arr.metadata.chunk_key_encoding  # zarr v3 only
+        separator = str(encoding.separator)
+        zero = str(arr.metadata.encode_chunk_key((0,) * arr.ndim))
+    except Exception:  # noqa: BLE001 - unreadable or zarr v2: nothing to cross-check
+        return None
+    chunk_grid = tuple(-(-int(s) // int(c)) for s, c in zip(arr.shape, arr.chunks))
+    lead = arr.ndim - len(grid)
+    if lead < 0 or chunk_grid[lead:] != grid or any(n != 1 for n in chunk_grid[:lead]):
+        return None
+    prefix = zero[: len(zero) - len(separator.join("0" * arr.ndim))]
+    present = np.zeros(grid, dtype=bool)
+    for root, _, names in os.walk(array_dir):
+        rel = os.path.relpath(root, array_dir).replace(os.sep, "/")
+        for name in names:
+            key = name if rel == "." else f"{rel}/{name}"
+            index = _chunk_index(key, prefix, separator, arr.ndim)
+            if index is None or any(index[:lead]):
+                continue
+            if all(i < g for i, g in zip(index[lead:], grid)):
+                present[index[lead:]] = True
+    return present
+
+
+def _chunk_index(key: str, prefix: str, separator: str, ndim: int) -> tuple[int, ...] | None:
+    """The chunk coordinates a store key names (``None`` for metadata and other files).
+
+    >>> _chunk_index("c/0/2/3", "c/", "/", 3), _chunk_index("zarr.json", "c/", "/", 3)
+    ((0, 2, 3), None)
+    """
+    if not key.startswith(prefix):
+        return None
+    parts = key[len(prefix) :].split(separator)
+    if len(parts) != ndim or not all(p.isdigit() for p in parts):
+        return None
+    return tuple(int(p) for p in parts)

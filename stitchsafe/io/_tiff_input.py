@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import struct
+import xml.etree.ElementTree as ET
+from typing import Any
+
 import numpy as np
 import tifffile
 
 from ..errors import StitchsafeError
 from ._axes import CHANNEL, SPACE, TIME, UNKNOWN, map_axes
-from ._volume import Volume, check_dtype, make_volume
+from ._volume import Volume, check_dtype, make_volume, quiet_tifffile
 
 __all__: list[str] = []
 
@@ -35,7 +41,7 @@ def _series_layout(
 ) -> tuple[tuple[int, ...], str, np.dtype]:
     """Shape, axis letters and data type of one image series, read from the TIFF header."""
     try:
-        with tifffile.TiffFile(given) as tf:
+        with quiet_tifffile(), tifffile.TiffFile(given) as tf:
             if not tf.series:
                 raise ValueError("it holds no images")
             if not 0 <= series_index < len(tf.series):
@@ -44,6 +50,13 @@ def _series_layout(
                     f"--input-key {key!r} is out of range (use 0 to {len(tf.series) - 1})."
                 )
             s = tf.series[series_index]
+            problem = _incomplete(tf, s, series_index)
+            if problem:
+                raise StitchsafeError(
+                    f"the TIFF file {given!r} is truncated or corrupt: {problem}. Reading it "
+                    "would silently drop or invent image planes; copy or export the file "
+                    "again (compare its size with the original's) and run again."
+                )
             return tuple(int(v) for v in s.shape), s.axes, np.dtype(s.dtype)
     except StitchsafeError:
         raise
@@ -52,6 +65,121 @@ def _series_layout(
             f"cannot read the TIFF file {given!r}: {e}. The file looks truncated or corrupt; "
             "re-export it or convert it to zarr."
         ) from None
+
+
+def _incomplete(tf: tifffile.TiffFile, series: Any, index: int) -> str | None:
+    """What shows ``series`` of ``tf`` to be cut short or damaged, or ``None``.
+
+    Three checks, each cheap: the chain of image directories ends properly, the series'
+    pages and image data lie inside the file, and the planes the file's own metadata
+    declares (ImageJ ``images=``, OME-XML ``SizeZ/SizeC/SizeT``, tifffile's shaped
+    ``shape``) are all there.
+    """
+    return _broken_chain(tf) or _series_past_end(tf, series) or _missing_planes(tf, series, index)
+
+
+def _broken_chain(tf: tifffile.TiffFile) -> str | None:
+    """The last image directory must end the chain (a next offset of 0)."""
+    pages = len(tf.pages)  # follows the whole chain of image directories
+    where = tf.pages.next_page_offset
+    if where is None:
+        return None
+    fh, size = tf.filehandle, tf.filehandle.size
+    fh.seek(where)
+    raw = fh.read(tf.tiff.offsetsize)
+    if len(raw) < tf.tiff.offsetsize:
+        return f"the file ends ({size} bytes) inside the directory of page {pages}"
+    offset = struct.unpack(tf.tiff.offsetformat, raw)[0]
+    if offset == 0:
+        return None
+    place = "past the end of the file" if offset >= size else "where no page can be read"
+    return (
+        f"after {pages} readable page(s) it points to a next page at byte {offset}, {place} "
+        f"({size} bytes)"
+    )
+
+
+def _series_past_end(tf: tifffile.TiffFile, series: Any) -> str | None:
+    """The series' pages must exist and their data lie inside the file.
+
+    Contiguous data (one memory-mapped block) is checked as a whole; otherwise every page
+    must be present and a sample of them (all, up to 4096) must end inside the file.
+    """
+    size = tf.filehandle.size
+    if series.dataoffset is not None:
+        end = int(series.dataoffset) + int(series.nbytes)
+        if end > size:
+            return f"its image data runs to byte {end} but the file has only {size} bytes"
+        return None
+    pages: list[Any] = []
+    with contextlib.suppress(IndexError):  # tifffile: a page the series lists is not there
+        pages.extend(series)
+    planes = max(len(series), math.prod(series.shape) // max(1, math.prod(series.keyframe.shape)))
+    missing = planes - sum(p is not None for p in pages)
+    if missing > 0:
+        return (
+            f"{missing} of the {planes} image planes its metadata lists are missing (the file "
+            f"holds {len(tf.pages)} page(s))"
+        )
+    step = max(1, len(pages) // 4096)
+    for page in [*pages[::step], *pages[-1:]]:
+        if page.parent is not tf:  # a multi-file OME-TIFF: the page lies in another file
+            continue
+        ends = [int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts) if c]
+        if ends and max(ends) > size:
+            return (
+                f"the data of page {page.index} runs to byte {max(ends)} but the file has only "
+                f"{size} bytes"
+            )
+    return None
+
+
+def _missing_planes(tf: tifffile.TiffFile, series: Any, index: int) -> str | None:
+    """Planes the file's metadata declares must all be in the series tifffile found."""
+    per_page = max(1, math.prod(series.keyframe.shape))
+    stored = math.prod(series.shape) // per_page
+    declared = _declared(tf, series, index, per_page)
+    if declared is not None and declared[0] > stored:
+        return (
+            f"{declared[1]} declares {declared[0]} image planes but its image series holds {stored}"
+        )
+    return None
+
+
+def _declared(
+    tf: tifffile.TiffFile, series: Any, index: int, per_plane: int
+) -> tuple[int, str] | None:
+    """The number of planes the file's own metadata declares for series ``index``."""
+    if tf.is_imagej and index == 0 and tf.imagej_metadata:
+        images = tf.imagej_metadata.get("images")
+        if isinstance(images, int):
+            return images, f"its ImageJ metadata (images={images})"
+    if tf.is_shaped and tf.shaped_metadata and index < len(tf.shaped_metadata):
+        shape = tf.shaped_metadata[index].get("shape")
+        if isinstance(shape, list | tuple) and all(isinstance(v, int) for v in shape):
+            return math.prod(shape) // max(1, per_plane), f"its shape metadata {list(shape)}"
+    if tf.is_ome and series.kind != "ome":  # tifffile could not build the OME series
+        sizes = _ome_sizes(tf.ome_metadata, index)
+        if sizes is not None:
+            zct = "/".join(f"Size{k}={sizes[k]}" for k in "ZCT")
+            return math.prod(sizes.values()) // max(1, per_plane), f"its OME-XML ({zct})"
+    return None
+
+
+def _ome_sizes(xml: str | None, index: int) -> dict[str, int] | None:
+    """``SizeX/Y/Z/C/T`` of the ``index``-th Image's Pixels in OME-XML, ``None`` if unknown.
+
+    >>> pixels = '<Pixels SizeX="4" SizeY="3" SizeZ="8" SizeC="1" SizeT="1"/>'
+    >>> _ome_sizes(f"<OME><Image>{pixels}</Image></OME>", 0)
+    {'X': 4, 'Y': 3, 'Z': 8, 'C': 1, 'T': 1}
+    """
+    try:
+        root = ET.fromstring(xml or "")
+        images = [e for e in root if e.tag.rsplit("}", 1)[-1] == "Image"]
+        pixels = next(e for e in images[index] if e.tag.rsplit("}", 1)[-1] == "Pixels")
+        return {k: int(pixels.attrib[f"Size{k}"]) for k in "XYZCT"}
+    except (ET.ParseError, IndexError, StopIteration, KeyError, ValueError):
+        return None
 
 
 def _letter_roles(letters: str, n: int) -> tuple[list[str | None], list[str | None]]:

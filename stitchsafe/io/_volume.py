@@ -8,14 +8,19 @@ tiles/pages) that a box needs, so a 200 GB volume costs no more memory than one 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import tifffile
 import zarr
+from zarr.core.sync import sync as zarr_sync
 
 from ..errors import StitchsafeError
 from ..geometry import Box
@@ -87,7 +92,7 @@ def _open_handle(kind: str, location: str, series: int) -> tuple[Any, Callable[[
     """The opened array (zarr or a TIFF memory map) and how to close it (or ``None``)."""
     if kind != "tiff":
         return zarr.open_array(store=location, mode="r"), None
-    with tifffile.TiffFile(location) as tf:
+    with quiet_tifffile(), tifffile.TiffFile(location) as tf:
         s = tf.series[series]
         contiguous = s.dataoffset is not None
     if contiguous:
@@ -95,8 +100,37 @@ def _open_handle(kind: str, location: str, series: int) -> tuple[Any, Callable[[
         # for a single huge strip that the zarr store would decode as one chunk.
         mm = tifffile.memmap(location, series=series, mode="r")
         return mm, None
-    store = tifffile.imread(location, aszarr=True, series=series, level=0)
+    with quiet_tifffile():
+        store = tifffile.imread(location, aszarr=True, series=series, level=0)
     return zarr.open_array(store=store, mode="r"), store.close
+
+
+class _Collect(logging.Handler):
+    """A log handler that keeps the messages (the errors say what matters of them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_tifffile() -> Iterator[list[str]]:
+    """tifffile's log messages kept in a list instead of printed on stderr.
+
+    tifffile logs what it repairs in a damaged file (``invalid page offset`` ...); printed,
+    those lines would come before stitchsafe's one-paragraph error. An application that
+    configured logging itself still receives them.
+    """
+    handler = _Collect()
+    log = logging.getLogger("tifffile")
+    log.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        log.removeHandler(handler)
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,9 +201,14 @@ class Volume:
                 index.append(slice(None))
             else:
                 index.append(slice(box.begin[int(role)], box.end[int(role)]))
-        raw = self._source.array()[tuple(index)]
-        # Copy out of a memory map so the caller owns plain memory that outlives close().
-        data = np.array(raw) if isinstance(raw, np.memmap) else np.asarray(raw)
+        try:
+            raw = self._source.array()[tuple(index)]
+            # Copy out of a memory map so the caller owns plain memory that outlives close().
+            data = np.array(raw) if isinstance(raw, np.memmap) else np.asarray(raw)
+        except MemoryError:
+            raise
+        except Exception as e:  # decoders, stores and files raise many types
+            raise _read_failure(self, box, tuple(index), e) from None
         kept = [r for r in self._source.selection if r != "drop"]
         data = np.moveaxis(data, kept.index("c"), 0) if "c" in kept else data[np.newaxis]
         return np.ascontiguousarray(data)
@@ -183,6 +222,91 @@ class Volume:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def box_text(box: Box, axes: tuple[str, ...]) -> str:
+    """A box in words, per named axis.
+
+    >>> box_text(Box((0, 16), (8, 32)), ("y", "x"))
+    'y 0:8, x 16:32'
+    """
+    return ", ".join(f"{n} {b}:{e}" for n, b, e in zip(axes, box.begin, box.end))
+
+
+def _read_failure(volume: Volume, box: Box, index: tuple[Any, ...], error: Exception) -> Exception:
+    """The error for a read that failed: the chunk that cannot be read, named."""
+    _settle_reads()
+    source = volume._source
+    reason = f"{type(error).__name__}: {error}".rstrip(". ")
+    if source.kind == "tiff":
+        return StitchsafeError(
+            f"cannot read {box_text(box, volume.axes)} of the TIFF file {source.location!r} "
+            f"({reason}). The file is corrupt or truncated; re-export it (or convert it to "
+            "zarr) and run again."
+        )
+    where = f"the zarr array {source.location!r}"
+    bad = _bad_chunk(source, index)
+    if bad is None:
+        return StitchsafeError(
+            f"cannot read {box_text(box, volume.axes)} of {where} ({reason}). The store may "
+            "be corrupt, or was changed while stitchsafe read it; check it and run again."
+        )
+    key, coords, reason = bad
+    file = f"{source.location.rstrip('/')}/{key}"
+    return StitchsafeError(
+        f"cannot read chunk {key!r} (chunk index {coords}, the file {file!r}) of {where}: "
+        f"{reason}. The chunk is corrupt or truncated; restore it from a copy (or rewrite "
+        "the array) and run again."
+    )
+
+
+async def _others_done() -> None:
+    current = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not current]
+    if others:
+        await asyncio.wait(others, timeout=5)
+
+
+def _settle_reads() -> None:
+    """Let the chunk reads still running in zarr's event loop end (after one failed).
+
+    zarr reads a box's chunks as tasks; when one fails the others run on, and a process
+    that exits at once destroys them mid-way, printing tracebacks after the error.
+    """
+    with contextlib.suppress(Exception):
+        zarr_sync(_others_done())
+
+
+def _bad_chunk(source: _Source, index: tuple[Any, ...]) -> tuple[str, tuple[int, ...], str] | None:
+    """Key, grid index and error of the first chunk under ``index`` that cannot be read.
+
+    Each chunk (shard, for sharded arrays) is read on its own; ``None`` when all of them
+    read (the failure was not one chunk's) or the array cannot be searched.
+    """
+    try:
+        arr = source.array()
+        shape = tuple(int(n) for n in arr.shape)
+        chunks = tuple(int(c) for c in arr.metadata.chunk_grid.chunk_shape)
+        ranges = []
+        for i, n, c in zip(index, shape, chunks):
+            lo, hi = (
+                (i, i + 1)
+                if isinstance(i, int)
+                else (i.start or 0, n if i.stop is None else i.stop)
+            )
+            ranges.append(range(lo // c, (hi - 1) // c + 1))
+    except Exception:
+        return None
+    for coords in itertools.islice(itertools.product(*ranges), 100_000):
+        cell = tuple(slice(k * c, min((k + 1) * c, n)) for k, c, n in zip(coords, chunks, shape))
+        try:
+            arr[cell]
+        except MemoryError:
+            raise
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}".rstrip(". ")
+            return str(arr.metadata.encode_chunk_key(coords)), tuple(coords), reason
+    return None
 
 
 def make_volume(

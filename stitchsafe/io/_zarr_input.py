@@ -14,7 +14,7 @@ import zarr
 from ..errors import StitchsafeError
 from ._axes import CHANNEL, SPACE, TIME, UNKNOWN, map_axes, role_of_name
 from ._volume import SUPPORTED_INPUTS, Volume, check_dtype, make_volume
-from ._zarr_meta import container_of, list_arrays, ome_multiscales, zarr_node
+from ._zarr_meta import checked_multiscale, container_of, list_arrays, malformed, zarr_node
 
 __all__: list[str] = []
 
@@ -39,7 +39,7 @@ def open_zarr(given: str, key: str | None, spatial_dims: int) -> Volume:
         container, array_path = container_of(given)
         return _zarr_volume(given, given, spatial_dims, container=container, array_path=array_path)
     if key is None:
-        return _ome_image(given, given, node[2], spatial_dims, where=given, keyed=False)
+        return _ome_image(given, given, node[2], spatial_dims, where=repr(given), keyed=False)
     key = key.strip("/")
     target = os.path.join(given, *key.split("/"))
     node = zarr_node(target) if key else None
@@ -65,13 +65,15 @@ def _ome_image(
     keyed: bool,
 ) -> Volume:
     """The level-0 array of the OME-Zarr image group ``target`` inside ``group``."""
+    checked = checked_multiscale(attrs, where)
     # A bioformats2raw layout keeps the image in the subgroup "0".
-    if ome_multiscales(attrs) is None and "bioformats2raw.layout" in attrs.get("ome", attrs):
+    ome = attrs.get("ome", attrs)
+    if checked is None and isinstance(ome, dict) and "bioformats2raw.layout" in ome:
         sub = zarr_node(os.path.join(target, "0"))
         if sub is not None and sub[0] == "group":
-            target, attrs = os.path.join(target, "0"), sub[2]
-    ms = ome_multiscales(attrs)
-    if ms is None:
+            target, where = os.path.join(target, "0"), f"{where} (image group '0')"
+            checked = checked_multiscale(sub[2], where)
+    if checked is None:
         found = list_arrays(target)
         what = f"the zarr group at {where}" if keyed else f"the zarr group {where}"
         raise StitchsafeError(
@@ -80,14 +82,11 @@ def _ome_image(
             "Pass the array path inside the group with --input-key (e.g. --input-key "
             f"{found[0] if found else 'raw'})."
         )
-    datasets = ms[0].get("datasets") or []
-    if not datasets or "path" not in datasets[0]:
-        raise StitchsafeError(
-            f"the OME-Zarr image {where} lists no datasets in its multiscales metadata; the "
-            "metadata is incomplete. Pass the level-0 array itself as input instead."
-        )
-    level0 = str(datasets[0]["path"]).strip("/")
+    ms, field = checked
+    level0 = ms["datasets"][0]["path"].strip("/")
     array_dir = os.path.join(target, *level0.split("/"))
+    if zarr_node(array_dir) is None:
+        malformed(where, f"{field}.datasets[0].path", f"is {level0!r}, which names no array")
     rel = os.path.relpath(array_dir, group).replace(os.sep, "/")
     return _zarr_volume(
         group,
@@ -96,7 +95,7 @@ def _ome_image(
         kind="ome-zarr",
         container=group,
         array_path=rel,
-        multiscale=ms[0],
+        multiscale=(ms, field, where),
     )
 
 
@@ -108,7 +107,7 @@ def _zarr_volume(
     kind: str = "zarr",
     container: str | None,
     array_path: str | None,
-    multiscale: dict[str, Any] | None = None,
+    multiscale: tuple[dict[str, Any], str, str] | None = None,
 ) -> Volume:
     """The volume of the zarr array at ``array_dir`` (``given`` is what the user passed)."""
     where = f"the array {array_dir!r}"
@@ -120,8 +119,8 @@ def _zarr_volume(
         ) from None
     shape = tuple(int(s) for s in arr.shape)
     check_dtype(arr.dtype, where)
-    if multiscale is not None and multiscale.get("axes"):
-        roles, names, scale, units = _ome_axes(multiscale, shape, where)
+    if multiscale is not None and multiscale[0].get("axes"):
+        roles, names, scale, units = _ome_axes(*multiscale, shape, where)
     else:
         roles, names, scale, units = _dimension_names(arr, len(shape))
     axes = map_axes(shape, roles, names, spatial_dims, where, scale=scale, units=units)
@@ -130,26 +129,33 @@ def _zarr_volume(
     )
 
 
-def _ome_axes(multiscale: dict[str, Any], shape: tuple[int, ...], where: str) -> _AxisMeta:
-    """Roles, names, units and level-0 scale of the axes an OME-Zarr image lists."""
+def _ome_axes(
+    multiscale: dict[str, Any], field: str, where: str, shape: tuple[int, ...], array: str
+) -> _AxisMeta:
+    """Roles, names, units and level-0 scale of the axes an OME-Zarr image lists.
+
+    The entries were checked by :func:`checked_multiscale`; here their count is checked
+    against the level-0 ``array``'s (``where`` is the image, ``field`` its multiscale).
+    """
     axes = multiscale["axes"]
     if len(axes) != len(shape):
-        raise StitchsafeError(
-            f"the OME-Zarr metadata names {len(axes)} axes but {where} has shape {shape}; "
-            "the metadata does not match the data."
-        )
+        malformed(where, f"{field}.axes", f"lists {len(axes)} axes but {array} has shape {shape}")
     roles, names, scale, units = _no_axis_meta(len(shape))
     for a, ax in enumerate(axes):
         if isinstance(ax, str):  # OME-Zarr 0.3 lists bare names
             ax = {"name": ax}
-        names[a] = str(ax.get("name"))
+        names[a] = str(ax["name"])
         units[a] = ax.get("unit")
         kind_ = ax.get("type")
         roles[a] = {"channel": CHANNEL, "time": TIME}.get(kind_) or (
             SPACE if kind_ == "space" else role_of_name(names[a])
         )
-    for t in multiscale["datasets"][0].get("coordinateTransformations") or []:
-        if t.get("type") == "scale" and len(t.get("scale", ())) == len(shape):
+    transforms = multiscale["datasets"][0].get("coordinateTransformations") or []
+    for i, t in enumerate(transforms):
+        if t["type"] == "scale" and "scale" in t:
+            if len(t["scale"]) != len(shape):
+                what = f"{field}.datasets[0].coordinateTransformations[{i}].scale"
+                malformed(where, what, f"has {len(t['scale'])} values for {len(shape)} axes")
             scale = [float(s) for s in t["scale"]]
     return roles, names, scale, units
 

@@ -2,14 +2,18 @@
 
 Reading the ``zarr.json`` / ``.zarray`` / ``.zgroup`` / ``.zattrs`` files directly is
 cheap and tells zarr v2 from v3, arrays from groups, and finds the container around an
-array; the OME-Zarr ``multiscales`` are read from the attributes found here.
+array; the OME-Zarr ``multiscales`` are read from the attributes found here and checked
+field by field (:func:`checked_multiscale`), so that malformed metadata is refused naming
+the field rather than failing somewhere later.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from typing import Any
+import stat
+from typing import Any, NoReturn
 
 from ..errors import StitchsafeError
 
@@ -18,8 +22,15 @@ __all__ = ["zarr_node"]
 
 def _read_json(path: str) -> dict[str, Any] | None:
     """The JSON object in ``path``, ``None`` when there is no such file."""
-    if not os.path.isfile(path):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # absent (or a dangling link): no such node
         return None
+    if not stat.S_ISREG(mode):
+        raise StitchsafeError(
+            f"the zarr metadata file {path!r} is not a regular file (a FIFO, device or "
+            "directory), so it cannot be read; replace it with the JSON metadata file."
+        )
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
@@ -53,7 +64,14 @@ def zarr_node(path: str) -> tuple[str, int, dict[str, Any]] | None:
             raise StitchsafeError(
                 f"{path!r} has a zarr.json without a valid node_type; the zarr store looks corrupt."
             )
-        return node_type, 3, dict(meta.get("attributes") or {})
+        attrs = meta.get("attributes") or {}
+        if not isinstance(attrs, dict):
+            raise StitchsafeError(
+                f"the zarr metadata file {os.path.join(path, 'zarr.json')!r} has "
+                f"'attributes' of type {type(attrs).__name__}, not a JSON object; the zarr "
+                "store looks corrupt. Fix or remove the attributes, or rewrite the store."
+            )
+        return node_type, 3, dict(attrs)
     for name, node_type in ((".zarray", "array"), (".zgroup", "group")):
         if _read_json(os.path.join(path, name)) is not None:
             attrs = _read_json(os.path.join(path, ".zattrs")) or {}
@@ -78,20 +96,6 @@ def container_of(array_dir: str) -> tuple[str | None, str | None]:
     return container, rel.replace(os.sep, "/")
 
 
-def ome_multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The OME-Zarr ``multiscales`` list of a group's attributes (0.4 or 0.5), or None.
-
-    >>> ome_multiscales({"ome": {"multiscales": [{"datasets": []}]}})
-    [{'datasets': []}]
-    >>> ome_multiscales({"multiscales": []}) is None
-    True
-    """
-    ms = attrs.get("ome", {}).get("multiscales") if "ome" in attrs else attrs.get("multiscales")
-    if isinstance(ms, list) and ms and isinstance(ms[0], dict):
-        return ms
-    return None
-
-
 def list_arrays(group: str, limit: int = 20) -> list[str]:
     """Paths of the first ``limit`` arrays inside ``group`` (for error messages)."""
     found: list[str] = []
@@ -107,3 +111,131 @@ def list_arrays(group: str, limit: int = 20) -> list[str]:
         if len(found) >= limit:
             break
     return found[:limit]
+
+
+def checked_multiscale(attrs: dict[str, Any], where: str) -> tuple[dict[str, Any], str] | None:
+    """The first ``multiscales`` entry of an image group, checked, and its field name.
+
+    ``None`` when the attributes hold no ``multiscales`` (not an OME-Zarr image); a
+    malformed entry is refused naming the field. The axes' count and the scale's length
+    are checked against the array by the caller (they need its shape).
+
+    >>> checked_multiscale({"ome": {"multiscales": [{"datasets": [{"path": "0"}]}]}}, "g")
+    ({'datasets': [{'path': '0'}]}, 'ome.multiscales[0]')
+    >>> checked_multiscale({"multiscales": {}}, "'g.zarr'")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: ... malformed: multiscales is an object, not a list...
+    """
+    if "ome" in attrs:
+        ome = attrs["ome"]
+        if not isinstance(ome, dict):
+            malformed(where, "ome", f"is {_json_kind(ome)}, not an object")
+        if "multiscales" not in ome:
+            return None
+        field, ms = "ome.multiscales", ome["multiscales"]
+    elif "multiscales" in attrs:
+        field, ms = "multiscales", attrs["multiscales"]
+    else:
+        return None
+    if not isinstance(ms, list):
+        malformed(where, field, f"is {_json_kind(ms)}, not a list of multiscale objects")
+    if not ms:
+        malformed(where, field, "is an empty list (it must describe at least one image)")
+    field += "[0]"
+    first = ms[0]
+    if not isinstance(first, dict):
+        malformed(where, field, f"is {_json_kind(first)}, not an object")
+    _check_datasets(first.get("datasets"), f"{field}.datasets", where)
+    _check_axes(first.get("axes"), f"{field}.axes", where)
+    return first, field
+
+
+def malformed(where: str, field: str, problem: str) -> NoReturn:
+    """Refuse the OME-Zarr metadata of ``where``: ``field`` has ``problem``."""
+    raise StitchsafeError(
+        f"the OME-Zarr metadata of {where} is malformed: {field} {problem}. Fix that field "
+        "in the image group's attributes (zarr.json 'attributes', or .zattrs for zarr v2), "
+        "or pass the level-0 array itself as --input (or with --input-key)."
+    )
+
+
+def _check_datasets(datasets: Any, field: str, where: str) -> None:
+    """``datasets`` is a non-empty list whose first entry has a relative array ``path``."""
+    if datasets is None:
+        malformed(where, field, "is missing (it must list the resolution levels)")
+    if not isinstance(datasets, list):
+        malformed(where, field, f"is {_json_kind(datasets)}, not a list of levels")
+    if not datasets:
+        malformed(where, field, "is an empty list (it must list the level-0 array first)")
+    level0 = datasets[0]
+    if not isinstance(level0, dict):
+        malformed(where, f"{field}[0]", f"is {_json_kind(level0)}, not an object")
+    if "path" not in level0:
+        malformed(where, f"{field}[0].path", "is missing (it names the level-0 array)")
+    path = level0["path"]
+    if not isinstance(path, str) or not path.strip("/"):
+        malformed(where, f"{field}[0].path", f"is {path!r}, not the path of an array")
+    if path.startswith("/") or ".." in path.split("/"):
+        malformed(where, f"{field}[0].path", f"is {path!r}, which leaves the image group")
+    transforms = level0.get("coordinateTransformations")
+    if transforms is not None:
+        _check_transforms(transforms, f"{field}[0].coordinateTransformations", where)
+
+
+def _check_transforms(transforms: Any, field: str, where: str) -> None:
+    """A list of objects with a ``type``; scales positive and translations finite numbers."""
+    if not isinstance(transforms, list):
+        malformed(where, field, f"is {_json_kind(transforms)}, not a list of transformations")
+    for i, t in enumerate(transforms):
+        if not isinstance(t, dict):
+            malformed(where, f"{field}[{i}]", f"is {_json_kind(t)}, not an object")
+        kind = t.get("type")
+        if not isinstance(kind, str):
+            malformed(where, f"{field}[{i}].type", f"is {kind!r}, not a transformation type")
+        if kind not in ("scale", "translation") or kind not in t:
+            continue  # other types, or values kept in a file ("path"): nothing read here
+        values = t[kind]
+        ok = isinstance(values, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        )
+        if not ok or (kind == "scale" and any(v <= 0 for v in values)):
+            need = "positive numbers" if kind == "scale" else "finite numbers"
+            malformed(where, f"{field}[{i}].{kind}", f"is {values!r}, not a list of {need}")
+
+
+def _check_axes(axes: Any, field: str, where: str) -> None:
+    """``axes``, when given, lists bare names or objects with a string ``name``."""
+    if axes is None:
+        return  # OME-Zarr 0.3 and older: axes by position
+    if not isinstance(axes, list) or not axes:
+        what = "an empty list" if axes == [] else _json_kind(axes)
+        malformed(where, field, f"is {what}, not a list of axis objects")
+    names = []
+    for i, ax in enumerate(axes):
+        if isinstance(ax, str):  # OME-Zarr 0.3 lists bare names
+            ax = {"name": ax}
+        if not isinstance(ax, dict):
+            malformed(where, f"{field}[{i}]", f"is {_json_kind(ax)}, not an axis object")
+        if "name" not in ax:
+            malformed(where, f"{field}[{i}].name", "is missing")
+        for key in ("name", "type", "unit"):
+            value = ax.get(key)
+            if (key == "name" or value is not None) and not (isinstance(value, str) and value):
+                malformed(where, f"{field}[{i}].{key}", f"is {value!r}, not a string")
+        names.append(ax["name"])
+    if len(set(names)) != len(names):
+        malformed(where, field, f"names the same axis twice ({', '.join(names)})")
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in words (for the messages).
+
+    >>> _json_kind({}), _json_kind("zyx"), _json_kind(None), _json_kind(3)
+    ('an object', 'a string', 'null', 'a number')
+    """
+    if value is None:
+        return "null"
+    kinds = ((bool, "a boolean"), (dict, "an object"), (list, "a list"), (str, "a string"))
+    return next((w for t, w in kinds if isinstance(value, t)), "a number")

@@ -1,7 +1,8 @@
 """Instance labels from embeddings: the labelling's parameters, its per-voxel decisions and
 components, the blockwise passes (components, face links, merging, relabelling), labels for
-embeddings on disk (``segment``), labels-only runs from tiles in memory, and metrics. The
-modules inside are private; import from here.
+embeddings on disk (``segment``; new labels built beside the old ones and swapped in when
+complete), labels-only runs from tiles in memory, and metrics. The modules inside are
+private; import from here.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ from ._segment import SegmentResult, segment
 from ._settings import (
     LabelSettings,
 )
+from ._swap import (
+    NEW_LABELS,
+    LabelPlace,
+)
 from ._tile_labels import (
     FOREGROUND_BIT,
     NEVER,
@@ -122,6 +127,7 @@ __all__ = [
     "LABELS_NAME",
     "LABEL_DTYPES",
     "LabelParams",
+    "LabelPlace",
     "LabelSettings",
     "LabelStats",
     "LabelsOnlyResult",
@@ -129,6 +135,7 @@ __all__ = [
     "LinkSource",
     "Matching",
     "NEVER",
+    "NEW_LABELS",
     "RANK_BITS",
     "RANK_SHIFT",
     "Relabel",

@@ -1,20 +1,23 @@
 """Blocks of a volume and where a pass over them runs: the grid, the runner.
 
 A blockwise labelling cuts the spatial shape into blocks, the output chunks, in C order of
-the block grid (:class:`BlockGrid`), and runs a function over every block index, one dask
-task each, on the threaded scheduler or on a dask cluster (:class:`BlockRunner`).
+the block grid (:class:`BlockGrid`), and runs a function over every block index, one task
+each, on a pool of threads here or on a dask cluster (:class:`BlockRunner`).
+
+A pass that stops early (an error, Ctrl-C) submits nothing more, cancels what has not
+started and joins its threads before the exception leaves :func:`run_blocks`: no thread
+of a pass writes after it has returned or raised, so the caller may clean up at once.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-import dask
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -141,7 +144,7 @@ class BlockRunner:
     Attributes
     ----------
     num_workers
-        dask threads (default: the CPU count, at least 2), as for ``engine.run_plan``.
+        Threads (default: the CPU count, at least 2), as for ``engine.run_plan``.
     progress
         Show tqdm bars on stderr.
     executor
@@ -197,11 +200,13 @@ def run_blocks(
     progress: bool,
     executor: Any = None,
 ) -> list[T]:
-    """Run ``fn(0..n-1)``: dask tasks on the threaded scheduler, or on a dask cluster.
+    """Run ``fn(0..n-1)``: on a pool of threads here, or on a dask cluster.
 
     On a cluster (``executor`` from :func:`stitchsafe.engine.open_executor`), ``fn``
     (a closure over this pass's tables) is shipped to each worker once and tasks carry
-    only groups of block indices.
+    only groups of block indices. The first failure, or Ctrl-C, stops the pass: what has
+    not started is cancelled, and on threads the tasks running are waited for, before the
+    exception is raised.
     """
     bar = tqdm(total=n, desc=desc, unit="block", disable=not progress, leave=False)
     try:
@@ -213,17 +218,39 @@ def run_blocks(
 
 
 def _run_on_threads(fn: Callable[[int], T], n: int, workers: int, bar: Any) -> list[T]:
-    """``fn(0..n-1)`` as dask tasks on ``workers`` threads, advancing ``bar``."""
-    lock = threading.Lock()
+    """``fn(0..n-1)`` on ``workers`` threads, advancing ``bar``; joined however it ends."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="stitchsafe-labels")
+    try:
+        return _drive_threads(pool, fn, n, window=2 * workers, bar=bar)
+    finally:
+        # Whatever stopped the pass: nothing queued starts, the running tasks finish.
+        pool.shutdown(wait=True, cancel_futures=True)
 
-    def task(i: int) -> T:
-        result = fn(i)
-        with lock:
-            bar.update(1)
-        return result
 
-    tasks = [dask.delayed(task, pure=False)(i) for i in range(n)]
-    return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
+def _drive_threads(
+    pool: ThreadPoolExecutor, fn: Callable[[int], T], n: int, *, window: int, bar: Any
+) -> list[T]:
+    """``fn(0..n-1)`` on ``pool``, at most ``window`` in flight; results in index order.
+
+    The first failure (or an exception in this thread, such as ``KeyboardInterrupt``)
+    cancels the tasks not yet started and is raised; the pool's owner joins its threads.
+    """
+    results: list[Any] = [None] * n
+    indices = iter(range(n))
+    pending: dict[Future[T], int] = {}
+    try:
+        while True:
+            for i in itertools.islice(indices, max(0, window - len(pending))):
+                pending[pool.submit(fn, i)] = i
+            if not pending:
+                return results
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                results[pending.pop(future)] = future.result()
+                bar.update(1)
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def _run_on_cluster(fn: Callable[[int], T], n: int, executor: Any, bar: Any) -> list[T]:

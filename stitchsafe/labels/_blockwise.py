@@ -1,7 +1,7 @@
 """Blockwise instance labels, identical to :func:`stitchsafe.labels.label_array`.
 
-Three passes of dask tasks on the threaded scheduler (one task per block; a block is one
-output chunk, so no two tasks ever write the same chunk):
+Three passes of tasks on a pool of threads, or on a dask cluster (one task per block; a
+block is one output chunk, so no two tasks ever write the same chunk):
 
 1. **components** — read a block's embeddings (with a one-voxel halo when seeds are used:
    whether a voxel is a seed depends on its neighbours), find its connected components
@@ -136,7 +136,7 @@ def label_blocks(
     max_id
         A lower id limit than ``out``'s dtype allows (for tests of the overflow check).
     runner, **run
-        Where the blocks run: a :class:`~stitchsafe.labels.BlockRunner` (default: dask
+        Where the blocks run: a :class:`~stitchsafe.labels.BlockRunner` (default:
         threads here), its fields ``num_workers``, ``progress`` and ``executor`` (a dask
         cluster whose workers see the arrays) replaced by the keywords of the same names.
 

@@ -3,12 +3,14 @@
 ``predict`` stores with its embeddings image (``attributes["stitchsafe"]``) the model's
 ``channel_roles`` and ``label_defaults`` (see :func:`stitchsafe.labels.label_defaults`),
 so that labels derived later (``stitchsafe segment``) use the same roles and defaults.
+
+New labels are built beside the old ones and swapped in when complete (:mod:`._swap`):
+an interrupted or failed labelling never leaves old labels deleted or half-overwritten.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ from ..io import ImageLayout, OutputSpec, create_labels, mark_complete, zarr_nod
 from ._blocks import BlockRunner, block_runner
 from ._blockwise import LabelStats, label_blocks
 from ._params import LabelParams, check_label_dtype
+from ._swap import LabelPlace
 
 __all__ = [
     "LABELS_NAME",
@@ -174,15 +177,23 @@ def write_labels(
     """Label ``source`` blockwise into the image-label ``<image>/labels/<name>``.
 
     Blocks are the embeddings' spatial chunks (the tile write boxes), and so are the label
-    chunks. The label image is marked ``complete`` in its attributes when done. ``runner``
-    and the keywords ``num_workers``, ``progress`` and ``executor`` say where the blocks
-    run (:class:`~stitchsafe.labels.BlockRunner`): with a dask ``executor``
-    (:func:`stitchsafe.engine.open_executor`) on its workers; a process pool
+    chunks. ``runner`` and the keywords ``num_workers``, ``progress`` and ``executor`` say
+    where the blocks run (:class:`~stitchsafe.labels.BlockRunner`): with a dask
+    ``executor`` (:func:`stitchsafe.engine.open_executor`) on its workers; a process pool
     (``--scheduler processes``) labels on threads here instead.
+
+    The new label image is built in ``<image>/stitchsafe-new-labels``, marked ``complete``
+    there, and then swapped in (:class:`~stitchsafe.labels.LabelPlace`): existing labels
+    (replaced only with ``overwrite``) stay untouched until the new ones are complete. A
+    failure removes the new labels; Ctrl-C (``KeyboardInterrupt``) leaves them for the
+    next run to clear, and says so in a note on the exception. Either way the labelling's
+    threads are joined first.
     """
     runner = block_runner(runner, run, "write_labels")
     check_label_dtype(label_dtype)
     params.check_channels(source.channels)
+    place = LabelPlace(source.group, source.image, name)
+    place.prepare(overwrite=overwrite)
     attrs = {"params": params.to_dict(), "source": source.array, "complete": False}
     layout = ImageLayout(
         shape=source.shape,
@@ -193,27 +204,40 @@ def write_labels(
         scale=source.scale,
         units=source.units,
     )
-    spec = create_labels(source.group, layout, image=source.image, name=name, overwrite=overwrite)
+    try:
+        spec = create_labels(source.group, layout, image=place.scratch, name=name)
+        stats = _label_into(spec, source, place, params, max_id=max_id, runner=runner)
+        done = {"complete": True, "objects": stats.objects, "seconds": round(stats.seconds, 3)}
+        mark_complete(spec, {**attrs, **done})
+    except KeyboardInterrupt as stop:
+        # Ctrl-C or SIGTERM: leave at once; the next run clears the scratch group.
+        stop.add_note(place.interrupted())
+        raise
+    except BaseException:
+        place.discard()  # half-written labels hold block-local ids: worse than none
+        raise
+    return place.swap_in(), stats
+
+
+def _label_into(
+    spec: OutputSpec,
+    source: EmbeddingsImage,
+    place: LabelPlace,
+    params: LabelParams,
+    *,
+    max_id: int | None,
+    runner: BlockRunner,
+) -> LabelStats:
+    """Label ``source`` into the new label image ``spec`` (with growth, the block-local ids
+    go to an array in the scratch group, removed with it)."""
     embeddings = zarr.open_array(store=_path(source.group, source.array), mode="r")
     out = zarr.open_array(store=_path(spec.group, spec.array), mode="r+")
-    scratch_path = _path(spec.group, f"{spec.image}/{SCRATCH}")
-    # Block-local ids while the growth reads neighbours' halos; removed when done.
+    scratch_path = place.path(f"{place.scratch}/{SCRATCH}")
+    # Block-local ids while the growth reads neighbours' halos.
     scratch = _scratch_like(out, scratch_path) if params.grow else None
-    try:
-        stats = label_blocks(
-            embeddings, out, params=params, scratch=scratch, max_id=max_id, runner=runner
-        )
-    except BaseException:
-        # Half-written labels hold block-local ids: worse than none. We created this
-        # label image a moment ago, so removing it deletes nothing of anyone else's.
-        _discard(spec, name)
-        raise
-    shutil.rmtree(scratch_path, ignore_errors=True)
-    mark_complete(
-        spec,
-        {**attrs, "complete": True, "objects": stats.objects, "seconds": round(stats.seconds, 3)},
+    return label_blocks(
+        embeddings, out, params=params, scratch=scratch, max_id=max_id, runner=runner
     )
-    return spec, stats
 
 
 def _path(group: str, inner: str) -> str:
@@ -230,13 +254,3 @@ def _scratch_like(out: Any, path: str) -> Any:
         fill_value=0,
         overwrite=True,
     )
-
-
-def _discard(spec: OutputSpec, name: str) -> None:
-    """Remove the label image ``name`` and its entry in the ``labels`` group's list."""
-    shutil.rmtree(_path(spec.group, spec.image), ignore_errors=True)
-    labels = zarr.open_group(store=os.path.dirname(_path(spec.group, spec.image)), mode="r+")
-    previous: Any = labels.attrs.asdict().get("ome")
-    ome: dict[str, Any] = dict(previous) if isinstance(previous, dict) else {}
-    ome["labels"] = [n for n in ome.get("labels", []) if n != name]
-    labels.attrs["ome"] = ome

@@ -157,13 +157,21 @@ def run_labels_only(
         scratch = _reopen_scratch(spec, plan)
     stats = _compute_tiles(volume, model, plan, run, scratch, margin, options, transform)
     spec = scratch.spec
-    label_stats = label_from_fragments(
-        scratch.fragments,
-        scratch.codes,
-        _array(spec, "0", create=False),
-        params=run.params,
-        progress=options.progress,
-    )
+    try:
+        label_stats = label_from_fragments(
+            scratch.fragments,
+            scratch.codes,
+            _array(spec, "0", create=False),
+            params=run.params,
+            progress=options.progress,
+        )
+    except KeyboardInterrupt as stop:
+        stop.add_note(
+            "Labelling stopped before it was complete: every tile is finished, and the "
+            f"label image {spec.image} stays marked incomplete until a rerun with --resume "
+            "labels it again from them."
+        )
+        raise
     _finish(spec, attrs, stats.seconds + label_stats.seconds, label_stats.objects)
     return LabelsOnlyResult(spec, stats.tiles, label_stats.objects, stats.device, label_stats)
 

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine import open_executor, parse_scheduler
-from ._labelling import open_embeddings, write_labels
+from ..io import OutputLock, refuse_replacing_reads, zarr_node
+from ._labelling import LABELS_NAME, open_embeddings, write_labels
 from ._settings import LabelSettings
 
 __all__ = ["SegmentResult", "segment"]
 
 PathLike = str | os.PathLike[str]
+_WAIT = "wait for it to finish, then run segment again"
 
 
 @dataclass(frozen=True)
@@ -121,13 +123,25 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
         label_dtype=label_dtype,
     )
     # Workers elsewhere do not share this process's working directory.
-    source = open_embeddings(os.path.abspath(input) if where.distributed else input, image=image)
-    params = settings.resolve(
-        source.attributes.get("label_defaults"),
-        source.attributes.get("channel_roles"),
-        channels=source.channels,
-    )
+    group = os.path.abspath(input) if where.distributed else os.fspath(input)
     with contextlib.ExitStack() as stack:
+        node = zarr_node(group) if os.path.isdir(group) else None
+        if node is not None and node[:2] == ("group", 3):  # else open_embeddings says why not
+            # Before reading: a predict still writing this group must not be reported as
+            # "incomplete embeddings", and its labels must not be replaced under it.
+            stack.enter_context(OutputLock(group, advice=_WAIT).hold())
+        source = open_embeddings(group, image=image)
+        params = settings.resolve(
+            source.attributes.get("label_defaults"),
+            source.attributes.get("channel_roles"),
+            channels=source.channels,
+        )
+        refuse_replacing_reads(
+            source.group,
+            f"{source.image}/labels/{LABELS_NAME}",
+            {"the embeddings": os.path.join(source.group, *source.array.split("/"))},
+            overwrite=overwrite,
+        )
         executor = None
         if where.distributed and where.kind != "processes":
             executor = stack.enter_context(open_executor(where))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from . import bioimageio
 from ._bundled import BUNDLED, bundled_model, model_for_input
 from ._cross_check import cross_check, probe_with_period
+from ._integrity import verify_zip
 from ._load import detect_format, load_model
 from ._loaded import (
     CHECKPOINT_FORMAT,
@@ -32,6 +33,7 @@ from ._resolve import resolve_geometry
 from ._save import save_checkpoint, save_export, save_torchscript
 from ._size_scan import DEFAULT_CAP, SizeScan, scan_sizes
 from ._unet import ConvBlock, UNet, UNetConfig, Upsample, build_unet, center_crop
+from ._untrusted import check_export_archive, check_torchscript, untrusted_error
 
 __all__ = [
     "BUNDLED",
@@ -54,7 +56,9 @@ __all__ = [
     "build_unet",
     "bundled_model",
     "center_crop",
+    "check_export_archive",
     "check_stitchable",
+    "check_torchscript",
     "cross_check",
     "detect_format",
     "dims_from_program",
@@ -75,5 +79,7 @@ __all__ = [
     "suspect_layers",
     "unet_metadata",
     "unstitchable_error",
+    "untrusted_error",
     "validate_metadata",
+    "verify_zip",
 ]

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import StitchsafeError
-from ..io import open_volume
+from ..io import AxesMismatchError, open_volume
 
 __all__ = ["BUNDLED", "bundled_model", "model_for_input"]
 
@@ -46,21 +46,29 @@ def model_for_input(input: str | os.PathLike[str], *, input_key: str | None = No
     """The bundled model matching the input's dimensionality.
 
     A volume that reads as 3-D (``Z, Y, X``) gets the 3-D model, one with two axes the 2-D
-    model. Anything else (channels, more axes) needs an explicit ``--model``.
+    model. Anything else (channels, more axes) needs an explicit ``--model``. A problem of
+    the input itself (missing, unreadable, truncated, malformed metadata) is reported as
+    it is, exactly as with ``--model``.
     """
-    if not os.path.exists(input):
-        raise StitchsafeError(f"the input {os.fspath(input)!r} does not exist.")
+    mismatch: AxesMismatchError | None = None
     for dims in (3, 2):
         try:
             volume = open_volume(input, key=input_key, spatial_dims=dims)
-        except StitchsafeError:
+        except AxesMismatchError as e:  # the axes do not fit this model; maybe the other
+            mismatch = e
             continue
         channels = volume.channels
         volume.close()
         if channels == 1:
             return bundled_model(dims)
-        break
+        raise StitchsafeError(
+            f"no bundled model fits {os.fspath(input)!r}: it has {channels} channels of "
+            f"{'x'.join(map(str, volume.shape))} voxels, and the bundled models take "
+            "one-channel 2-D (Y, X) or 3-D (Z, Y, X) images. Pass --model (a model for "
+            f"{channels} channels)."
+        )
+    layout = mismatch.layout if mismatch is not None else "its axes do not fit"
     raise StitchsafeError(
-        f"no bundled model fits {os.fspath(input)!r}: they take one-channel 2-D (Y, X) or "
-        "3-D (Z, Y, X) images. Pass --model."
+        f"no bundled model fits {os.fspath(input)!r}: {layout}, and the bundled models take "
+        "one-channel 2-D (Y, X) or 3-D (Z, Y, X) images. Pass --model."
     )

@@ -20,20 +20,32 @@ Four formats (all zip archives; a bioimage.io package may also be a folder):
 
 Every format may carry stitchsafe metadata (:mod:`stitchsafe.models`, ``METADATA_KEY``);
 what it says about axes and channels must match the weights.
+
+Model files are data unless trusted (``trust=True``, ``--trust-model``). Before a file is
+loaded, its zip is read back and every member's CRC-32 checked (:func:`verify_zip`: a
+damaged file is refused, naming the member). Untrusted, nothing in the file may run code
+while it loads or runs (:mod:`stitchsafe.models._untrusted`): a checkpoint is read with
+``torch.load(weights_only=True)`` (trusted or not); a ``.pt2`` archive is checked for
+pickles, native code and program strings that torch would run, then loaded from the very
+bytes that were checked; TorchScript code may not read or write files; a bioimage.io
+package may not run architecture code of its own.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import GeometryMismatchError, StitchsafeError
+from ._integrity import verify_zip
 from ._loaded import (
     CHECKPOINT_FORMAT,
     TORCHSCRIPT_NOTE,
@@ -46,6 +58,7 @@ from ._loaded import (
 )
 from ._metadata import METADATA_KEY, parse_metadata
 from ._unet import UNet, UNetConfig
+from ._untrusted import check_export_archive, check_torchscript
 from .bioimageio import find_yaml, load_package
 
 __all__ = ["detect_format", "load_model"]
@@ -116,19 +129,33 @@ def load_model(
 ) -> LoadedModel:
     """Load a model of any supported format onto ``device``, in eval mode.
 
-    ``trust``: the file may run code of its own while it is loaded (``--trust-model``).
+    Parameters
+    ----------
+    path
+        The model file (or bioimage.io package folder).
+    device
+        Where the model runs.
+    trust
+        The file may run code of its own while it is loaded or run (``--trust-model``):
+        pickled objects, architecture code. Only for files from a source you trust.
+
+    Raises
+    ------
+    StitchsafeError
+        For a file that is not a model, is damaged (a CRC-32 that does not match), or,
+        untrusted, would run code of its own.
     """
     fmt = detect_format(path)
     parse_device(device)  # refuse a bad device before the (slow) load
     p = str(path)
-    loader = {
+    loader: dict[str, Callable[..., LoadedModel]] = {
         "stitchsafe": _load_checkpoint,
         "torchscript": _load_torchscript,
         "export": _load_export,
         "bioimageio": load_package,
     }
     try:
-        model = loader[fmt](p)
+        model = loader[fmt](p, trust=trust)
     except StitchsafeError:
         raise
     except Exception as e:  # corrupt archives fail in many ways deep inside torch
@@ -139,8 +166,13 @@ def load_model(
     return model.to(device)
 
 
-def _load_checkpoint(path: str) -> LoadedModel:
-    """A stitchsafe checkpoint: the built-in U-Net, rebuilt from its config."""
+def _load_checkpoint(path: str, *, trust: bool) -> LoadedModel:  # noqa: ARG001 - never needed
+    """A stitchsafe checkpoint: the built-in U-Net, rebuilt from its config.
+
+    Read with ``weights_only=True`` whether trusted or not: a checkpoint holds tensors and
+    plain values only.
+    """
+    verify_zip(path)
     ckpt = _read_checkpoint(path)
     try:
         cfg = UNetConfig.from_dict(json.loads(ckpt["config"]))
@@ -187,11 +219,15 @@ def _read_checkpoint(path: str) -> dict[str, Any]:
     return ckpt
 
 
-def _load_torchscript(path: str) -> LoadedModel:
+def _load_torchscript(path: str, *, trust: bool) -> LoadedModel:
     """A TorchScript archive, with the metadata from its ``_extra_files``."""
+    data = _read_bytes(path)
+    verify_zip(path, data)
+    if not trust:
+        check_torchscript(path, data)
     extra = {METADATA_KEY: ""}
     with quiet_torchscript():
-        module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
     module.eval()
     meta = parse_metadata(extra[METADATA_KEY], path)
     dims, cin = dims_from_weights(module)
@@ -200,14 +236,28 @@ def _load_torchscript(path: str) -> LoadedModel:
     )
 
 
-def _load_export(path: str) -> LoadedModel:
-    """A ``torch.export`` program, with the metadata from its ``extra_files``."""
+def _load_export(path: str, *, trust: bool) -> LoadedModel:
+    """A ``torch.export`` program, with the metadata from its ``extra_files``.
+
+    The file is read once; its bytes are checked (CRC, and untrusted: nothing that would
+    run code) and loaded, so that what torch loads is what was checked.
+    """
+    data = _read_bytes(path)
+    verify_zip(path, data)
+    if not trust:
+        check_export_archive(path, data)
     extra = {METADATA_KEY: ""}
-    program = torch.export.load(path, extra_files=extra)
+    program = torch.export.load(io.BytesIO(data), extra_files=extra)
     meta = parse_metadata(extra[METADATA_KEY], path)
     dims, cin = dims_from_program(program)
     model = LoadedModel(path, "export", program.module(), meta, 0, 0, program=program)
     return _finish(model, dims, cin)
+
+
+def _read_bytes(path: str) -> bytes:
+    """The whole file: checked and then loaded from memory, so both see the same bytes."""
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _finish(model: LoadedModel, dims: int | None, cin: int | None) -> LoadedModel:

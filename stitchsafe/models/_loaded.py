@@ -9,6 +9,7 @@ TorchScript's deprecation warnings quiet; they know nothing about files.
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +67,10 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     program: Any = field(default=None, repr=False)  # the ExportedProgram, for format "export"
     probe_log: list[str] = field(default_factory=list, repr=False)  # what probing cost
+    files: tuple[str, ...] = ()  # every file that feeds the model; () = (abspath(path),)
+
+    def __post_init__(self) -> None:
+        self.files = tuple(os.path.abspath(f) for f in self.files or (self.path,))
 
     @property
     def device(self) -> torch.device:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Sequence
 
 from ..approximate import ApproximateSettings
 from ..engine import RunSettings, SlurmOptions
 from ..geometry import TilingSettings
-from ..io import OutputSettings, mark_complete
-from ..labels import LabelSettings
-from ..session import Sources, open_session
+from ..io import (
+    OutputLock,
+    OutputSettings,
+    check_output_group,
+    mark_complete,
+    refuse_replacing_reads,
+)
+from ..labels import LABELS_IMAGE, LabelSettings
+from ..session import Session, Sources, open_session
 from ._labels_only import predict_labels_only
 from ._settings import PathLike, PredictResult, PredictSettings
 from ._steps import (
@@ -177,6 +184,16 @@ def run_predict(
         stack.callback(session.volume.close)
         refuse_remote_approximate(session, settings)
         prepared = prepare_run(session, settings)
+        # One writer per output, from before it is prepared until its labels are written;
+        # released after the workers (entered later, closed first) have stopped.
+        check_output_group(prepared.group)
+        stack.enter_context(OutputLock(prepared.group).hold())
+        refuse_replacing_reads(
+            prepared.group,
+            prepared.image if settings.embeddings else LABELS_IMAGE,
+            _reads(session),
+            overwrite=settings.output.overwrite,
+        )
         if not settings.embeddings:
             return predict_labels_only(session, prepared, settings, start)
         # Workers first: an unreachable scheduler must fail before anything is written.
@@ -202,3 +219,12 @@ def run_predict(
         label_params=prepared.params.to_dict() if settings.labels else None,
         batch_size=prepared.batch_size,
     )
+
+
+def _reads(session: Session) -> dict[str, str | None]:
+    """The files a run reads, which its output may not replace: the input array, the model."""
+    volume = session.volume
+    where = volume.path
+    if volume.container is not None and volume.array_path is not None:
+        where = os.path.join(volume.container, *volume.array_path.split("/"))
+    return {"the input": where, "the model": session.result.model_path}

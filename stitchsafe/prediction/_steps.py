@@ -25,13 +25,16 @@ from ..engine import (
 from ..errors import StitchsafeError
 from ..geometry import Tile
 from ..io import (
+    TILE_ARRAY,
     DoneMask,
     OutputSpec,
     check_fingerprint,
     default_output_location,
     file_sha256,
+    input_identity,
     prepare_output,
     run_fingerprint,
+    with_sources,
 )
 from ..labels import (
     LabelParams,
@@ -88,44 +91,76 @@ def refuse_remote_approximate(session: Session, settings: PredictSettings) -> No
 
 
 def prepare_run(session: Session, settings: PredictSettings) -> PreparedRun:
-    """Batch size, label parameters, normalisation, output location and fingerprint."""
-    run, the_plan = settings.run, session.result.plan
+    """Batch size, label parameters, normalisation, output location and fingerprint.
+
+    The fingerprint holds the input's identity (metadata and a SHA-256 of a sample of its
+    data) and a SHA-256 of every file that feeds the model, so that ``--resume`` refuses
+    another input or changed weights.
+    """
     batch_size = _batch_size(session, settings)
     metadata = session.model.metadata or {}
     roles = metadata.get("channel_roles")
     defaults = label_defaults(metadata)
     # Bad label flags fail now, before the network runs.
     params = settings.label.resolve(defaults, roles, channels=session.geometry.channels_out)
-    norm = session_normalization(session.model, session.volume, run.normalize)
+    norm = session_normalization(session.model, session.volume, settings.run.normalize)
     group, image = default_output_location(session.volume)
     if settings.output.output is not None:
         group = os.fspath(settings.output.output)
     if settings.remote:
         group = os.path.abspath(group)  # workers write here from their own directories
-    model_sha256 = file_sha256(session.result.model_path)
-    approximate = session.result.approximate
+    model_sha256, fingerprint = _run_fingerprint(session, settings, norm)
+    attributes = {
+        "plan": session.result.to_dict(),
+        "approximate": session.result.approximate,
+        "normalization": norm.to_dict(),
+        "pad_mode": settings.run.pad_mode,
+        "channel_roles": roles,
+        "label_defaults": defaults,
+        "run": fingerprint,
+        "complete": False,
+    }
+    if settings.embeddings:
+        # The embeddings' tiles write level 0: a resume checks its chunks against the mask.
+        attributes[TILE_ARRAY] = "0"
+    return PreparedRun(
+        params, norm, group, image, model_sha256, fingerprint, attributes, batch_size
+    )
+
+
+def _run_fingerprint(
+    session: Session, settings: PredictSettings, norm: Normalization
+) -> tuple[str, dict[str, Any]]:
+    """The model file's SHA-256 (what workers check) and the run's fingerprint."""
+    run, approximate = settings.run, session.result.approximate
+    model_files = _model_files(session)
     fingerprint = run_fingerprint(
-        the_plan,
-        model_sha256=model_sha256,
+        session.result.plan,
+        model_sha256=model_files[0][1],
         normalization=norm.to_dict(),
         pad_mode=run.pad_mode,
         precision=run.precision,
         embeddings_dtype=run.embeddings_dtype,
         approximate=None if approximate is None else {"tolerance": approximate["tolerance"]},
     )
-    attributes = {
-        "plan": session.result.to_dict(),
-        "approximate": approximate,
-        "normalization": norm.to_dict(),
-        "pad_mode": run.pad_mode,
-        "channel_roles": roles,
-        "label_defaults": defaults,
-        "run": fingerprint,
-        "complete": False,
-    }
-    return PreparedRun(
-        params, norm, group, image, model_sha256, fingerprint, attributes, batch_size
+    identity = input_identity(session.volume, key=settings.input_key)
+    fingerprint = with_sources(
+        fingerprint, input_identity=identity.to_dict(), model_files=model_files
     )
+    return model_files[0][1], fingerprint
+
+
+def _model_files(session: Session) -> list[tuple[str, str]]:
+    """``(name, SHA-256)`` of the model file, then of each other file that feeds the model.
+
+    Files inside a model directory (a bioimage.io package folder) are in its hash already.
+    """
+    path = os.path.realpath(session.result.model_path)
+    inside = path.rstrip(os.sep) + os.sep
+    files = getattr(session.model, "files", None) or (path,)
+    others = sorted({os.path.realpath(f) for f in files} - {path})
+    others = [f for f in others if not f.startswith(inside)]
+    return [(os.path.basename(f), file_sha256(f)) for f in [path, *others]]
 
 
 def _batch_size(session: Session, settings: PredictSettings) -> int:

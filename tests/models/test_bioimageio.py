@@ -248,7 +248,7 @@ def test_spec_accepts_the_packages_offline(
     assert meta["normalization"] == {"method": "percentile", "percentiles": [1.0, 99.8]}
     assert meta["channel_roles"] == ["embedding", "embedding", "foreground"]
     assert meta["bioimageio"]["output_channels"] == CHANNELS
-    folder = load_model(packages["folder"])
+    folder = load_model(packages["folder"], trust=True)
     assert folder.metadata["normalization"] == {"method": "zscore"}
     # the folder is hashed for --resume: importing its source must not write into it
     assert not (packages["folder"] / "__pycache__").exists()
@@ -312,7 +312,7 @@ def test_torchscript_zip_predict_equals_whole_volume(packages: dict[str, Any]) -
 
 def test_state_dict_folder_predict_equals_whole_volume(packages: dict[str, Any]) -> None:
     out = packages["root"] / "out-folder.zarr"
-    d = _predict(packages, packages["folder"], out, "--no-labels")
+    d = _predict(packages, packages["folder"], out, "--no-labels", "--trust-model")
     assert d["normalization"]["method"] == "zscore" and d["tiles"] == 25
     norm = _statistics(packages, "zscore")
     got = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
@@ -415,7 +415,7 @@ def test_axes_and_import_from(
         del arch["source"]
 
     _edit(folder, change)
-    model = load_model(folder)
+    model = load_model(folder, trust=True)
     assert model.metadata["bioimageio"]["input_axes"] == ["channel", "x", "y"]
     x = torch.rand(2, 1, 20, 22)
     with torch.no_grad():

@@ -5,15 +5,28 @@ The modules inside are private; import from here.
 
 from __future__ import annotations
 
+from ._archive import (
+    MAX_MEMBER_BYTES,
+    MAX_RATIO,
+    MAX_TOTAL_BYTES,
+    YAML_NAMES,
+    PackageFiles,
+    find_yaml,
+    open_package,
+)
 from ._module import PackageModule
 from ._package import load_package
 from ._parse import parse_description
 from ._pointwise import PointwiseOp
-from ._read import YAML_NAMES, find_yaml, package_root, read_description
+from ._read import read_description
 from ._spec import WEIGHT_FORMATS, ArchitectureSpec, PackageSpec, WeightsSpec
 
 __all__ = [
     "ArchitectureSpec",
+    "MAX_MEMBER_BYTES",
+    "MAX_RATIO",
+    "MAX_TOTAL_BYTES",
+    "PackageFiles",
     "PackageModule",
     "PackageSpec",
     "PointwiseOp",
@@ -22,7 +35,7 @@ __all__ = [
     "YAML_NAMES",
     "find_yaml",
     "load_package",
-    "package_root",
+    "open_package",
     "parse_description",
     "read_description",
 ]

@@ -39,12 +39,23 @@ What is taken from the package
   ``"embedding..."`` become ``channel_roles``.
 - **Weights**: ``torchscript`` (preferred: no package code runs) or
   ``pytorch_state_dict`` with ``architecture: {callable, source | import_from, kwargs}``;
-  a ``source`` file is imported from the (unpacked) package, ``import_from`` names an
-  importable module. Loading a state dict runs the package's architecture code.
+  a ``source`` file is imported from the package, ``import_from`` names an importable
+  module. Loading a state dict runs the package's architecture code, so it needs
+  ``trust=True`` (``--trust-model``); the state dict itself is read with
+  ``torch.load(weights_only=True)``, trusted or not.
+
+Files
+-----
+A zip is not extracted whole: only the files the description names, each checked for
+its size first (:mod:`._archive`: limits per file and in all, zip bombs, free space,
+member paths). Files outside a package folder are read too, and the loaded model lists
+every file that feeds it (``LoadedModel.files``: the package first) so that the run
+fingerprint covers them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -56,30 +67,41 @@ from .._loaded import LoadedModel
 from .._metadata import validate_metadata
 from .._probe import measure_period
 from .._probe_runner import Lattice, Runner
+from ._archive import open_package
 from ._errors import UnusablePackage, error_line
 from ._module import PackageModule
 from ._parse import parse_description
-from ._read import package_root, read_description
+from ._read import read_description
 from ._spec import PackageSpec
 from ._weights import check_weights_dims, load_network
 
 __all__ = ["load_package"]
 
 
-def load_package(path: str | os.PathLike[str]) -> LoadedModel:
+def load_package(path: str | os.PathLike[str], *, trust: bool = False) -> LoadedModel:
     """Load a bioimage.io model package (folder or zip) as a stitchsafe model on the CPU.
 
     The network is wrapped (:class:`PackageModule`) to stitchsafe's axis convention with
     the package's fixed pre- and postprocessing inside; the metadata says the rest
     (geometry with the measured period, normalisation, channel roles).
 
+    Parameters
+    ----------
+    path
+        The package folder, or its zip.
+    trust
+        Let the package run its architecture code (a ``pytorch_state_dict`` package's
+        ``source`` file or ``import_from`` callable); ``--trust-model``. TorchScript
+        weights need no trust.
+
     Raises
     ------
     StitchsafeError
-        Saying what in the package stitchsafe cannot use, and why.
+        Saying what in the package stitchsafe cannot use, and why; also for architecture
+        code without ``trust``, and for a zip too large to extract.
     """
     where = f"model package {os.fspath(path)!r}"
-    spec, net = _read_package(path, where)
+    spec, net, files = _read_package(path, where, trust)
     module = PackageModule(net, spec).eval()
     check_weights_dims(net, spec, where)
     model = LoadedModel(
@@ -87,18 +109,23 @@ def load_package(path: str | os.PathLike[str]) -> LoadedModel:
     )
     geometry = _declared_geometry(model, spec, where)
     model.metadata = validate_metadata(spec.metadata(geometry))
+    if hasattr(model, "files"):  # every file that feeds the model, for the run fingerprint
+        model = dataclasses.replace(model, files=files)
     return model
 
 
-def _read_package(path: str | os.PathLike[str], where: str) -> tuple[PackageSpec, nn.Module]:
-    """``(what the description says, the network)``, read from the (unpacked) package."""
-    with package_root(path) as (root, yaml_name):
-        descr = read_description(root / yaml_name, where=where)
+def _read_package(
+    path: str | os.PathLike[str], where: str, trust: bool
+) -> tuple[PackageSpec, nn.Module, tuple[str, ...]]:
+    """``(what the description says, the network, the files that fed it)``."""
+    with open_package(path, where) as files:
+        descr = read_description(files.yaml, where=where)
         try:
             spec = parse_description(descr)
         except UnusablePackage as e:
             raise StitchsafeError(f"{where} cannot be used: {e}.") from None
-        return spec, load_network(spec.weights, root, where)
+        net = load_network(spec.weights, files, trust=trust)
+        return spec, net, files.files()
 
 
 def _notes(spec: PackageSpec) -> list[str]:

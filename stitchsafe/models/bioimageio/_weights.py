@@ -1,9 +1,16 @@
 """A package's network from its weights: TorchScript, or a state dict and its architecture.
 
-Only files inside the (unpacked) package are read, checked against their sha256 where the
-description gives one; weights given as URLs are refused. ``torchscript`` runs no package
-code; ``pytorch_state_dict`` imports the architecture callable (a ``source`` file from the
-package, or an ``import_from`` module) and calls it with the described kwargs.
+Only files of the package are read (:class:`PackageFiles`: a zip's members are extracted
+on demand, with limits), checked against their sha256 where the description gives one;
+weights given as URLs are refused. Weights files are checked as any model file is (every
+CRC of their zip; untrusted TorchScript may not read or write files).
+
+``torchscript`` runs no Python code of the package. A ``pytorch_state_dict`` needs its
+architecture: a callable from a ``source`` file of the package, or from an
+``import_from`` module, called with arguments the package chooses. That is code running
+on this machine, so it is refused unless the caller trusts the package (``trust=True``,
+``--trust-model``). State dicts are always read with ``torch.load(weights_only=True)``:
+tensors and plain containers, never pickled objects.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import re
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +28,27 @@ import torch
 from torch import nn
 
 from ...errors import StitchsafeError
+from .._integrity import verify_zip
 from .._loaded import dims_from_weights, quiet_torchscript
+from .._untrusted import check_torchscript
+from ._archive import PackageFiles
 from ._errors import error_line
 from ._spec import ArchitectureSpec, PackageSpec, WeightsSpec
 
 __all__: list[str] = []
 
 
-def load_network(weights: WeightsSpec, root: Path, where: str) -> nn.Module:
-    """The package's network in eval mode, on the CPU; ``where`` names the package."""
+def load_network(weights: WeightsSpec, files: PackageFiles, *, trust: bool) -> nn.Module:
+    """The package's network in eval mode, on the CPU.
+
+    ``trust``: the package may run its architecture code (``--trust-model``); without it
+    a ``pytorch_state_dict`` package is refused, after checking that its files are there.
+    """
+    where = files.where
     what = f"{weights.kind} weights file"
-    p = _local_file(root, weights.source, what, where)
+    p = files.file(weights.source, what)
     _check_sha256(p, weights.sha256, what, where)
+    _check_archive(p, weights, where, trust=trust)
     if weights.kind == "torchscript":
         try:
             with quiet_torchscript():
@@ -41,16 +59,54 @@ def load_network(weights: WeightsSpec, root: Path, where: str) -> nn.Module:
                 f"({error_line(e)}); the file may be corrupt."
             ) from None
     assert weights.architecture is not None
-    net = _build_architecture(weights.architecture, root, where)
+    arch = weights.architecture
+    source = _architecture_source(arch, files)
+    if not trust:
+        raise StitchsafeError(_untrusted(arch, where))
     state = _load_state(p, weights, where)
+    net = _build_architecture(arch, source, files)
     try:
         net.load_state_dict(state, strict=weights.strict)
     except Exception as e:
         raise StitchsafeError(
             f"{where}: its state dict does not fit the network built by "
-            f"{weights.architecture.callable}(**kwargs) ({error_line(e)})."
+            f"{arch.callable}(**kwargs) ({error_line(e)})."
         ) from None
     return net.eval()
+
+
+def _check_archive(p: Path, weights: WeightsSpec, where: str, *, trust: bool) -> None:
+    """As for any model file: every CRC of a weights zip, and untrusted TorchScript's code.
+
+    A legacy (non-zip) ``torch.save`` state dict has no CRCs to check.
+    """
+    try:
+        if zipfile.is_zipfile(p):
+            verify_zip(str(p))
+        if weights.kind == "torchscript" and not trust:
+            check_torchscript(str(p))
+    except StitchsafeError as e:  # name the package's file, not its extracted copy
+        message = str(e).replace(repr(str(p)), f"{weights.source!r} of {where}")
+        raise type(e)(message) from None
+
+
+def _untrusted(arch: ArchitectureSpec, where: str) -> str:
+    """Why a package whose architecture is code is refused, and what would work."""
+    if arch.source is not None:
+        code = f"the Python source file {arch.source!r} in the package (callable {arch.callable!r})"
+    else:
+        code = (
+            f"the callable {arch.callable!r} of the installed module {arch.import_from!r}, "
+            "called with arguments the package chooses"
+        )
+    return (
+        f"{where} has pytorch_state_dict weights, whose architecture is {code}: Python code "
+        "that would run on this machine when the model is loaded, and stitchsafe runs no code "
+        "from a model file it is not told to trust. If the package comes from a source you "
+        "trust, pass --trust-model (trust=True in Python). Otherwise use a version of the "
+        "package with TorchScript weights (they run no package code), or convert its network "
+        "to TorchScript yourself where you trust the code."
+    )
 
 
 def check_weights_dims(net: nn.Module, spec: PackageSpec, where: str) -> None:
@@ -68,27 +124,21 @@ def _load_state(p: Path, weights: WeightsSpec, where: str) -> Any:
     try:
         return torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:
+        text = str(e)
+        if re.search(r"Unsupported (global|class|operand)", text):  # not corruption
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+            example = f" (e.g. {found.group(1)})" if found else ""
+            raise StitchsafeError(
+                f"{where}: its state dict {weights.source!r} holds Python objects other than "
+                f"tensors and plain containers{example}; unpickling them could run code, so "
+                "stitchsafe refuses it, with or without --trust-model. A state dict saved "
+                "with torch.save(net.state_dict(), path) holds only tensors."
+            ) from None
         raise StitchsafeError(
             f"{where}: its state dict {weights.source!r} could not be loaded with "
             f"torch.load(weights_only=True) ({error_line(e)}); stitchsafe loads tensors and "
             "plain containers only."
         ) from None
-
-
-def _local_file(root: Path, source: str, what: str, where: str) -> Path:
-    """The package file ``source``; refuse URLs and missing files."""
-    if "://" in source:
-        raise StitchsafeError(
-            f"{where}: its {what} is at {source}; stitchsafe reads packages offline. Download "
-            "the package with its files (a bioimage.io zip) and pass that."
-        )
-    p = root / source
-    if not p.is_file():
-        raise StitchsafeError(
-            f"{where}: its {what} {source!r} is missing from the package; the package is "
-            "incomplete (repack it with all the files its rdf.yaml names)."
-        )
-    return p
 
 
 def _check_sha256(p: Path, expected: str | None, what: str, where: str) -> None:
@@ -106,9 +156,35 @@ def _check_sha256(p: Path, expected: str | None, what: str, where: str) -> None:
         )
 
 
-def _build_architecture(arch: ArchitectureSpec, root: Path, where: str) -> nn.Module:
+def _architecture_source(arch: ArchitectureSpec, files: PackageFiles) -> Path | None:
+    """The architecture's source file (checked), or None for ``import_from``; runs nothing.
+
+    A missing file, a wrong sha256 or a module that is not installed is refused here,
+    before the question of trust: such a package cannot load at all.
+    """
+    if arch.source is not None:
+        p = files.file(arch.source, "architecture source")
+        _check_sha256(p, arch.sha256, "architecture source", files.where)
+        return p
+    top = str(arch.import_from).split(".")[0]
+    try:
+        found = importlib.util.find_spec(top) is not None  # finds; imports nothing
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise StitchsafeError(
+            f"{files.where}: the architecture module {arch.import_from!r} cannot be imported "
+            f"(no module named {top!r}); install the Python package that provides it."
+        )
+    return None
+
+
+def _build_architecture(
+    arch: ArchitectureSpec, source: Path | None, files: PackageFiles
+) -> nn.Module:
     """Import the architecture callable (package file or module) and call it with kwargs."""
-    module, what = _architecture_module(arch, root, where)
+    where = files.where
+    module, what = _architecture_module(arch, source, files)
     fn = getattr(module, arch.callable, None)
     if not callable(fn):
         raise StitchsafeError(f"{where}: {what} has no callable {arch.callable!r}.")
@@ -127,16 +203,22 @@ def _build_architecture(arch: ArchitectureSpec, root: Path, where: str) -> nn.Mo
     return net
 
 
-def _architecture_module(arch: ArchitectureSpec, root: Path, where: str) -> tuple[Any, str]:
-    """``(module, its description for messages)`` holding the architecture callable."""
-    if arch.source is not None:
-        p = _local_file(root, arch.source, "architecture source", where)
-        _check_sha256(p, arch.sha256, "architecture source", where)
-        digest = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-        name = f"stitchsafe_bioimageio_{p.stem}_{digest}"
+def _architecture_module(
+    arch: ArchitectureSpec, source: Path | None, files: PackageFiles
+) -> tuple[Any, str]:
+    """``(module, its description for messages)`` holding the architecture callable.
+
+    The module's file is recorded as one that feeds the model when it lies outside the
+    package (``import_from``).
+    """
+    where = files.where
+    if source is not None:
+        files.python_sources()  # a zip's siblings, for the source's own imports
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+        name = f"stitchsafe_bioimageio_{source.stem}_{digest}"
         what = f"the architecture source {arch.source!r} in the package"
         try:
-            return sys.modules.get(name) or _import_file(name, p, root), what
+            return sys.modules.get(name) or _import_file(name, source, files.root), what
         except Exception as e:
             raise StitchsafeError(
                 f"{where}: {what} cannot be imported ({error_line(e)}); it may need a Python "
@@ -144,12 +226,16 @@ def _architecture_module(arch: ArchitectureSpec, root: Path, where: str) -> tupl
             ) from None
     what = f"the architecture module {arch.import_from!r}"
     try:
-        return importlib.import_module(str(arch.import_from)), what
+        module = importlib.import_module(str(arch.import_from))
     except Exception as e:
         raise StitchsafeError(
             f"{where}: {what} cannot be imported ({error_line(e)}); install the Python "
             "package that provides it."
         ) from None
+    module_file = getattr(module, "__file__", None)
+    if isinstance(module_file, str):
+        files.record_outside(module_file)
+    return module, what
 
 
 def _import_file(name: str, path: Path, root: Path) -> Any:

@@ -1,0 +1,337 @@
+"""One writer per output: a lock beside the output group, and a record of who holds it.
+
+``predict`` holds :meth:`OutputLock.hold` on its output group from before it prepares the
+output until its labels are written, and ``segment`` while it labels, so that a second run
+on the same output stops with exit 2 instead of deleting or mixing the first one's work.
+
+Two files lie beside the group ``out.zarr`` (never inside it, so the group holds only what
+zarr wrote, and a refused run leaves no ``out.zarr`` behind):
+
+``.out.zarr.stitchsafe-lock``
+    An empty file locked with ``flock`` through the ``filelock`` library. The operating
+    system releases the lock when its process ends, however it ends (also ``SIGKILL``);
+    the file itself stays, so that every run locks the same file.
+``.out.zarr.stitchsafe-lock.json``
+    The holder's :class:`LockOwner` (host, pid, start time, command), written once the lock
+    is taken and removed when it is released. A record left behind names a run that was
+    killed; the next run takes the lock over with a note. A record whose process still runs
+    on this host keeps the output locked even where the file system ignores ``flock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import json
+import os
+import shlex
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import filelock
+
+from ..errors import StitchsafeError
+
+__all__ = ["LockOwner", "OutputLock", "OutputLockedError"]
+
+ADVICE = "wait for it to finish or choose another --output"
+# How long a refused run waits for the holder's record to appear (it is written right
+# after the lock is taken) before it reports the holder as unknown.
+_RECORD_WAIT_S = 2.0
+_NO_LOCKS = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
+
+
+class OutputLockedError(StitchsafeError):
+    """Another run holds the output's lock: the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    """Who holds an output's lock: the record written beside the lock file.
+
+    Attributes
+    ----------
+    host, pid
+        Where the holding process runs.
+    started
+        When it took the lock (local time, ISO 8601).
+    command
+        Its command line.
+    process_start
+        The process's start time as the kernel counts it (Linux ``/proc``), so that a pid
+        reused by another process is not taken for the holder; ``None`` where unknown.
+    token
+        Unique per hold: a run removes the record only if it is still its own.
+    """
+
+    host: str
+    pid: int
+    started: str
+    command: str
+    process_start: str | None = None
+    token: str = ""
+
+    @classmethod
+    def this_process(cls, command: str | None = None) -> LockOwner:
+        """The record of this process, taking a lock now (``command``: default ``argv``)."""
+        if command is None:
+            argv = sys.argv or ["python"]
+            command = shlex.join([os.path.basename(argv[0]), *argv[1:]])
+        status = _process_status(os.getpid())
+        return cls(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            command=command,
+            process_start=None if status is None else status[1],
+            token=uuid.uuid4().hex,
+        )
+
+    def describe(self) -> str:
+        """``pid 1234 on host x, started 2025-01-01T12:00:00+01:00``."""
+        return f"pid {self.pid} on host {self.host}, started {self.started}"
+
+    def running(self) -> bool | None:
+        """Whether the holding process still runs; ``None`` when it runs on another host.
+
+        >>> LockOwner.this_process().running()
+        True
+        """
+        if self.host != socket.gethostname():
+            return None
+        if self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # it exists, as another user's process
+        status = _process_status(self.pid)
+        if status is None:
+            return True  # no /proc here: the pid exists, which is all we can tell
+        state, start = status
+        if state in ("Z", "X"):
+            return False  # exited, not yet reaped by its parent
+        return self.process_start is None or start == self.process_start
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LockOwner | None:
+        """The record read back from JSON; ``None`` when it is not one."""
+        if not isinstance(data, dict):
+            return None
+        start = data.get("process_start")
+        try:
+            return cls(
+                host=str(data["host"]),
+                pid=int(data["pid"]),
+                started=str(data["started"]),
+                command=str(data.get("command", "")),
+                process_start=None if start is None else str(start),
+                token=str(data.get("token", "")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _process_status(pid: int) -> tuple[str, str] | None:
+    """``(state, start time)`` of process ``pid`` from Linux ``/proc``; ``None`` elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the name in parentheses may hold spaces
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class OutputLock:
+    """The lock of one output group: where its files are, and :meth:`hold` to take it.
+
+    ``with OutputLock("out.zarr").hold(): ...`` runs the block as the only writer of
+    ``out.zarr``; a second holder raises :class:`OutputLockedError` (exit 2) naming this
+    one. See the module's documentation for the files and stale locks.
+
+    On an object store (no ``flock``, no pids to check) the same value would keep the
+    record as an object ``<group>.stitchsafe-lock.json`` beside the group and the record
+    would be the lock: :meth:`hold` creates it with a conditional write that fails if it
+    exists (``If-None-Match: *`` on S3, GCS and Azure), the holder rewrites a ``heartbeat``
+    time in it every few seconds, a record whose heartbeat is older than a lease (say a
+    minute) is stale and replaced by a conditional write on its ETag, and release deletes
+    it if its ETag is still the holder's. Callers (``predict``, ``segment``) stay as they
+    are: they only enter :meth:`hold`.
+
+    Attributes
+    ----------
+    group
+        The output group (a zarr v3 group, or the path where ``predict`` creates one).
+    advice
+        What the refusal tells the second run to do.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> lock = OutputLock(os.path.join(tmp.name, "out.zarr"))
+    >>> with lock.hold(command="stitchsafe predict") as owner:
+    ...     lock.holder() == owner
+    True
+    >>> lock.holder() is None
+    True
+
+    >>> tmp.cleanup()
+    """
+
+    group: str
+    advice: str = ADVICE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "group", os.fspath(self.group))
+
+    @property
+    def path(self) -> str:
+        """The file locked with ``flock``: ``.<name>.stitchsafe-lock`` beside the group."""
+        real = os.path.realpath(self.group)  # one lock however the group is spelled
+        return os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.stitchsafe-lock")
+
+    @property
+    def record_path(self) -> str:
+        """The holder's :class:`LockOwner`, as JSON, while the lock is held."""
+        return self.path + ".json"
+
+    def holder(self) -> LockOwner | None:
+        """The record of the run that holds (or last held and never released) the lock."""
+        try:
+            with open(self.record_path, encoding="utf-8") as f:
+                return LockOwner.from_dict(json.load(f))
+        except (OSError, ValueError):
+            return None
+
+    @contextlib.contextmanager
+    def hold(
+        self, command: str | None = None, *, notify: Callable[[str], None] = _note
+    ) -> Iterator[LockOwner]:
+        """Hold the lock for the ``with`` block; yield this run's :class:`LockOwner`.
+
+        A stale lock (its run killed) is taken over; ``notify`` says so once the block has
+        ended without an error, so that a run refused for another reason prints only that.
+
+        Raises
+        ------
+        OutputLockedError
+            Another run holds the lock (the message names it); nothing was written.
+        StitchsafeError
+            The lock file cannot be created beside the group, or the file system there
+            does not support locks.
+        """
+        lock = self._acquire()
+        try:
+            stale = self._stale_record()
+            owner = self._write_record(command)
+        except BaseException:
+            lock.release()
+            raise
+        try:
+            yield owner
+        finally:
+            try:
+                if (current := self.holder()) is not None and current.token == owner.token:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(self.record_path)
+            finally:
+                lock.release()
+        if stale is not None:  # reached only when the block ended without an error
+            notify(
+                f"took over the lock on {self.group} from a stitchsafe run that had stopped "
+                f"without releasing it ({stale.describe()})."
+            )
+
+    def _acquire(self) -> filelock.BaseFileLock:
+        """The ``flock`` taken without waiting, or :class:`OutputLockedError`."""
+        lock = filelock.FileLock(self.path, timeout=0)
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            lock.acquire()
+        except filelock.Timeout:
+            if not os.path.exists(self.path):  # not held by anyone: it could not be made
+                raise StitchsafeError(self._cannot_create("the file system refused it")) from None
+            raise OutputLockedError(self._refusal(self._current_holder())) from None
+        except NotImplementedError:  # filelock 3: no flock on this file system
+            raise StitchsafeError(self._no_locks()) from None
+        except OSError as exc:
+            if exc.errno in _NO_LOCKS:
+                raise StitchsafeError(self._no_locks()) from None
+            if exc.errno not in _NOT_WRITABLE:
+                raise
+            raise StitchsafeError(self._cannot_create(exc.strerror or str(exc))) from None
+        return lock
+
+    def _cannot_create(self, why: str) -> str:
+        return (
+            f"cannot create the lock file {self.path} ({why}): stitchsafe keeps a lock file "
+            f"beside each output, in the folder that holds {self.group}. Choose an output in "
+            "a folder you can write to."
+        )
+
+    def _stale_record(self) -> LockOwner | None:
+        """The record a killed run left behind, if any (the flock is ours already)."""
+        previous = self.holder()
+        if previous is not None and previous.running():
+            # Its process lives on this host, yet the flock was free: this file system
+            # ignores flock. The record is then what keeps the output to one writer.
+            raise OutputLockedError(
+                self._refusal(previous) + f" If no such run is going on, delete {self.record_path}."
+            )
+        return previous
+
+    def _write_record(self, command: str | None) -> LockOwner:
+        """This run's record, written whole (a reader never sees half of it)."""
+        owner = LockOwner.this_process(command)
+        temporary = f"{self.record_path}.{owner.token}.tmp"
+        try:
+            with open(temporary, "w", encoding="utf-8") as f:
+                json.dump(asdict(owner), f)
+            os.replace(temporary, self.record_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
+        return owner
+
+    def _current_holder(self) -> LockOwner | None:
+        """The holder's record, waiting briefly for a run that has just taken the lock."""
+        deadline = time.monotonic() + _RECORD_WAIT_S
+        while True:
+            owner = self.holder()
+            if owner is not None and owner.running() is not False:
+                return owner
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
+    def _refusal(self, owner: LockOwner | None) -> str:
+        if owner is None:
+            who = f"its record {self.record_path} is missing"
+        else:
+            command = owner.command if len(owner.command) <= 200 else owner.command[:197] + "..."
+            who = f"{owner.describe()}, command: {command}"
+        return f"another stitchsafe run ({who}) is writing {self.group}; {self.advice}."
+
+    def _no_locks(self) -> str:
+        return (
+            f"cannot lock {self.path}: the file system there does not support file locks "
+            "(flock), so stitchsafe cannot make sure that it is the only writer of "
+            f"{self.group}. Choose an --output on a file system with locks (a local disk, "
+            "or a network file system mounted with locking)."
+        )

@@ -1,0 +1,193 @@
+"""New labels beside the old ones: built in a scratch group, swapped in when complete.
+
+:func:`~stitchsafe.labels.write_labels` never writes into the label image it replaces.
+The new label image is built at ``<image>/stitchsafe-new-labels/labels/<name>`` (the same
+depth below the image as its final place, so its relative OME-Zarr metadata holds), marked
+complete there, and only then moved to ``<image>/labels/<name>``:
+
+1. the old label image (if any) is renamed into the scratch group,
+2. the new one is renamed into its place (a rename on one file system: all or nothing),
+3. the ``labels`` group lists ``name``, and the scratch group with the old labels is
+   removed.
+
+An interruption before step 1 leaves the old labels untouched; between steps 1 and 2 the
+old ones are renamed back at once, or (if the process dies right there) by the next run;
+after step 2 the new labels are complete. A scratch group left by an interrupted run is
+cleared by the next one, which first restores old labels that were set aside.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import zarr
+
+from ..errors import StitchsafeError
+from ..io import OutputSpec, zarr_node
+
+__all__ = ["NEW_LABELS", "LabelPlace"]
+
+NEW_LABELS = "stitchsafe-new-labels"
+"""The scratch group inside an image where new labels are built until they are complete."""
+
+_OLD = "previous-"
+
+
+@dataclass(frozen=True)
+class LabelPlace:
+    """Where the label image ``name`` of ``image`` (in the zarr v3 ``group``) goes, and
+    where it is built until it is complete.
+
+    Examples
+    --------
+    >>> place = LabelPlace("out.zarr", "embeddings", "instances")
+    >>> place.final, place.scratch
+    ('embeddings/labels/instances', 'embeddings/stitchsafe-new-labels')
+    >>> place.building
+    'embeddings/stitchsafe-new-labels/labels/instances'
+    >>> LabelPlace("out.zarr", "embeddings", "a/b")
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: invalid label image name 'a/b'; use e.g. 'instances'.
+    """
+
+    group: str
+    image: str
+    name: str
+
+    def __post_init__(self) -> None:
+        if "/" in self.name or self.name in ("", ".", "..") or self.name.startswith("__"):
+            raise StitchsafeError(f"invalid label image name {self.name!r}; use e.g. 'instances'.")
+
+    @property
+    def final(self) -> str:
+        """The label image's path inside ``group``: ``<image>/labels/<name>``."""
+        return f"{self.image}/labels/{self.name}"
+
+    @property
+    def scratch(self) -> str:
+        """The scratch group's path inside ``group``: ``<image>/stitchsafe-new-labels``."""
+        return f"{self.image}/{NEW_LABELS}"
+
+    @property
+    def building(self) -> str:
+        """Where the new label image is built: ``<scratch>/labels/<name>``."""
+        return f"{self.scratch}/labels/{self.name}"
+
+    def path(self, inner: str) -> str:
+        """The file-system path of ``inner`` (a path inside ``group``)."""
+        return os.path.join(self.group, *inner.split("/"))
+
+    def prepare(self, *, overwrite: bool) -> None:
+        """Clear what an interrupted run left, check the old labels, make the groups.
+
+        Raises
+        ------
+        StitchsafeError
+            Labels ``name`` exist and ``overwrite`` is false, they were not written by
+            stitchsafe, or ``<image>/labels`` is not a zarr v3 group. Nothing is changed
+            then (beyond restoring old labels that an interrupted swap set aside).
+        """
+        self.clear_leftovers()
+        labels_dir = self.path(f"{self.image}/labels")
+        if os.path.exists(labels_dir) and (zarr_node(labels_dir) or ())[:2] != ("group", 3):
+            raise StitchsafeError(
+                f"{self.image}/labels in {self.group!r} exists but is not a zarr v3 group; "
+                "move it away to write labels there."
+            )
+        self._check_existing(overwrite)
+        labels = zarr.open_group(store=labels_dir, mode="a", zarr_format=3)
+        if not isinstance(labels.attrs.asdict().get("ome"), dict):
+            labels.attrs["ome"] = {"version": "0.5", "labels": []}
+        scratch = zarr.open_group(store=self.path(self.scratch), mode="w", zarr_format=3)
+        scratch.attrs["stitchsafe"] = {
+            "scratch": f"new labels for {self.final} while they are written; removed when "
+            "they are complete, or by the next run if this one was interrupted"
+        }
+
+    def _check_existing(self, overwrite: bool) -> None:
+        """Refuse existing labels without ``overwrite``, and labels stitchsafe did not write."""
+        path = self.path(self.final)
+        if not os.path.exists(path):
+            return
+        if not overwrite:
+            raise StitchsafeError(
+                f"the output {self.group!r} already holds {self.final!r}. Pass --overwrite to "
+                "replace it (the old labels stay until the new ones are complete), or choose "
+                "another output path or image name."
+            )
+        node = zarr_node(path)
+        if node is None or "stitchsafe" not in node[2]:
+            raise StitchsafeError(
+                f"{self.final!r} in {self.group!r} was not written by stitchsafe (it has no "
+                "stitchsafe attributes), so --overwrite will not replace it. Move it away or "
+                "delete it yourself, or choose another output image name."
+            )
+
+    def clear_leftovers(self) -> None:
+        """Finish what an interrupted swap left (old labels put back, or the new ones
+        listed), then remove the scratch group."""
+        scratch = self.path(self.scratch)
+        if not os.path.lexists(scratch):
+            return
+        old, final = os.path.join(scratch, _OLD + self.name), self.path(self.final)
+        if os.path.isdir(old) and not os.path.lexists(final):
+            os.rename(old, final)
+        if os.path.isdir(final) and zarr_node(os.path.dirname(final)) is not None:
+            _list_label(os.path.dirname(final), self.name)
+        if os.path.isdir(scratch) and not os.path.islink(scratch):
+            shutil.rmtree(scratch)
+        else:
+            os.remove(scratch)
+
+    def swap_in(self) -> OutputSpec:
+        """Move the complete new label image into its place; the old one is removed.
+
+        Returns
+        -------
+        OutputSpec
+            The label image at ``<image>/labels/<name>``.
+        """
+        final, new = self.path(self.final), self.path(self.building)
+        old = os.path.join(self.path(self.scratch), _OLD + self.name)
+        try:
+            if os.path.lexists(final):
+                os.rename(final, old)
+            os.rename(new, final)
+        except BaseException:
+            # Interrupted (or failed) between the two renames: the old labels go back.
+            if not os.path.lexists(final) and os.path.isdir(old):
+                os.rename(old, final)
+            raise
+        _list_label(self.path(f"{self.image}/labels"), self.name)
+        self.discard()
+        return OutputSpec(group=self.group, image=self.final, array=f"{self.final}/0")
+
+    def discard(self) -> None:
+        """Remove the scratch group and the new labels in it (before :meth:`swap_in`)."""
+        shutil.rmtree(self.path(self.scratch), ignore_errors=True)
+
+    def interrupted(self) -> str:
+        """What an interrupted labelling left, in one sentence."""
+        kept = (
+            f"the labels at {self.final} were left as they were"
+            if os.path.exists(self.path(self.final))
+            else "no labels were written"
+        )
+        return (
+            f"Labelling stopped before it was complete: {kept} (the partial new labels in "
+            f"{self.scratch} are cleared by the next run)."
+        )
+
+
+def _list_label(labels_dir: str, name: str) -> None:
+    """List ``name`` in the OME-Zarr metadata of the ``labels`` group at ``labels_dir``."""
+    labels = zarr.open_group(store=labels_dir, mode="r+")
+    previous: Any = labels.attrs.asdict().get("ome")
+    ome: dict[str, Any] = dict(previous) if isinstance(previous, dict) else {}
+    names = [str(n) for n in ome.get("labels", [])]
+    if name not in names:
+        labels.attrs["ome"] = {**ome, "version": "0.5", "labels": [*names, name]}
