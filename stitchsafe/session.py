@@ -28,7 +28,15 @@ from .engine import (
     resolve_device,
 )
 from .errors import StitchsafeError, UnstitchableModelError
-from .geometry import ModelGeometry, Plan, Shape, TilingSettings, default_tile_shape, make_plan
+from .geometry import (
+    ModelGeometry,
+    Plan,
+    Shape,
+    TilingSettings,
+    clamp_tile_shape,
+    default_tile_shape,
+    make_plan,
+)
 from .io import Volume, open_volume
 from .models import LoadedModel, load_model, model_for_input, resolve_geometry
 
@@ -240,6 +248,13 @@ def _plan_session(
     if given is None:
         budget = default_max_input_voxels(loaded, geometry, device)
         given = default_tile_shape(volume.shape, geometry, max_input_voxels=budget)
+    clamped = clamp_tile_shape(given, volume.shape, geometry.period)
+    if clamped != given:
+        notes.append(
+            f"--tile-shape {given} is larger than the volume {volume.shape} needs; using "
+            f"{clamped} (the smallest multiple of the period {geometry.period} that covers it)."
+        )
+        given = clamped
     result = PlanResult(
         plan=make_plan(volume.shape, geometry, tile_shape=given),
         geometry_source=resolved.source,

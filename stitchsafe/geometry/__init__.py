@@ -18,6 +18,7 @@ from ._plan import (
     Plan,
     Tile,
     check_tile_shape,
+    clamp_tile_shape,
     default_tile_shape,
     make_plan,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "Tile",
     "TilingSettings",
     "check_tile_shape",
+    "clamp_tile_shape",
     "default_tile_shape",
     "make_plan",
     "normalize_pooling_factors",

@@ -24,7 +24,14 @@ from ._box import Box
 from ._model_geometry import ModelGeometry
 from ._shape import Shape, as_shape
 
-__all__ = ["Plan", "Tile", "check_tile_shape", "default_tile_shape", "make_plan"]
+__all__ = [
+    "Plan",
+    "Tile",
+    "check_tile_shape",
+    "clamp_tile_shape",
+    "default_tile_shape",
+    "make_plan",
+]
 
 
 def check_tile_shape(tile_shape: Sequence[int], geometry: ModelGeometry) -> Shape:
@@ -50,6 +57,22 @@ def check_tile_shape(tile_shape: Sequence[int], geometry: ModelGeometry) -> Shap
                 f"{a}: {w} is not a multiple of {p}; nearest valid values are {near}."
             )
     return shape
+
+
+def clamp_tile_shape(tile_shape: Shape, volume_shape: Sequence[int], period: Shape) -> Shape:
+    """A tile no larger than the volume needs: per axis the smallest period multiple covering it.
+
+    A larger tile only reads and computes padding (and may not fit in memory); the stitched
+    result is the same, since every tile stays on the period lattice.
+
+    >>> clamp_tile_shape((1024, 64), (500, 300), (4, 4))
+    (500, 64)
+    >>> clamp_tile_shape((1024, 64), (501, 300), (4, 4))
+    (504, 64)
+    """
+    return tuple(
+        min(w, max(p, -(-v // p) * p)) for w, v, p in zip(tile_shape, volume_shape, period)
+    )
 
 
 @dataclass(frozen=True)
