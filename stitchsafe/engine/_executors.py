@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
@@ -163,7 +164,12 @@ def _process_pool(spec: SchedulerSpec, device: str) -> Iterator[_PoolExecutor]:
 
 def _worker_setup(threads: int, numbers: Any) -> None:
     """Process-pool initialiser: fixed torch threads before any work arrives, and a
-    worker number (so that workers on a multi-GPU machine take different GPUs)."""
+    worker number (so that workers on a multi-GPU machine take different GPUs).
+
+    Workers ignore SIGINT: a terminal's Ctrl-C reaches the whole process group, and only the
+    main process stops the run (it cancels queued batches and lets running ones finish).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     global POOL_INDEX
     POOL_INDEX = int(numbers.get())
     torch.set_num_threads(threads)
