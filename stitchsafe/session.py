@@ -104,6 +104,15 @@ class Session:
     device: torch.device
     budget: int | None = None  # input voxels per tile that fit the device, when measured
 
+    @property
+    def model_geometry(self) -> ModelGeometry:
+        """The model's own geometry: what one whole-volume pass of it reads and returns.
+
+        :attr:`geometry` tiles; in approximate mode its halo is wider than the model's own,
+        and the plan keeps the model's own as ``plan.native``.
+        """
+        return self.result.plan.model_geometry
+
 
 @dataclass(frozen=True)
 class _Resolved:
@@ -255,8 +264,9 @@ def _plan_session(
             f"{clamped} (the smallest multiple of the period {geometry.period} that covers it)."
         )
         given = clamped
+    native = approximation.native if approximation is not None else None
     result = PlanResult(
-        plan=make_plan(volume.shape, geometry, tile_shape=given),
+        plan=make_plan(volume.shape, geometry, tile_shape=given, native=native),
         geometry_source=resolved.source,
         model_path=os.fspath(resolved.path),
         model_format=loaded.format,

@@ -42,11 +42,11 @@ class Payload:
         return exec, (f"open({str(self.marker)!r}, 'w').write('unpickled')",)
 
 
-def _axes(offset: int | None) -> list[dict[str, Any]]:
+def _axes(offset: int | None, size_min: int = 18) -> list[dict[str, Any]]:
     """Batch, channel, y, x: parameterised input sizes, or output sizes ``offset`` from them."""
     space = []
     for name in ("y", "x"):
-        size: Any = {"min": 18, "step": 2}
+        size: Any = {"min": size_min, "step": 2}
         if offset is not None:
             size = {"tensor_id": "raw", "axis_id": name, "offset": offset}
         space.append({"type": "space", "id": name, "size": size})
@@ -54,20 +54,34 @@ def _axes(offset: int | None) -> list[dict[str, Any]]:
     return [{"type": "batch"}, {"type": "channel", "channel_names": names}, *space]
 
 
-def write_package(folder: Path, weights: dict[str, Any]) -> Path:
-    """rdf.yaml, README and test tensors of a small U-Net package (weights already there)."""
+def write_package(
+    folder: Path,
+    weights: dict[str, Any],
+    *,
+    x: np.ndarray | None = None,
+    net: torch.nn.Module | None = None,
+    same_padded: bool = False,
+) -> Path:
+    """rdf.yaml, README and test tensors of a small U-Net package (weights already there).
+
+    The test output is ``net(x)`` (default: the valid-convolution :data:`NET` on a 20x20
+    input); ``same_padded`` declares outputs of the input's size (sizes 2 + 2k).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    net, _ = make_net(NET, out_channels=2)
-    x = np.random.default_rng(1).random((1, 1, 20, 20)).astype(np.float32)
+    if net is None:
+        net, _ = make_net(NET, out_channels=2)
+    if x is None:
+        x = np.random.default_rng(1).random((1, 1, 20, 20)).astype(np.float32)
     with torch.no_grad():
         np.save(folder / "test_output.npy", net(torch.from_numpy(x)).numpy())
     np.save(folder / "test_input.npy", x)
+    size_min, offset = (2, 0) if same_padded else (18, -16)
     (folder / "README.md").write_text("# A test U-Net\n")
     rdf = {
         "format_version": "0.5.4",
         "type": "model",
         "name": "stitchsafe trust test",
-        "description": "a small valid-convolution U-Net",
+        "description": f"a small {'same-padded' if same_padded else 'valid-convolution'} U-Net",
         "authors": [{"name": "stitchsafe tests"}],
         "cite": [{"text": "Rumberger et al. ICCV 2021", "doi": "10.1109/ICCVW54120.2021.00067"}],
         "license": "BSD-3-Clause",
@@ -75,13 +89,17 @@ def write_package(folder: Path, weights: dict[str, Any]) -> Path:
         "inputs": [
             {
                 "id": "raw",
-                "axes": _axes(None),
+                "axes": _axes(None, size_min),
                 "test_tensor": {"source": "test_input.npy"},
                 "data": {"type": "float32"},
             }
         ],
         "outputs": [
-            {"id": "out", "axes": _axes(-16), "test_tensor": {"source": "test_output.npy"}}
+            {
+                "id": "out",
+                "axes": _axes(offset, size_min),
+                "test_tensor": {"source": "test_output.npy"},
+            }
         ],
         "weights": weights,
     }
@@ -100,6 +118,15 @@ def torchscript_package(folder: Path, source: str = "weights.pt") -> Path:
     save_torchscript(net, folder / source)
     entry = {"source": source, "pytorch_version": _version()}
     return write_package(folder, {"torchscript": entry})
+
+
+def same_padded_package(folder: Path, x: np.ndarray) -> Path:
+    """A package of the same-padded test net (TorchScript), its test output ``net(x)``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    net, _ = make_net("2d-same", out_channels=2)
+    save_torchscript(net, folder / "weights.pt")
+    entry = {"source": "weights.pt", "pytorch_version": _version()}
+    return write_package(folder, {"torchscript": entry}, x=x, net=net, same_padded=True)
 
 
 def state_dict_package(folder: Path, marker: Path, state: dict[str, Any] | None = None) -> Path:

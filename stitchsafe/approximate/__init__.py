@@ -2,7 +2,7 @@
 
 The halo is measured, not guessed: tiled runs over probe volumes are compared with one
 whole-volume pass until the deviation is within the tolerance (the method is described in
-``_search``). Inside: the settings and caps, the cropped model and its native geometry,
+``_search``). Inside: the settings and caps, the model's own geometry and its widening,
 the probes, the deviation measurement, the search and the resulting :class:`Approximation`.
 
 The modules inside are private; import from here.
@@ -10,8 +10,8 @@ The modules inside are private; import from here.
 
 from __future__ import annotations
 
-from ._cropped import CroppedModel, halo_steps, native_geometry, widen
 from ._deviation import ProbeRun, tiled_deviation
+from ._halo import halo_steps, native_geometry, widen
 from ._probes import Probe, input_probe, structured_probe
 from ._result import Approximation, Trial
 from ._search import approximate_tiling, choose_halo, probe_tiles
@@ -36,7 +36,6 @@ __all__ = [
     "PROBE_WRITE",
     "ApproximateSettings",
     "Approximation",
-    "CroppedModel",
     "Probe",
     "ProbeRun",
     "SearchLimits",

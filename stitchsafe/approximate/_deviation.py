@@ -1,9 +1,10 @@
 """How far a tiled run strays from one whole-volume pass over the same probe volume.
 
-A tiled run over a probe volume (tiles read from the volume padded with the run's pad
-mode, run, cropped: what the engine does) is compared with one whole-volume pass over it
-(:func:`stitchsafe.engine.whole_volume_forward`, exact mode's oracle). The deviation is
-``max |tiled - whole| / max |whole|``.
+A tiled run over a probe volume (the plan's tiles, border tiles shifted inside the
+model's own input, run, cropped: what the engine does) is compared with one whole-volume
+pass of the model over it (:func:`stitchsafe.engine.whole_volume_forward` with the model's
+own geometry: for a same-padded model of a valid size, ``model(volume)`` itself). The
+deviation is ``max |tiled - whole| / max |whole|``.
 """
 
 from __future__ import annotations
@@ -51,19 +52,28 @@ class ProbeRun:
 
 
 def tiled_deviation(
-    model: LoadedModel, geometry: ModelGeometry, data: np.ndarray, run: ProbeRun
+    model: LoadedModel,
+    geometry: ModelGeometry,
+    data: np.ndarray,
+    run: ProbeRun,
+    *,
+    native: ModelGeometry | None = None,
 ) -> tuple[float, int]:
     """Relative deviation of a tiled run over ``data`` from one whole pass over it.
 
-    The tiles are those of :func:`stitchsafe.geometry.make_plan`, read from ``data``
-    padded like ``numpy.pad(data, ..., mode=run.pad_mode)`` (as the engine reads a
-    volume), run in batches and cropped; the whole pass is the oracle of exact mode,
-    :func:`stitchsafe.engine.whole_volume_forward`.
+    The tiles are those of :func:`stitchsafe.geometry.make_plan` (with ``native``: border
+    tiles inside the model's own input), read from ``data`` padded like
+    ``numpy.pad(data, ..., mode=run.pad_mode)`` (as the engine reads a volume), run in
+    batches and cropped; the whole pass is :func:`stitchsafe.engine.whole_volume_forward`
+    with the model's own geometry.
 
     Parameters
     ----------
     model, geometry
-        The (cropped) model and the geometry it is tiled with.
+        The model and the geometry it is tiled with.
+    native
+        The model's own geometry, when ``geometry`` widens it (approximate tiling);
+        ``None``: ``geometry`` is the model's own.
     data
         ``(C, *spatial)`` probe volume, float32, already normalised.
     run
@@ -88,10 +98,12 @@ def tiled_deviation(
     >>> d < 1e-6, passes
     (True, 2)
     """
-    plan = make_plan(data.shape[1:], geometry, tile_shape=run.tile_shape)
-    whole = whole_volume_forward(data, model, geometry, pad_mode=run.pad_mode, device=run.device)
+    plan = make_plan(data.shape[1:], geometry, tile_shape=run.tile_shape, native=native)
+    whole = whole_volume_forward(
+        data, model, plan.model_geometry, pad_mode=run.pad_mode, device=run.device
+    )
     tiled = np.zeros_like(whole)
-    passes = _run_tiles(model, geometry, plan, _pad(data, plan, run.pad_mode), tiled, run)
+    passes = _run_tiles(model, plan, _pad(data, plan, run.pad_mode), tiled, run)
     return _relative_deviation(tiled, whole), 1 + passes
 
 
@@ -103,22 +115,16 @@ def _pad(data: np.ndarray, plan: Plan, pad_mode: str) -> np.ndarray:
 
 
 def _run_tiles(
-    model: LoadedModel,
-    geometry: ModelGeometry,
-    plan: Plan,
-    padded: np.ndarray,
-    out: np.ndarray,
-    run: ProbeRun,
+    model: LoadedModel, plan: Plan, padded: np.ndarray, out: np.ndarray, run: ProbeRun
 ) -> int:
     """Run the plan's tiles over ``padded`` in batches, writing into ``out``; the passes run."""
     tiles = list(plan)
     per_batch = max(1, run.batch_voxels // math.prod(plan.read_shape))
+    before = tuple(lo for lo, _ in plan.pad)
     passes = 0
     for i in range(0, len(tiles), per_batch):
         batch = tiles[i : i + per_batch]
-        x = np.stack(
-            [padded[(slice(None), *t.read.shift(geometry.halo_lo).to_slices())] for t in batch]
-        )
+        x = np.stack([padded[(slice(None), *t.read.shift(before).to_slices())] for t in batch])
         y = model(torch.from_numpy(x).to(run.device)).float().cpu().numpy()
         passes += 1
         for t, yt in zip(batch, y, strict=True):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..geometry import ModelGeometry
-from ._cropped import CroppedModel
+from ..models import LoadedModel
 
 Shape = tuple[int, ...]
 
@@ -42,11 +42,12 @@ class Approximation:
     Attributes
     ----------
     model
-        The model cropping the extra halo (run this one).
+        The model (run as it is: plans made with ``native`` crop the extra halo).
     geometry
         The tiling geometry: the model's period and valid sizes, the halo grown.
     native
-        The model's own geometry (its halo is 0 for same-padded models).
+        The model's own geometry (its halo is 0 for same-padded models); pass it to
+        :func:`stitchsafe.geometry.make_plan` as ``native``.
     tolerance
         Largest deviation allowed, relative to max |output|.
     chosen
@@ -67,7 +68,7 @@ class Approximation:
         Where it ran.
     """
 
-    model: CroppedModel
+    model: LoadedModel
     geometry: ModelGeometry
     native: ModelGeometry
     tolerance: float

@@ -12,10 +12,16 @@ With ``--allow-approximate`` stitchsafe picks that halo by measuring, never by g
   metadata or ``--pooling-factor``/``--depth``, else the valid-size step that probing
   measures), so the zero padding at tile borders is the only error left.
 - Candidate halos grow from 0 in steps of the largest period, each axis rounded up to a
-  multiple of its own period. For each, a tiled run over a probe volume (tiles read from
-  the volume padded with the run's pad mode, run, cropped: what the engine does) is
-  compared with one whole-volume pass over it (:func:`stitchsafe.engine.whole_volume_forward`,
-  exact mode's oracle). The deviation is ``max |tiled - whole| / max |whole|``.
+  multiple of its own period. For each, a tiled run over a probe volume (what the engine
+  does: tiles on the lattice, read with the halo, run, cropped) is compared with one
+  whole-volume pass of the model over it, as its users run it: no padding beyond what
+  the model's own valid sizes need (:func:`stitchsafe.engine.whole_volume_forward` with the
+  model's own geometry). The deviation is ``max |tiled - whole| / max |whole|``.
+- At the image border, tiles do not read past the whole pass's input: a border tile
+  shifts inward (by a multiple of the period) and keeps the part of its output that lands
+  on its write box, so the network's own zero padding acts at the border exactly as in
+  the whole pass, and the only error left is at the tiles' inner borders, which the halo
+  keeps away from every voxel written (:func:`stitchsafe.geometry.make_plan`, ``native``).
 - Two probe volumes: a seeded structured input (:func:`stitchsafe.models.structured_input`)
   of three tiles per axis, and the real input, normalised as the run normalises it: all
   of it where a tiled run over it reads at most :data:`INPUT_PROBE_VOXELS` voxels (the
@@ -48,8 +54,8 @@ from ..errors import UnstitchableModelError
 from ..geometry import ModelGeometry
 from ..io import Volume
 from ..models import LoadedModel, suspect_layers
-from ._cropped import CroppedModel, halo_steps, widen
 from ._deviation import ProbeRun, tiled_deviation
+from ._halo import halo_steps, widen
 from ._probes import Probe, input_probe, structured_probe
 from ._result import Approximation, Trial, halo_text
 from ._settings import INPUT_PROBE_VOXELS, PROBE_WRITE, SearchLimits
@@ -192,12 +198,11 @@ class _Search:
 
 @dataclass(frozen=True)
 class _Candidate:
-    """A halo to try: its extra voxels, the widened geometry, each probe's shape, the model."""
+    """A halo to try: its extra voxels, the widened geometry, each probe's shape."""
 
     extra: Shape
     geometry: ModelGeometry
     shapes: dict[str, Shape]
-    model: CroppedModel
 
 
 @dataclass
@@ -254,7 +259,7 @@ def _candidate(search: _Search, k: int) -> _Candidate | str:
             f"the next halo's probe run would read {need} input voxels (the cap is "
             f"{limits.max_probe_voxels})"
         )
-    return _Candidate(extra, geometry, shapes, CroppedModel.of(search.model, extra))
+    return _Candidate(extra, geometry, shapes)
 
 
 def _measure(search: _Search, candidate: _Candidate, progress: _Progress) -> Trial:
@@ -263,7 +268,7 @@ def _measure(search: _Search, candidate: _Candidate, progress: _Progress) -> Tri
     for p in search.probes:
         data = p.read(candidate.shapes[p.name])
         deviations[p.name], passes = tiled_deviation(
-            candidate.model, candidate.geometry, data, search.run
+            search.model, candidate.geometry, data, search.run, native=search.native
         )
         progress.forwards += passes
     trial = Trial(candidate.geometry.halo, deviations, candidate.shapes)
@@ -276,7 +281,7 @@ def _approximation(
 ) -> Approximation:
     """The result: the candidate chosen and what the search measured."""
     return Approximation(
-        model=candidate.model,
+        model=search.model,
         geometry=candidate.geometry,
         native=search.native,
         tolerance=search.tolerance,

@@ -9,6 +9,12 @@ the whole-volume pass, and each kept output region is a multiple of the period l
 The whole-volume pass reads from ``-halo_lo``, so its output starts at voxel 0; a tile
 whose write box begins at a multiple of the period and whose crop starts at raw-output
 voxel 0 therefore sits on that lattice.
+
+Approximate tiling (a same-padded model, tiled with a measured halo wider than its own)
+gives the plan the model's own geometry as ``native``: then no tile reads past the input
+of the model's own whole-volume pass. A border tile shifts inward, by a multiple of the
+period, and its crop moves with it, so the network's own padding acts at the image border
+as in one whole-image pass, instead of padding made with the pad mode.
 """
 
 from __future__ import annotations
@@ -81,7 +87,8 @@ class Tile:
 
     ``read`` is the input box (volume coordinates; parts outside the volume are padding),
     ``write`` the output voxels kept (inside the volume), and ``crop`` the box inside the
-    tile's raw output that lands on ``write``.
+    tile's raw output that lands on ``write`` (it starts at 0 unless the tile was shifted
+    inward: approximate tiling's border tiles).
     """
 
     index: Shape
@@ -96,6 +103,11 @@ class Plan:
 
     Tiles are generated lazily (``len(plan)``, ``plan.tile(i)``, iteration) so that plans
     of millions of tiles cost no memory.
+
+    ``native`` (approximate tiling only) is the model's own geometry when ``geometry`` is
+    wider: reads then stay inside ``canvas``, the input of the model's own whole-volume
+    pass (from ``-native.halo_lo``), border tiles shift inward, and the raw output is the
+    model's own (:attr:`model_geometry`).
 
     Examples
     --------
@@ -115,11 +127,20 @@ class Plan:
     read_shape: Shape
     raw_output_shape: Shape
     exact: bool = True
+    native: ModelGeometry | None = None
     grid_shape: Shape = field(init=False)
+    canvas: Shape = field(init=False)
 
     def __post_init__(self) -> None:
         grid = tuple(-(-v // w) for v, w in zip(self.volume_shape, self.tile_shape))
         object.__setattr__(self, "grid_shape", grid)
+        canvas = self.model_geometry.input_for_output(self.volume_shape)
+        object.__setattr__(self, "canvas", canvas)
+
+    @property
+    def model_geometry(self) -> ModelGeometry:
+        """The geometry of the model the tiles run: ``native`` if given, else ``geometry``."""
+        return self.native if self.native is not None else self.geometry
 
     @property
     def dims(self) -> int:
@@ -138,11 +159,28 @@ class Plan:
         wb = tuple(i * w for i, w in zip(index, self.tile_shape))
         we = tuple(min(b + w, v) for b, w, v in zip(wb, self.tile_shape, self.volume_shape))
         write = Box(wb, we)
-        read = Box.from_shape(
-            self.read_shape, tuple(b - lo for b, lo in zip(wb, self.geometry.halo_lo))
-        )
-        crop = Box.from_shape(write.shape)
-        return Tile(tuple(index), read, write, crop)
+        begin = tuple(self._read_begin(a, b, e) for a, (b, e) in enumerate(zip(wb, we)))
+        lo = self.model_geometry.halo_lo
+        crop = Box.from_shape(write.shape, tuple(w - r - h for w, r, h in zip(wb, begin, lo)))
+        return Tile(tuple(index), Box.from_shape(self.read_shape, begin), write, crop)
+
+    def _read_begin(self, axis: int, write_begin: int, write_end: int) -> int:
+        """Where a tile writing ``[write_begin, write_end)`` on ``axis`` starts reading.
+
+        ``write_begin - halo_lo``; with ``native``, shifted inward to stay inside the canvas
+        (by a multiple of the period, so that the tile stays on the lattice) when the
+        shifted tile's raw output still covers its write box.
+        """
+        begin = write_begin - self.geometry.halo_lo[axis]
+        if self.native is None:
+            return begin
+        lo, p = self.native.halo_lo[axis], self.geometry.period[axis]
+        last = -lo + (self.canvas[axis] - self.read_shape[axis]) // p * p
+        shifted = max(-lo, min(begin, last))
+        out_begin = shifted + lo
+        if out_begin <= write_begin and out_begin + self.raw_output_shape[axis] >= write_end:
+            return shifted
+        return begin
 
     def tile(self, i: int) -> Tile:
         """The ``i``-th tile in C order of the grid."""
@@ -162,10 +200,11 @@ class Plan:
     def pad(self) -> tuple[tuple[int, int], ...]:
         """Padded extents ``(before, after)`` per axis: how far reads leave the volume."""
         out = []
-        for a in range(self.dims):
-            last_begin = (self.grid_shape[a] - 1) * self.tile_shape[a] - self.geometry.halo_lo[a]
-            after = last_begin + self.read_shape[a] - self.volume_shape[a]
-            out.append((self.geometry.halo_lo[a], max(0, after)))
+        for a, (w, v) in enumerate(zip(self.tile_shape, self.volume_shape)):
+            first = self._read_begin(a, 0, min(w, v))
+            last_write = (self.grid_shape[a] - 1) * w
+            last = self._read_begin(a, last_write, min(last_write + w, v)) + self.read_shape[a]
+            out.append((max(0, -first), max(0, last - v)))
         return tuple(out)
 
     @property
@@ -197,6 +236,9 @@ class Plan:
             "halo_overhead": round(self.halo_overhead, 4),
             "distinguishable_objects": g.distinguishable_objects,
             "exact": self.exact,
+            # How tiles meet the image border: reads past it are padded with the pad mode,
+            # or (approximate tiling) border tiles shift inside the model's own input.
+            "border": "padded" if self.native is None else "inside",
         }
 
 
@@ -206,6 +248,7 @@ def make_plan(
     *,
     tile_shape: Sequence[int] | int,
     exact: bool = True,
+    native: ModelGeometry | None = None,
 ) -> Plan:
     """Tile plan on the global lattice anchored at the volume origin.
 
@@ -218,6 +261,10 @@ def make_plan(
     tile_shape
         Output write box per tile; must be a multiple of the period unless ``exact`` is
         false (only for negative controls and naive-tiling comparisons).
+    native
+        Approximate tiling: the model's own geometry, when ``geometry`` is the same with a
+        wider halo (``approximate.widen``). Reads then stay inside the model's own
+        whole-volume input (border tiles shift inward), as :class:`Plan` explains.
 
     Examples
     --------
@@ -240,14 +287,31 @@ def make_plan(
     else:
         tshape = as_shape(tile_shape, geometry.dims, "--tile-shape")
     read = geometry.input_for_output(tshape)
+    model = geometry
+    if native is not None:
+        _check_native(native, geometry)
+        # No read larger than the model's own whole-volume pass (a valid size too).
+        read = tuple(min(r, c) for r, c in zip(read, native.input_for_output(vshape)))
+        model = native
     return Plan(
         volume_shape=vshape,
         geometry=geometry,
         tile_shape=tshape,
         read_shape=read,
-        raw_output_shape=geometry.output_shape(read),
+        raw_output_shape=model.output_shape(read),
         exact=exact,
+        native=native,
     )
+
+
+def _check_native(native: ModelGeometry, geometry: ModelGeometry) -> None:
+    """Refuse a ``native`` geometry that ``geometry`` does not widen (a programming error)."""
+    wider = all(
+        glo >= nlo and ghi >= nhi
+        for (glo, ghi), (nlo, nhi) in zip(geometry.halo, native.halo, strict=True)
+    )
+    if native.period != geometry.period or native.step != geometry.step or not wider:
+        raise ValueError(f"{geometry} does not widen the model's own geometry {native}")
 
 
 def default_tile_shape(

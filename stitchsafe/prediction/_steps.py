@@ -141,13 +141,21 @@ def _run_fingerprint(
         pad_mode=run.pad_mode,
         precision=run.precision,
         embeddings_dtype=run.embeddings_dtype,
-        approximate=None if approximate is None else {"tolerance": approximate["tolerance"]},
+        approximate=_approximate_fingerprint(approximate),
     )
     identity = input_identity(session.volume, key=settings.input_key)
     fingerprint = with_sources(
         fingerprint, input_identity=identity.to_dict(), model_files=model_files
     )
     return model_files[0][1], fingerprint
+
+
+def _approximate_fingerprint(approximate: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a resume must share in approximate mode: the tolerance, and how border tiles
+    are placed (inside the model's own input; older outputs padded them: never mixed)."""
+    if approximate is None:
+        return None
+    return {"tolerance": approximate["tolerance"], "border": "inside"}
 
 
 def _model_files(session: Session) -> list[tuple[str, str]]:

@@ -158,6 +158,7 @@ def _choose_crop(
         session.geometry,
         session.result.plan.tile_shape,
         shrink=tiling.tile_shape is None,
+        native=session.result.plan.native,
     )
 
 

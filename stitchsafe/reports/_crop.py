@@ -28,12 +28,17 @@ MAX_CROP_INPUT_VOXELS = 2**22
 
 
 def naive_tiling(
-    volume_shape: Sequence[int], geometry: ModelGeometry, tile_shape: Sequence[int]
+    volume_shape: Sequence[int],
+    geometry: ModelGeometry,
+    tile_shape: Sequence[int],
+    *,
+    native: ModelGeometry | None = None,
 ) -> Plan:
     """What tools that ignore the period do: write boxes one voxel shorter than ``tile_shape``.
 
     Tile origins then drift off the period lattice (on every axis whose period exceeds 1),
-    so the stitched output differs from a whole-volume pass.
+    so the stitched output differs from a whole-volume pass. ``native`` as in
+    :func:`stitchsafe.geometry.make_plan` (approximate tiling).
 
     >>> from stitchsafe.geometry import unet_geometry
     >>> p = naive_tiling((20, 20), unet_geometry([(2, 2)]), (8, 8))
@@ -41,7 +46,7 @@ def naive_tiling(
     ((7, 7), [0, 7, 14], False)
     """
     shape = tuple(max(1, int(t) - 1) for t in tile_shape)
-    return make_plan(volume_shape, geometry, tile_shape=shape, exact=False)
+    return make_plan(volume_shape, geometry, tile_shape=shape, exact=False, native=native)
 
 
 def centred_crop(
@@ -147,9 +152,16 @@ class CropPlans:
 
 
 def crop_plans(
-    box: Box, geometry: ModelGeometry, tile_shape: Sequence[int], *, shrink: bool
+    box: Box,
+    geometry: ModelGeometry,
+    tile_shape: Sequence[int],
+    *,
+    shrink: bool,
+    native: ModelGeometry | None = None,
 ) -> CropPlans:
     """Both tilings of ``box``; with ``shrink``, tiles small enough to leave a seam in it.
+
+    ``native``: the model's own geometry in approximate tiling (``make_plan``).
 
     >>> from stitchsafe.geometry import unet_geometry
     >>> p = crop_plans(Box.from_shape((40, 50)), unet_geometry([(2, 2)]), (40, 40), shrink=True)
@@ -157,5 +169,8 @@ def crop_plans(
     ((20, 24), (19, 23), True)
     """
     tiles = crop_tile_shape(box.shape, geometry, tile_shape) if shrink else tuple(tile_shape)
-    plan = make_plan(box.shape, geometry, tile_shape=check_tile_shape(tiles, geometry))
-    return CropPlans(box, plan, naive_tiling(box.shape, geometry, plan.tile_shape))
+    plan = make_plan(
+        box.shape, geometry, tile_shape=check_tile_shape(tiles, geometry), native=native
+    )
+    naive = naive_tiling(box.shape, geometry, plan.tile_shape, native=native)
+    return CropPlans(box, plan, naive)

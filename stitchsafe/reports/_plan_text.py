@@ -33,6 +33,12 @@ def describe_plan(d: dict[str, Any]) -> str:
         ("raw tile output", fmt(d["raw_output_shape"])),
         ("tiles", f"{d['tiles']} ({fmt(d['grid_shape'])})"),
         ("padded shape", fmt(d["padded_shape"])),
+        (
+            "border tiles",
+            "shifted inside the image (the network's own padding acts there)"
+            if d.get("border") == "inside"
+            else "read past the border, padded with --pad-mode",
+        ),
         ("halo overhead", f"{d['halo_overhead']:.2f} input voxels read per output voxel"),
         (
             "distinguishable",

@@ -43,7 +43,8 @@ class CropRunner:
     Attributes
     ----------
     model, geometry
-        The session's model (on ``device``) and its geometry.
+        The session's model (on ``device``) and its own geometry (what one whole-volume
+        pass of it reads; in approximate mode not the tiles' wider one).
     transform
         The intensity normalisation, computed over the whole input.
     run
@@ -62,7 +63,7 @@ class CropRunner:
     def for_session(cls, session: Session, run: RunSettings) -> CropRunner:
         """The runner of ``session``, with its whole-input normalisation computed."""
         transform = session_normalization(session.model, session.volume, run.normalize)
-        return cls(session.model, session.geometry, transform, run, session.device)
+        return cls(session.model, session.model_geometry, transform, run, session.device)
 
     def tiled(self, volume: Volume, plan: Plan, group: str, image: str) -> np.ndarray:
         """Run ``plan`` with the tiled engine into a scratch OME-Zarr image and read it back."""

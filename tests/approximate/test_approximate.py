@@ -1,8 +1,9 @@
 """Approximate mode for same-padded models, through the real console script.
 
 The acceptance: with ``--allow-approximate --tolerance T`` the stitched output of a
-same-padded U-Net deviates from one whole-volume forward pass (``whole_volume_forward``,
-the volume padded by the measured halo) by at most ``T`` of max |output|.
+same-padded U-Net deviates from the net run once over the whole image (its own zero
+padding at the image border, as its users run it) by at most ``T`` of max |output|,
+in the band along the image border too.
 """
 
 from __future__ import annotations
@@ -57,38 +58,30 @@ def _one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-class _Crop(torch.nn.Module):
-    """The same-padded net, its output cropped by ``h`` on every side (oracle helper)."""
-
-    def __init__(self, net: torch.nn.Module, h: int) -> None:
-        super().__init__()
-        self.net, self.h = net, h
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.h
-        return self.net(x)[..., h : x.shape[-2] - h, h : x.shape[-1] - h]
-
-
-def _deviation_from_whole_pass(inp: Path, out: Path, attrs: dict[str, Any]) -> float:
-    """max |stitched - whole_volume_forward| / max |whole| on the whole volume."""
+def _deviation_from_whole_pass(inp: Path, out: Path, attrs: dict[str, Any]) -> dict[str, float]:
+    """max |stitched - whole| / max |whole|, overall and in the border band, where ``whole``
+    is the net run once over the whole image, as its users run it: no padding but the
+    little at the far end that reaches a valid size (``whole_volume_forward`` with the
+    net's own geometry: halo 0)."""
     h = attrs["approximate"]["halo"][0][0]
     assert attrs["approximate"]["halo"] == [[h, h], [h, h]]
     net, _ = make_net("2d-same")
-    model = LoadedModel("oracle", "stitchsafe", _Crop(net, h), None, dims=2, channels_in=1)
-    geometry = ModelGeometry(
-        period=(2, 2), halo=((h, h), (h, h)), min_input=(2 * h + 2,) * 2, step=(2, 2)
-    )
+    model = LoadedModel("oracle", "stitchsafe", net.eval(), None, dims=2, channels_in=1)
+    own = ModelGeometry(period=(2, 2), halo=((0, 0), (0, 0)), min_input=(2, 2), step=(2, 2))
     data = np.asarray(zarr.open_array(inp, mode="r"))[None]
     whole = whole_volume_forward(
         data,
         model,
-        geometry,
+        own,
         pad_mode=attrs["pad_mode"],
         transform=Normalization.from_dict(attrs["normalization"]),
     )
     stitched = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
     assert stitched.shape == whole.shape
-    return float(np.abs(stitched - whole).max() / np.abs(whole).max())
+    diff = np.abs(stitched - whole) / np.abs(whole).max()
+    band = np.ones(diff.shape[1:], bool)
+    band[h:-h, h:-h] = False  # the voxels within one halo of the image border
+    return {"all": float(diff.max()), "border band": float(diff[:, band].max())}
 
 
 def _invoke(*args: str) -> Any:
@@ -147,14 +140,17 @@ def test_predict_stays_within_the_tolerance(
         assert f"{a['measured_deviation']:.1e}" in note and f"{tolerance:.0e}" in note
         assert f"Halo ({a['halo'][0][0]}, {a['halo'][1][0]})" in note
         attrs = zarr.open_group(out / "embeddings", mode="r").attrs.asdict()["stitchsafe"]
-        assert attrs["approximate"] == a and attrs["run"]["approximate"] == {"tolerance": tolerance}
+        assert attrs["approximate"] == a and attrs["run"]["approximate"] == {
+            "tolerance": tolerance,
+            "border": "inside",
+        }
         # `stitchsafe info` says so too
         info = run_cli("info", str(out))
         assert info.returncode == 0, info.stderr
         assert "APPROXIMATE" in info.stdout and f"tolerance {tolerance:.2g}" in info.stdout
         # the acceptance: the stitched output is within the tolerance of one whole pass
         deviation = _deviation_from_whole_pass(inp, out, attrs)
-        assert deviation <= tolerance, (deviation, a)
+        assert max(deviation.values()) <= tolerance, (deviation, a)
         halos[tolerance] = a["halo"][0][0]
     assert halos[1e-3] > halos[0.5], halos  # a tighter tolerance needs a larger halo
 
@@ -209,7 +205,7 @@ def test_check_reports_the_real_deviation(
     # 0.125 (halo 6) the stripes deviate more on it than on the probes.
     proc = run_cli(
         "check", "--model", str(setup["ts"]), "--input", str(setup["tmp"] / "stripes.zarr"),
-        "--allow-approximate", "--tolerance", str(tolerance), "--crop", "33,35",
+        "--allow-approximate", "--tolerance", str(tolerance), "--crop", "29,31",
         "--tile-shape", TILE, "--device", "cpu", "--no-picture", "--json",
     )  # fmt: skip
     assert proc.returncode == code, proc.stderr

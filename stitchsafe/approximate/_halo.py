@@ -1,17 +1,17 @@
-"""The model as approximate tiling sees it: its own geometry, a wider halo, cropped outputs.
+"""The model as approximate tiling sees it: its own geometry, and the same with a wider halo.
 
-The chosen halo turns the model into a valid-convolution one as far as the engine can
-tell: :class:`CroppedModel` drops the extra halo from every output, and the geometry from
-:func:`widen` includes it, so plans, the tiled engine and the oracle run unchanged.
+:func:`native_geometry` measures the model's own valid sizes and period; :func:`widen`
+adds the extra halo the search chose (in steps from :func:`halo_steps`). A plan made with
+the wider geometry and ``native=`` the model's own (:func:`stitchsafe.geometry.make_plan`)
+reads the extra context around each tile and crops it away from the model's own output;
+at the image border its tiles shift inward, so the network's own padding acts there as in
+one whole-image pass.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-
-import torch
 
 from ..geometry import ModelGeometry, normalize_pooling_factors
 from ..models import LoadedModel, Runner, metadata_geometry, scan_sizes
@@ -103,27 +103,3 @@ def halo_steps(period: Sequence[int]) -> Callable[[int], Shape]:
     """
     unit = max(period)
     return lambda k: tuple(-(-k * unit // p) * p for p in period)
-
-
-@dataclass
-class CroppedModel(LoadedModel):
-    """A loaded model whose outputs lose ``extra[a]`` voxels on both sides of axis ``a``.
-
-    With the geometry from :func:`widen`, the tiled engine, the plans and the oracle see a
-    valid-convolution model whose halo includes the extra context.
-    """
-
-    extra: Shape = ()
-
-    @classmethod
-    def of(cls, model: LoadedModel, extra: Sequence[int]) -> CroppedModel:
-        """Wrap ``model``, sharing its module."""
-        values = {f.name: getattr(model, f.name) for f in fields(LoadedModel)}
-        return cls(**values, extra=tuple(int(e) for e in extra))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().__call__(x)
-        if not any(self.extra):
-            return y
-        spatial = (slice(e, y.shape[2 + a] - e) for a, e in enumerate(self.extra))
-        return y[(slice(None), slice(None), *spatial)]
