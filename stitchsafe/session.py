@@ -14,7 +14,8 @@ True
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -37,7 +38,7 @@ from .geometry import (
     default_tile_shape,
     make_plan,
 )
-from .io import Volume, open_volume
+from .io import PhysicalScale, PhysicalSettings, Volume, open_volume
 from .models import LoadedModel, load_model, model_for_input, resolve_geometry
 
 __all__ = [
@@ -65,12 +66,15 @@ class PlanResult:
     channels: int
     notes: tuple[str, ...] = ()
     approximate: dict[str, Any] | None = None
+    physical: PhysicalScale | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = self.plan.to_dict()
         d["geometry_source"] = self.geometry_source
         d["model"] = {"path": self.model_path, "format": self.model_format}
         d["input"] = {"path": self.input_path, "channels": self.channels}
+        # Voxel size, units and translation of the input (or --voxel-size/--unit).
+        d["physical"] = None if self.physical is None else self.physical.to_dict()
         # Approximate mode (--allow-approximate) is never silent: null means exact.
         d["approximate"] = self.approximate
         if self.approximate is not None:
@@ -84,13 +88,15 @@ class Sources:
 
     ``model`` ``None`` means the bundled model for the input's dimensionality;
     ``trust_model`` allows a model file to run code of its own when loaded (pickled objects,
-    architecture source files), which untrusted files may not.
+    architecture source files), which untrusted files may not; ``physical``
+    (``--voxel-size``, ``--unit``) replaces the input's own voxel size or unit.
     """
 
     model: PathLike | None
     input: PathLike
     input_key: str | None = None
     trust_model: bool = False
+    physical: PhysicalSettings = PhysicalSettings()
 
 
 @dataclass
@@ -163,12 +169,14 @@ def open_session(
     """
     device = _planning_device(run.device, remote)
     resolved = _resolve_model(sources, tiling, approximate)
-    volume = _open_input(sources.input, sources.input_key, resolved.geometry, remote)
+    volume = _open_input(sources, resolved.geometry, remote)
     try:
-        return _plan_session(resolved, volume, device, sources.input, tiling, run, approximate)
+        session = _plan_session(resolved, volume, device, sources.input, tiling, run, approximate)
     except BaseException:
         volume.close()
         raise
+    session.result = replace(session.result, physical=volume.physical)
+    return session
 
 
 def _planning_device(device: str, remote: bool) -> torch.device:
@@ -194,7 +202,9 @@ def _resolve_model(
     notes: list[str] = []
     model = sources.model
     if model is None:
-        model = model_for_input(sources.input, input_key=sources.input_key)
+        model = model_for_input(
+            sources.input, input_key=sources.input_key, physical=sources.physical
+        )
         notes.append(
             f"no --model given: using the bundled {model.stem} model (synthetic nuclei-like "
             "cells; train your own with `stitchsafe train`)."
@@ -217,13 +227,14 @@ def _resolve_model(
     return _Resolved(loaded, model, geometry, source, False, tuple(notes))
 
 
-def _open_input(
-    input: PathLike, input_key: str | None, geometry: ModelGeometry, remote: bool
-) -> Volume:
+def _open_input(sources: Sources, geometry: ModelGeometry, remote: bool) -> Volume:
     """Open the input volume and check its channels against the model's."""
+    input = sources.input
     # Workers elsewhere do not share this process's working directory.
     where = os.path.abspath(input) if remote else input
-    volume = open_volume(where, key=input_key, spatial_dims=geometry.dims)
+    volume = open_volume(
+        where, key=sources.input_key, spatial_dims=geometry.dims, physical=sources.physical
+    )
     if volume.channels != geometry.channels_in:
         volume.close()
         raise StitchsafeError(
@@ -314,6 +325,8 @@ def plan(  # noqa: PLR0913 - the public keywords; they become settings values at
     allow_approximate: bool = False,
     tolerance: float | None = None,
     trust_model: bool = False,
+    voxel_size: float | Sequence[float] | str | None = None,
+    unit: str | None = None,
 ) -> PlanResult:
     """Work out the exact tiling of ``input`` for ``model`` without running it.
 
@@ -342,6 +355,8 @@ def plan(  # noqa: PLR0913 - the public keywords; they become settings values at
         Let the model file run code of its own when it is loaded (pickled objects in a
         ``.pt2``, a bioimage.io architecture given as source code). Only for files from a
         source you trust; without it such files are refused.
+    voxel_size, unit
+        The input's voxel size (``Z,Y,X`` or one for all) and unit, over its own metadata.
 
     Returns
     -------
@@ -349,13 +364,12 @@ def plan(  # noqa: PLR0913 - the public keywords; they become settings values at
         The plan and where the geometry came from (``metadata``, ``flags`` or ``probe``);
         ``approximate`` holds the measured halo and deviation in approximate mode.
     """
-    approximate = ApproximateSettings(allow=allow_approximate, tolerance=tolerance)
     tiling = TilingSettings(tile_shape=tile_shape, pooling_factors=pooling_factors, depth=depth)
     session = open_session(
-        Sources(model, input, input_key, trust_model),
+        Sources(model, input, input_key, trust_model, PhysicalSettings(voxel_size, unit)),
         tiling=tiling,
         run=RunSettings(device=device),
-        approximate=approximate,
+        approximate=ApproximateSettings(allow=allow_approximate, tolerance=tolerance),
     )
     session.volume.close()
     return session.result

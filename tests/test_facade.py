@@ -29,8 +29,7 @@ def test_predict_stays_a_function_after_its_module_is_imported() -> None:
 
 def test_importing_the_package_loads_nothing_heavy() -> None:
     code = (
-        "import sys, stitchsafe; "
-        "print([m for m in ('torch', 'zarr', 'dask') if m in sys.modules])"
+        "import sys, stitchsafe; print([m for m in ('torch', 'zarr', 'dask') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -6,6 +6,6 @@ Only this package imports lazily (torch, dask, zarr load inside the commands), s
 
 from __future__ import annotations
 
-from ._main import cli, main
+from ._main import cli, interruption, main, storage_advice
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "interruption", "main", "storage_advice"]

@@ -35,7 +35,7 @@ from ._report import BadInput
 from ._segment import segment
 from ._train import train
 
-__all__ = ["Group", "Terminated", "cli", "interruption", "main"]
+__all__ = ["Group", "Terminated", "cli", "interruption", "main", "storage_advice"]
 
 # Disk full, quota, read-only or permission problems: the user's to fix, not a bug.
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -57,6 +57,21 @@ _CONTINUE = {
 }
 _RESTART = "Rerun the same command to start again."
 
+# How to go on after a full disk or a permission problem, per command.
+_AFTER_STORAGE = {
+    "predict": (
+        "Nothing already finished is lost: free space or fix the permissions, then rerun the "
+        "same command with --resume to continue where it stopped."
+    ),
+    "segment": (
+        "The labels of an earlier run, if any, are kept: free space or fix the permissions, "
+        "then rerun the same command."
+    ),
+    "train": "Free space or fix the permissions, then rerun the same command with --overwrite.",
+    "demo": "Free space or fix the permissions, then rerun the same command with --overwrite.",
+}
+_STORAGE_RETRY = "Free space or fix the permissions, then rerun the same command."
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that a run unwinds as it does for Ctrl-C."""
@@ -73,6 +88,15 @@ def interruption(command: str | None, stop: KeyboardInterrupt) -> str:
     notes = " ".join(str(n) for n in getattr(stop, "__notes__", ()))
     advice = _CONTINUE.get(command or "", _RESTART)
     return " ".join(f"Interrupted by {cause}; stitchsafe stopped cleanly. {notes} {advice}".split())
+
+
+def storage_advice(command: str | None) -> str:
+    """How to go on after ``command`` stopped on a full disk or a permission problem.
+
+    >>> storage_advice("segment")[:40]
+    'The labels of an earlier run, if any, ar'
+    """
+    return _AFTER_STORAGE.get(command or "", _STORAGE_RETRY)
 
 
 class Group(click.Group):
@@ -92,11 +116,8 @@ class Group(click.Group):
             if exc.errno not in STORAGE_ERRORS:
                 raise
             where = f" ({exc.filename})" if exc.filename else ""
-            raise BadInput(
-                f"writing failed: {exc.strerror or exc}{where}. Nothing already finished is "
-                "lost: free space or fix the permissions, then rerun the same command with "
-                "--resume (predict) to continue where it stopped."
-            ) from None
+            advice = storage_advice(ctx.invoked_subcommand)
+            raise BadInput(f"writing failed: {exc.strerror or exc}{where}. {advice}") from None
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

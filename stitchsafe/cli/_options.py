@@ -72,6 +72,14 @@ OVERWRITE = click.option(
     "--overwrite", is_flag=True, help="Replace what an earlier run wrote at the output."
 )
 NO_PROGRESS = click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+PYRAMID = click.option(
+    "--pyramid/--no-pyramid",
+    default=True,
+    show_default=True,
+    help="Also write resolution levels 1, 2... (mean; labels: every other voxel) so viewers "
+    "can browse large results (~1/7 more writes in 3-D); an interrupted predict finishes "
+    "them with --resume.",
+)
 DEVICE = click.option(
     "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
 )
@@ -161,6 +169,34 @@ NO_EMBEDDINGS = click.option(
     "embeddings (much less to write). The labels, in OUTPUT/instances, are identical to a "
     "full run's. --scheduler threads only.",
 )
+
+# -- physical scale (plan, predict, segment) -----------------------------------------------
+
+physical_options = stack(
+    click.option(
+        "--voxel-size",
+        default=None,
+        metavar="Z,Y,X",
+        help="Voxel size: one per spatial axis (e.g. 2,0.5,0.5 for Z,Y,X; 0.5,0.5 for Y,X) "
+        "or one for every axis, in place of the input's own metadata (OME-Zarr scale, "
+        "OME-TIFF PhysicalSize, ImageJ spacing and resolution). Written into every image "
+        "stitchsafe writes.",
+    ),
+    click.option(
+        "--unit",
+        default=None,
+        metavar="UNIT",
+        help="Unit of the voxel size, for every spatial axis: an OME-Zarr unit of length "
+        "(micrometer, nanometer, millimeter...; um, µm, nm, mm are understood) or pixel for "
+        "none. Default: the input's own.",
+    ),
+)
+
+
+def physical_keywords(options: dict[str, Any]) -> dict[str, Any]:
+    """The library keywords of :data:`physical_options`."""
+    return {"voxel_size": options["voxel_size"], "unit": options["unit"]}
+
 
 # -- check ---------------------------------------------------------------------------------
 

@@ -8,23 +8,34 @@ from typing import Any
 
 import click
 
-from ._options import model_keywords, model_options
+from ._options import model_keywords, model_options, physical_keywords, physical_options
 from ._report import notes
 
 
 @click.command()
 @model_options
+@physical_options
 def plan(**options: Any) -> None:
     """Print the exact tiling of an input for a model, without running it."""
     from ..reports import describe_plan
     from ..session import plan as make_plan
 
     start = time.perf_counter()
-    result = make_plan(options["model"], options["input_path"], **model_keywords(options))
+    result = make_plan(
+        options["model"],
+        options["input_path"],
+        **model_keywords(options),
+        **physical_keywords(options),
+    )
     notes(result.notes)
     d = result.to_dict()
     if options["as_json"]:
-        payload = {"plan": d, "tiles": d["tiles"], "seconds": round(time.perf_counter() - start, 3)}
+        payload = {
+            "plan": d,
+            "tiles": d["tiles"],
+            "physical": d["physical"],
+            "seconds": round(time.perf_counter() - start, 3),
+        }
         click.echo(json.dumps(payload))
     else:
         click.echo(describe_plan(d))

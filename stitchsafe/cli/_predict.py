@@ -12,6 +12,7 @@ from ._report import BadInput, emit, notes
 
 @click.command()
 @o.model_options
+@o.physical_options
 @o.OUTPUT_GROUP
 @o.BATCH_SIZE
 @o.PRECISION
@@ -21,6 +22,7 @@ from ._report import BadInput, emit, notes
 @o.NORMALIZE
 @o.OVERWRITE
 @o.NO_PROGRESS
+@o.PYRAMID
 @o.NO_LABELS
 @o.NO_EMBEDDINGS
 @o.label_options
@@ -47,6 +49,7 @@ def predict(**options: Any) -> None:
         options["model"],
         options["input_path"],
         **o.model_keywords(options),
+        **o.physical_keywords(options),
         **{k: options[k] for k in o.LABEL_KEYS},
         output=options["output"],
         batch_size=o.parse_batch_size(options["batch_size"]),
@@ -57,6 +60,7 @@ def predict(**options: Any) -> None:
         normalize=options["normalize"],
         overwrite=options["overwrite"],
         progress=not options["no_progress"],
+        pyramid=options["pyramid"],
         labels=not options["no_labels"],
         embeddings=not options["no_embeddings"],
         scheduler=options["scheduler"],

@@ -20,8 +20,10 @@ from ._report import emit
 )
 @o.OUTPUT_IMAGE
 @o.label_options
+@o.physical_options
 @o.OVERWRITE
 @o.NO_PROGRESS
+@o.PYRAMID
 @o.JSON
 @o.SCHEDULER
 def segment(**options: Any) -> None:
@@ -37,8 +39,10 @@ def segment(**options: Any) -> None:
         options["input_path"],
         image=options["image"],
         **{k: options[k] for k in o.LABEL_KEYS},
+        **o.physical_keywords(options),
         overwrite=options["overwrite"],
         progress=not options["no_progress"],
+        pyramid=options["pyramid"],
         scheduler=options["scheduler"],
     )
     emit(result, options["as_json"])

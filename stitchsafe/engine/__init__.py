@@ -17,7 +17,7 @@ from ._device import (
     forward_context,
     resolve_device,
 )
-from ._drive import drive
+from ._drive import WorkersLost, drive
 from ._executors import Executor, open_executor
 from ._normalize import METHODS, Normalization, compute_normalization, sample_boxes
 from ._oracle import whole_volume_forward
@@ -42,6 +42,7 @@ __all__ = [
     "SchedulerSpec",
     "SlurmOptions",
     "TileJob",
+    "WorkersLost",
     "auto_batch_size",
     "check_precision",
     "cluster_kwargs",

@@ -3,18 +3,21 @@
 :func:`open_executor` starts what a :class:`SchedulerSpec` names (or connects to a running
 scheduler, or to a ``--cluster slurm`` cluster) and shuts down what it started. Each
 executor offers what :func:`drive` needs: submit a call, wait for the first of some to
-finish, and the current number of workers.
+finish, the current number of workers, and whether a failure means that its workers were
+lost (:meth:`Executor.lost`, which :func:`drive` turns into one message).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import signal
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor
 from concurrent.futures import wait as futures_wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -32,7 +35,8 @@ POOL_INDEX: int | None = None  # this process's number in a ``processes`` pool
 
 
 class Executor(Protocol):
-    """What :func:`drive` needs: submit a call, wait for the first of some to finish."""
+    """What :func:`drive` needs: submit a call, wait for the first of some to finish, and
+    tell a failure of lost workers from a task's own error."""
 
     gpu_resources: bool
 
@@ -42,6 +46,9 @@ class Executor(Protocol):
     def submit(self, fn: Callable[..., T], *args: Any) -> Any: ...
 
     def wait_first(self, futures: list[Any]) -> set[Any]: ...
+
+    def lost(self, exc: BaseException) -> str | None:
+        """Why the workers were lost, if ``exc`` says they were; ``None`` otherwise."""
 
 
 @dataclass
@@ -58,6 +65,11 @@ class _PoolExecutor:
     def wait_first(self, futures: list[Any]) -> set[Any]:
         done, _ = futures_wait(futures, return_when=FIRST_COMPLETED)
         return set(done)
+
+    def lost(self, exc: BaseException) -> str | None:
+        if isinstance(exc, BrokenProcessPool):
+            return "a worker process died (out of memory, or killed), which breaks the pool"
+        return None
 
 
 @dataclass
@@ -100,6 +112,32 @@ class _DaskExecutor:
 
         done, _ = wait(futures, return_when="FIRST_COMPLETED")
         return set(done)
+
+    def lost(self, exc: BaseException) -> str | None:
+        """The ways ``dask.distributed`` fails when workers die (or its scheduler does)."""
+        from distributed import KilledWorker  # noqa: PLC0415 - optional extra
+        from distributed.comm import CommClosedError  # noqa: PLC0415 - optional extra
+        from distributed.scheduler import NoValidWorkerError  # noqa: PLC0415 - optional extra
+
+        if isinstance(exc, KilledWorker):
+            times = exc.allowed_failures + 1
+            again = f", {times} times in a row" if times > 1 else ""
+            return f"the worker running a task died (out of memory, or killed){again}"
+        if isinstance(exc, CommClosedError):
+            return (
+                "the dask cluster closed the connection (its workers died or were killed, "
+                "or its scheduler stopped)"
+            )
+        if isinstance(exc, CancelledError):
+            return (
+                "the dask scheduler cancelled the tasks, because data they needed was lost "
+                "with the workers that held it (they died or were killed)"
+            )
+        if isinstance(exc, NoValidWorkerError) or (
+            isinstance(exc, TimeoutError) and "No valid workers" in str(exc)
+        ):
+            return "no dask worker was left to run them"
+        return None
 
 
 @contextlib.contextmanager
@@ -240,9 +278,24 @@ def _client(target: Any, minimum: int = 1, gpu: bool | None = None) -> Iterator[
             gpu = bool(workers) and all(
                 w.get("resources", {}).get("GPU", 0) >= 1 for w in workers.values()
             )
-        yield _DaskExecutor(client, minimum=minimum, gpu_resources=gpu)
+        with _quiet_client():
+            yield _DaskExecutor(client, minimum=minimum, gpu_resources=gpu)
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def _quiet_client() -> Iterator[None]:
+    """No warnings from dask's client while stitchsafe drives it (``Couldn't gather keys,
+    rescheduling`` when a worker dies): :func:`drive` reports lost workers itself, in one
+    paragraph. Its errors still show."""
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _require_distributed() -> None:

@@ -203,7 +203,8 @@ def run_plan_distributed(
 
         # A partial of a module-level function pickles by reference, for every executor.
         task = functools.partial(run_batch, job)
-        drive(executor, task, _index_batches(indices, batch_size), on_result=finished)
+        batches = _index_batches(indices, batch_size)
+        drive(executor, task, batches, on_result=finished, stage="tiles")
     return RunStats(
         tiles=len(indices),
         batches=-(-len(indices) // batch_size),

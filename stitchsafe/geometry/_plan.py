@@ -148,7 +148,10 @@ class Plan:
 
     @property
     def chunks(self) -> Shape:
-        """Output chunk shape: the tile's write box, so no two tiles share a chunk."""
+        """Output shard shape: the tile's write box, so no two tiles share a stored object.
+
+        Inside it, the stored images cut bounded inner chunks (``stitchsafe.io.ChunkPolicy``).
+        """
         return self.tile_shape
 
     def __len__(self) -> int:

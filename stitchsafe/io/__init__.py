@@ -3,10 +3,15 @@
 :func:`open_volume` opens an input lazily as a :class:`Volume` seen as ``(C, *spatial)``;
 :func:`read_padded` reads a box past its edge like ``numpy.pad``; :func:`create_output`
 and :func:`create_labels` make OME-Zarr 0.5 images described by an :class:`ImageLayout`,
-which :func:`write_block` fills tile by tile; :class:`DoneMask` and the run fingerprint let
-an interrupted run resume, and :func:`input_identity` says which input a run read.
-:class:`OutputLock` keeps each output group to one writer at a time. The modules inside
-are private; import from here.
+which :func:`write_block` fills tile by tile (one shard of bounded chunks per tile:
+:class:`ChunkPolicy`); :class:`DoneMask` and the run fingerprint let an interrupted run
+resume, and :func:`input_identity` says which input a run read. :class:`OutputLock` keeps
+each output group to one writer at a time. :class:`PhysicalScale` is an image's voxel
+size, units and translation, read from every input format (``Volume.physical``;
+:class:`PhysicalSettings` for ``--voxel-size`` and ``--unit``) and written into every
+output image. :func:`write_pyramid` adds the resolution levels ``1``, ``2``... of a
+complete image blockwise (``mean`` for embeddings, ``stride`` for labels), and
+:func:`read_pyramid` lists them. The modules inside are private; import from here.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from __future__ import annotations
 from ._arrays import (
     mark_complete,
     output_array,
+    storage_shape,
     write_block,
 )
 from ._axes import AxesMismatchError
+from ._chunks import MAX_CHUNK_BYTES, TARGET_VOXELS, ChunkPolicy, StorageChunks
+from ._downsample import PYRAMID_METHODS, pyramid_factors
 from ._identity import (
     SAMPLE_BOX_BYTES,
     SAMPLE_BOXES,
@@ -31,6 +39,7 @@ from ._label_output import (
     prepare_labels,
 )
 from ._layout import ImageLayout, OutputSpec
+from ._levels import Pyramid, PyramidLevel, read_pyramid
 from ._lock import LockOwner, OutputLock, OutputLockedError
 from ._ome_image import check_output_group, refuse_replacing_reads
 from ._open import open_volume
@@ -45,6 +54,14 @@ from ._padding import (
     pad_indices,
     read_padded,
 )
+from ._physical import (
+    OME_SPACE_UNITS,
+    PhysicalScale,
+    PhysicalSettings,
+    canonical_unit,
+)
+from ._physical_formats import image_axes
+from ._pyramid import write_pyramid
 from ._resume import (
     DONE,
     MAX_RESUME_TILES,
@@ -64,30 +81,42 @@ from ._zarr_meta import zarr_node
 
 __all__ = [
     "AxesMismatchError",
+    "ChunkPolicy",
     "DONE",
     "DoneMask",
     "ImageLayout",
     "InputIdentity",
     "LockOwner",
+    "MAX_CHUNK_BYTES",
     "MAX_RESUME_TILES",
+    "OME_SPACE_UNITS",
     "OutputLock",
     "OutputLockedError",
     "OutputSettings",
     "OutputSpec",
     "PAD_MODES",
+    "PYRAMID_METHODS",
+    "PhysicalScale",
+    "PhysicalSettings",
+    "Pyramid",
+    "PyramidLevel",
     "SAMPLE_BOXES",
     "SAMPLE_BOX_BYTES",
+    "StorageChunks",
+    "TARGET_VOXELS",
     "TILE_ARRAY",
     "TileSubset",
     "Volume",
     "check_fingerprint",
     "check_finite",
+    "canonical_unit",
     "check_output_group",
     "create_label_image",
     "create_labels",
     "create_output",
     "default_output_location",
     "file_sha256",
+    "image_axes",
     "input_differences",
     "input_identity",
     "mark_complete",
@@ -97,10 +126,14 @@ __all__ = [
     "prepare_label_image",
     "prepare_labels",
     "prepare_output",
+    "pyramid_factors",
     "read_padded",
+    "read_pyramid",
     "refuse_replacing_reads",
     "run_fingerprint",
+    "storage_shape",
     "with_sources",
     "write_block",
+    "write_pyramid",
     "zarr_node",
 ]

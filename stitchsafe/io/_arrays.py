@@ -1,10 +1,12 @@
-"""Writing into output arrays: chunk-aligned blocks, the per-process array cache, attributes.
+"""Writing into output arrays: shard-aligned blocks, the per-process array cache, attributes.
 
-Each block is one tile's write box, so concurrent writers never share a chunk.
+Each block is one tile's write box, stored as one shard (or one chunk, for small tiles), so
+concurrent writers never share a stored object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any
@@ -15,7 +17,7 @@ import zarr
 from ..geometry import Box
 from ._layout import OutputSpec
 
-__all__ = ["mark_complete", "output_array", "write_block"]
+__all__ = ["mark_complete", "output_array", "storage_shape", "write_block"]
 
 # Opened output arrays, per process (a forked child must not reuse its parent's objects).
 _ARRAYS: dict[tuple[int, str, str], Any] = {}
@@ -44,14 +46,31 @@ def output_array(spec: OutputSpec) -> Any:
     return arr
 
 
-def write_block(spec: OutputSpec, box: Box, data: np.ndarray) -> None:
-    """Write ``data`` of shape ``(C, *box.shape)`` at the chunk-aligned spatial ``box``.
+def storage_shape(arr: Any) -> tuple[int, ...] | None:
+    """The shape of the objects ``arr`` is stored in: its shards, else its chunks.
 
-    Boxes begin on chunk boundaries and end on one (or at the array end), so each call
-    writes whole chunks and concurrent calls for different boxes never share a chunk.
+    That is what one task writes whole. ``None`` for an array without chunks (numpy).
+
+    >>> import numpy as np, zarr
+    >>> a = zarr.create_array({}, shape=(8, 8), chunks=(2, 4), shards=(4, 8), dtype="u1")
+    >>> storage_shape(a), storage_shape(zarr.zeros((8, 8), chunks=(2, 4))), storage_shape(
+    ...     np.zeros(3))
+    ((4, 8), (2, 4), None)
+    """
+    shape = getattr(arr, "shards", None) or getattr(arr, "chunks", None)
+    return None if shape is None else tuple(int(s) for s in shape)
+
+
+def write_block(spec: OutputSpec, box: Box, data: np.ndarray) -> None:
+    """Write ``data`` of shape ``(C, *box.shape)`` at the shard-aligned spatial ``box``.
+
+    Boxes begin on shard boundaries and end on one (or at the array end), so each call
+    writes whole shards (chunks, when unsharded) and concurrent calls for different boxes
+    never share one. zarr reads a shard before it writes into it, so the box's old shard
+    (left by an interrupted run, perhaps damaged) is deleted first.
     """
     arr = output_array(spec)
-    shape, chunks = tuple(arr.shape[1:]), tuple(arr.chunks[1:])
+    shape, chunks = tuple(arr.shape[1:]), (storage_shape(arr) or ())[1:]
     if data.shape != (arr.shape[0], *box.shape):
         raise ValueError(f"data of shape {data.shape} does not fit box {box} x {arr.shape[0]} ch")
     if not Box.from_shape(shape).contains(box):
@@ -59,6 +78,11 @@ def write_block(spec: OutputSpec, box: Box, data: np.ndarray) -> None:
     for b, e, c, s in zip(box.begin, box.end, chunks, shape, strict=True):
         if b % c or (e % c and e != s):
             raise ValueError(f"box {box} is not aligned to the output chunks {chunks}")
+    if arr.shards is not None:
+        index = (0, *(b // c for b, c in zip(box.begin, chunks)))
+        key = str(arr.metadata.encode_chunk_key(index)).split("/")
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(spec.group, *spec.array.split("/"), *key))
     arr[(slice(None), *box.to_slices())] = data
 
 

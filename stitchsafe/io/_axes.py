@@ -48,8 +48,8 @@ class StoredAxes:
 
     Attributes
     ----------
-    shape, names, scale, units
-        Size, name (``None`` when unknown), voxel size and unit of each stored axis.
+    shape, names
+        Size and name (``None`` when unknown) of each stored axis.
     selection
         Per stored axis: ``"c"`` (the channel axis), ``k`` (spatial axis ``k``) or
         ``"drop"`` (a size-1 axis indexed away).
@@ -67,8 +67,6 @@ class StoredAxes:
     names: tuple[str | None, ...]
     selection: Selection
     space: tuple[int, ...]
-    scale: tuple[float, ...]
-    units: tuple[str | None, ...]
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -96,16 +94,6 @@ class StoredAxes:
             for k, a in enumerate(self.space)
         )
 
-    @property
-    def spatial_scale(self) -> tuple[float, ...]:
-        """Voxel size of each spatial axis."""
-        return tuple(float(self.scale[a]) for a in self.space)
-
-    @property
-    def spatial_units(self) -> tuple[str | None, ...]:
-        """Unit of each spatial axis (``None`` when unknown)."""
-        return tuple(self.units[a] for a in self.space)
-
 
 def map_axes(
     shape: tuple[int, ...],
@@ -113,25 +101,11 @@ def map_axes(
     names: Sequence[str | None],
     spatial_dims: int,
     where: str,
-    *,
-    scale: Sequence[float] | None = None,
-    units: Sequence[str | None] | None = None,
 ) -> StoredAxes:
-    """Map the stored axes onto ``(C, *spatial)`` (see :func:`assign_axes`).
-
-    ``scale`` and ``units`` per stored axis default to 1.0 and ``None``.
-    """
+    """Map the stored axes onto ``(C, *spatial)`` (see :func:`assign_axes`)."""
     check_shape(shape, where)
     selection, space = assign_axes(shape, roles, names, spatial_dims, where)
-    n = len(shape)
-    return StoredAxes(
-        shape=shape,
-        names=tuple(names),
-        selection=selection,
-        space=space,
-        scale=tuple(scale) if scale is not None else (1.0,) * n,
-        units=tuple(units) if units is not None else (None,) * n,
-    )
+    return StoredAxes(shape=shape, names=tuple(names), selection=selection, space=space)
 
 
 def assign_axes(

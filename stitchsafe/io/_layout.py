@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._chunks import ChunkPolicy, StorageChunks
+
 __all__ = ["ImageLayout", "OutputSpec"]
 
 
@@ -20,7 +22,8 @@ class ImageLayout:
     shape
         Spatial shape, ``(Z, Y, X)`` or ``(Y, X)``.
     chunks
-        Spatial chunk shape (a tile's write box); one chunk holds all channels of a tile.
+        Spatial write box of a tile: what each task writes whole. Stored as one shard of
+        bounded inner chunks, or as one chunk when that is small enough (``chunking``).
     axes
         Names of the spatial axes, e.g. ``("z", "y", "x")``.
     dtype
@@ -33,14 +36,23 @@ class ImageLayout:
     scale, units
         Voxel size and unit per spatial axis (OME-Zarr ``scale`` and ``unit``); 1.0 and
         ``None`` when not given.
+    translation
+        Position of voxel 0 per spatial axis, in ``units`` (OME-Zarr ``translation``);
+        0.0 when not given.
+    chunking
+        The bounds of the inner chunks (:class:`ChunkPolicy`); the default suits viewers
+        and codecs.
 
     Examples
     --------
     >>> layout = ImageLayout(shape=(10, 12), chunks=[4, 8], axes=("y", "x"), channels=3)
     >>> layout.chunks, layout.axes, layout.scale, layout.units
     ((4, 8), ('y', 'x'), (1.0, 1.0), (None, None))
-    >>> layout.array_shape, layout.array_chunks, layout.dimension_names
-    ((3, 10, 12), (3, 4, 8), ('c', 'y', 'x'))
+    >>> layout.array_shape, layout.array_chunks, layout.array_shards, layout.dimension_names
+    ((3, 10, 12), (3, 4, 8), None, ('c', 'y', 'x'))
+    >>> big = ImageLayout(shape=(600, 600), chunks=(512, 512), axes=("y", "x"), channels=3)
+    >>> big.array_chunks, big.array_shards
+    ((1, 256, 256), (3, 512, 512))
     >>> ImageLayout(shape=(10,), chunks=(4, 8), axes=("x",))
     Traceback (most recent call last):
     ...
@@ -55,6 +67,8 @@ class ImageLayout:
     attributes: Mapping[str, Any] | None = field(default=None, hash=False)
     scale: Sequence[float] | None = None
     units: Sequence[str | None] | None = None
+    chunking: ChunkPolicy = ChunkPolicy()
+    translation: Sequence[float] | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.shape)
@@ -72,8 +86,12 @@ class ImageLayout:
             )
         scale = tuple(float(s) for s in self.scale) if self.scale is not None else (1.0,) * nd
         units = tuple(self.units) if self.units is not None else (None,) * nd
-        if len(scale) != nd or len(units) != nd:
-            raise ValueError(f"scale {scale} / units {units} need {nd} values")
+        given = self.translation
+        translation = tuple(float(t) for t in given) if given is not None else (0.0,) * nd
+        if len(scale) != nd or len(units) != nd or len(translation) != nd:
+            raise ValueError(
+                f"scale {scale} / units {units} / translation {translation} need {nd} values"
+            )
         for name, value in (
             ("shape", shape),
             ("chunks", chunks),
@@ -81,6 +99,7 @@ class ImageLayout:
             ("attributes", dict(self.attributes or {})),
             ("scale", scale),
             ("units", units),
+            ("translation", translation),
         ):
             object.__setattr__(self, name, value)
 
@@ -91,10 +110,20 @@ class ImageLayout:
         return (*lead, *self.shape)
 
     @property
+    def storage(self) -> StorageChunks:
+        """How the level-0 array is stored: its (inner) chunks and shards."""
+        return self.chunking.storage(self.chunks, channels=self.channels, dtype=self.dtype)
+
+    @property
     def array_chunks(self) -> tuple[int, ...]:
-        """Chunks of the level-0 array: all channels in one chunk."""
-        lead = () if self.channels is None else (self.channels,)
-        return (*lead, *self.chunks)
+        """Chunks of the level-0 array (inside the shards, when sharded)."""
+        return self.storage.chunks
+
+    @property
+    def array_shards(self) -> tuple[int, ...] | None:
+        """Shards of the level-0 array: one per write box, every channel; ``None`` when
+        a write box is stored as one chunk."""
+        return self.storage.shards
 
     @property
     def dimension_names(self) -> tuple[str, ...]:

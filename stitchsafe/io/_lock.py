@@ -40,7 +40,7 @@ from ..errors import StitchsafeError
 
 __all__ = ["LockOwner", "OutputLock", "OutputLockedError"]
 
-ADVICE = "wait for it to finish or choose another --output"
+ADVICE = "wait for it to finish, or write elsewhere (predict: another --output)"
 # How long a refused run waits for the holder's record to appear (it is written right
 # after the lock is taken) before it reports the holder as unknown.
 _RECORD_WAIT_S = 2.0
@@ -332,6 +332,6 @@ class OutputLock:
         return (
             f"cannot lock {self.path}: the file system there does not support file locks "
             "(flock), so stitchsafe cannot make sure that it is the only writer of "
-            f"{self.group}. Choose an --output on a file system with locks (a local disk, "
-            "or a network file system mounted with locking)."
+            f"{self.group}. Write the output to a file system with locks (a local disk, or a "
+            "network file system mounted with locking; predict: choose it with --output)."
         )

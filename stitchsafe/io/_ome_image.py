@@ -37,7 +37,12 @@ def image_parts(image: str) -> list[str]:
 
 
 def check_output_group(group: str) -> None:
-    """Refuse an output path that exists and is not a zarr v3 group (or an empty folder)."""
+    """Refuse an output path that exists and is not a zarr v3 group (or an empty folder).
+
+    A folder holding nothing but zarr's partial writes (``*.partial``: its creation was
+    stopped, e.g. by a full disk, before any metadata was written) holds nobody's data:
+    they are removed and the folder counts as empty.
+    """
     if not os.path.exists(group):
         return
     what = None
@@ -46,7 +51,7 @@ def check_output_group(group: str) -> None:
     else:
         node = zarr_node(group)
         if node is None:
-            if os.listdir(group):
+            if not _only_partial_writes(group):
                 what = "a non-empty directory that is not a zarr group"
         elif node[1] != 3:
             what = f"a zarr v2 {node[0]}, which cannot hold OME-Zarr 0.5 (zarr v3) output"
@@ -57,6 +62,17 @@ def check_output_group(group: str) -> None:
             f"the output {group!r} already exists and is {what}. Choose a new output path "
             "(a new .zarr directory) or an existing zarr v3 group."
         )
+
+
+def _only_partial_writes(folder: str) -> bool:
+    """Whether ``folder`` holds only zarr's ``*.partial`` files (removed) or nothing."""
+    with os.scandir(folder) as entries:
+        names = [(e.name, e.is_file(follow_symlinks=False)) for e in entries]
+    if not all(is_file and name.endswith(".partial") for name, is_file in names):
+        return False
+    for name, _ in names:
+        os.remove(os.path.join(folder, name))
+    return True
 
 
 def remove_existing(group: str, parts: Sequence[str], *, overwrite: bool) -> None:
@@ -117,40 +133,64 @@ def refuse_replacing_reads(
         )
         raise StitchsafeError(
             f"{what} {os.fspath(path)!r} lies inside the output image {image!r} of "
-            f"{group!r}, {action}. Nothing was deleted. Choose another --output, or move "
-            f"{what} out of {image_dir!r} first."
+            f"{group!r}, {action}. Nothing was deleted. Write the output elsewhere (predict: "
+            f"another --output), or move {what} out of {image_dir!r} first."
         )
 
 
-def multiscales(name: str, layout: ImageLayout) -> list[dict[str, Any]]:
-    """One-level OME-Zarr 0.5 ``multiscales`` (dataset ``"0"``), with a ``c`` axis or not.
+def multiscales(
+    name: str,
+    layout: ImageLayout,
+    factors: Sequence[Sequence[float]] | None = None,
+    *,
+    centred: bool = False,
+) -> list[dict[str, Any]]:
+    """OME-Zarr 0.5 ``multiscales``: one dataset per level (``"0"``, ``"1"``...), with a
+    ``c`` axis or not.
+
+    ``factors`` are each level's downsampling factors per spatial axis, level 0 first (all
+    1); default: level 0 alone. A level's voxel size is ``layout.scale`` times its factors;
+    its translation is ``layout.translation``, moved by ``(factor - 1) / 2`` level-0 voxels
+    when ``centred`` (a level voxel then stands for the centre of the block it averages, as
+    in mean downsampling; a strided level keeps level 0's). The translation is written when
+    it is not zero; the channel axis has scale 1, no unit and no translation.
 
     >>> layout = ImageLayout(shape=(4,), chunks=(4,), axes=("x",), units=("nanometer",))
     >>> multiscales("instances", layout)[0]["axes"]
     [{'name': 'x', 'type': 'space', 'unit': 'nanometer'}]
+    >>> layout = ImageLayout(shape=(8, 8), chunks=(4, 4), axes=("y", "x"), channels=2,
+    ...                      scale=(2, 0.5), translation=(10, 0))
+    >>> for d in multiscales("e", layout, [(1, 1), (1, 2)], centred=True)[0]["datasets"]:
+    ...     print(d["path"], *(list(t.values())[1] for t in d["coordinateTransformations"]))
+    0 [1.0, 2.0, 0.5] [0.0, 10.0, 0.0]
+    1 [1.0, 2.0, 1.0] [0.0, 10.0, 0.25]
     """
     channel = layout.channels is not None
     scale = tuple(layout.scale or ())  # never None once the layout is built
     units = tuple(layout.units or ())
+    origin = tuple(layout.translation or ())
     axis_meta: list[dict[str, Any]] = [{"name": "c", "type": "channel"}] if channel else []
     for axis, unit in zip(layout.axes, units, strict=True):
         entry: dict[str, Any] = {"name": axis, "type": "space"}
         if unit is not None:
             entry["unit"] = unit
         axis_meta.append(entry)
-    full_scale = [1.0, *scale] if channel else list(scale)
-    return [
-        {
-            "name": name,
-            "axes": axis_meta,
-            "datasets": [
-                {
-                    "path": "0",
-                    "coordinateTransformations": [{"type": "scale", "scale": full_scale}],
-                }
-            ],
-        }
-    ]
+    lead = [1.0] if channel else []
+    datasets = []
+    for level, level_factors in enumerate(factors or [(1,) * len(scale)]):
+        f = [float(v) for v in level_factors]
+        if len(f) != len(scale):
+            raise ValueError(f"level {level}: factors {tuple(f)} for {len(scale)} axes")
+        shift = [(v - 1) / 2 * s if centred else 0.0 for v, s in zip(f, scale)]
+        translation = [o + d for o, d in zip(origin, shift)]
+        transforms: list[dict[str, Any]] = [
+            {"type": "scale", "scale": [*lead, *(s * v for s, v in zip(scale, f))]}
+        ]
+        if any(translation):
+            lead_t = [0.0] if channel else []
+            transforms.append({"type": "translation", "translation": [*lead_t, *translation]})
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    return [{"name": name, "axes": axis_meta, "datasets": datasets}]
 
 
 def create_image_group(
@@ -184,6 +224,7 @@ def create_image(
         "0",
         shape=layout.array_shape,
         chunks=layout.array_chunks,
+        shards=layout.array_shards,
         dtype=layout.dtype,
         fill_value=0,
         compressors=compressors,

@@ -6,6 +6,7 @@ import os
 import stat
 
 from ..errors import StitchsafeError
+from ._physical import PhysicalSettings
 from ._tiff_input import TIFF_MAGIC, open_tiff
 from ._volume import SUPPORTED_INPUTS, Volume
 from ._zarr_input import open_zarr
@@ -14,7 +15,11 @@ __all__ = ["open_volume"]
 
 
 def open_volume(
-    path: str | os.PathLike[str], *, key: str | None = None, spatial_dims: int
+    path: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    spatial_dims: int,
+    physical: PhysicalSettings | None = None,
 ) -> Volume:
     """Open an image for lazy, box-wise reads.
 
@@ -30,6 +35,9 @@ def open_volume(
         Number of spatial axes the model expects (2 or 3). A stored array with
         ``spatial_dims`` axes has no channel axis; one with ``spatial_dims + 1`` axes has a
         leading channel axis. OME-Zarr axis metadata overrides this positional rule.
+    physical
+        ``--voxel-size`` and ``--unit``: replace the input's own voxel size or unit
+        (:attr:`Volume.physical`, read from OME-Zarr, OME-TIFF and ImageJ metadata).
 
     Returns
     -------
@@ -46,6 +54,8 @@ def open_volume(
     ('zarr', (5, 6), 2, True)
     >>> v.read(Box((1, 1), (3, 4))).shape
     (2, 2, 3)
+    >>> open_volume(f"{d}/raw.zarr", spatial_dims=2, physical=PhysicalSettings(0.5, "um")).physical
+    PhysicalScale(scale=(0.5, 0.5), units=('micrometer', 'micrometer'), translation=(0.0, 0.0))
 
     >>> tmp.cleanup()
     """
@@ -53,13 +63,13 @@ def open_volume(
         raise StitchsafeError(f"spatial_dims must be at least 1, got {spatial_dims}.")
     given = os.fspath(path)
     if check_input_path(given) == "directory":
-        return open_zarr(given, key, spatial_dims)
+        return open_zarr(given, key, spatial_dims, physical)
     with open(given, "rb") as f:
         magic = f.read(4)
     if magic in TIFF_MAGIC:
-        return open_tiff(given, key, spatial_dims)
+        return open_tiff(given, key, spatial_dims, physical)
     if os.path.basename(given) in ("zarr.json", ".zarray", ".zgroup"):
-        return open_zarr(os.path.dirname(os.path.abspath(given)), key, spatial_dims)
+        return open_zarr(os.path.dirname(os.path.abspath(given)), key, spatial_dims, physical)
     raise StitchsafeError(
         f"the input {given!r} is a file but not a TIFF (its first bytes are {magic!r}, not a "
         f"TIFF signature); {SUPPORTED_INPUTS}."

@@ -125,12 +125,13 @@ def prepare_output(  # noqa: PLR0913 - the keyword form callers use; builds an I
     attributes: dict[str, Any] | None = None,
     scale: Sequence[float] | None = None,
     units: Sequence[str | None] | None = None,
+    translation: Sequence[float] | None = None,
 ) -> OutputSpec:
     """:func:`create_output` with the :class:`ImageLayout` given field by field.
 
-    ``shape``, ``channels``, ``chunks``, ``dtype``, ``axes``, ``attributes``, ``scale``
-    and ``units`` are those of :class:`ImageLayout`; ``group``, ``image`` and
-    ``overwrite`` those of :func:`create_output`.
+    ``shape``, ``channels``, ``chunks``, ``dtype``, ``axes``, ``attributes``, ``scale``,
+    ``units`` and ``translation`` are those of :class:`ImageLayout`; ``group``, ``image``
+    and ``overwrite`` those of :func:`create_output`.
     """
     layout = ImageLayout(
         shape=shape,
@@ -141,5 +142,6 @@ def prepare_output(  # noqa: PLR0913 - the keyword form callers use; builds an I
         attributes=attributes,
         scale=scale,
         units=units,
+        translation=translation,
     )
     return create_output(group, layout, image=image, overwrite=overwrite)

@@ -10,11 +10,12 @@ chunks are written. ``--resume`` reruns the tiles still 0, after checking that n
 the fingerprint changed; a chunk half-written when the process died belongs to a tile
 still marked 0, so it is written again.
 
-The mask is cross-checked against the chunks present: where the image's attributes name
-the array its tiles write (``stitchsafe.tile_array``), a tile marked done whose chunk is
-missing is computed again. Recomputing, not refusing: zarr stores no chunk that equals
-the fill value (an all-zero tile), so a missing chunk is not always a lost one, and
-computing a tile again gives the same voxels.
+The mask is cross-checked against the stored objects present (a tile's shard, or its one
+chunk when unsharded): where the image's attributes name the array its tiles write
+(``stitchsafe.tile_array``), a tile marked done whose shard is missing is computed again.
+Recomputing, not refusing: zarr stores no shard that equals the fill value (an all-zero
+tile), so a missing one is not always a lost one, and computing a tile again gives the
+same voxels.
 
 Checking is one read of the mask (a million tiles are 1 MB) and one listing of the tile
 array's chunks; plans of over :data:`MAX_RESUME_TILES` tiles are refused before either.
@@ -37,6 +38,7 @@ import zarr
 from ..errors import StitchsafeError
 from ..geometry import Plan, Tile
 from ._identity import input_differences
+from ._stored import tiles_stored
 from ._zarr_meta import zarr_node
 
 __all__ = [
@@ -82,12 +84,15 @@ def run_fingerprint(
     precision: str,
     embeddings_dtype: str,
     approximate: dict[str, Any] | None = None,
+    physical: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a resumed run must share with the interrupted one (JSON-ready).
 
     ``approximate`` (approximate mode only, e.g. ``{"tolerance": 1e-3}``) is added as a
-    field of its own; exact runs' fingerprints do not have it. :func:`with_sources` adds
-    the input's identity and the model's files.
+    field of its own; exact runs' fingerprints do not have it. ``physical`` (the voxel
+    size, units and translation written into the output's metadata when it was created:
+    :meth:`stitchsafe.io.PhysicalScale.to_dict`) too. :func:`with_sources` adds the
+    input's identity and the model's files.
     """
     fingerprint: dict[str, Any] = {
         "plan": {
@@ -106,6 +111,8 @@ def run_fingerprint(
     }
     if approximate is not None:
         fingerprint["approximate"] = approximate
+    if physical is not None:
+        fingerprint["physical"] = physical
     return fingerprint
 
 
@@ -132,6 +139,8 @@ _WHAT = {
     "precision": "--precision",
     "embeddings_dtype": "--embeddings-dtype",
     "approximate": "--allow-approximate/--tolerance (approximate mode)",
+    "physical": "the voxel size, units or translation (--voxel-size, --unit, or the input's "
+    "metadata)",
 }
 
 
@@ -242,7 +251,7 @@ class DoneMask:
     """The per-tile done flags of one output image (a zarr array beside level 0).
 
     ``written`` (set by :meth:`open` from the image's ``stitchsafe.tile_array``
-    attribute) is the array whose chunks the tiles write; :meth:`remaining` then also
+    attribute) is the array whose shards (chunks) the tiles write; :meth:`remaining` then also
     returns the tiles marked done whose chunk is missing there.
     """
 
@@ -306,7 +315,7 @@ class DoneMask:
         """
         done = self.done()
         if self.written is not None:
-            present = _chunks_present(self.written, self.grid_shape)
+            present = tiles_stored(self.written, self.grid_shape)
             if present is not None:
                 done &= present
         return TileSubset(plan, np.flatnonzero(~done.ravel()))
@@ -345,50 +354,3 @@ def _tile_array(image_dir: str) -> str | None:
     stitchsafe = node[2].get("stitchsafe") if node is not None else None
     name = stitchsafe.get(TILE_ARRAY) if isinstance(stitchsafe, dict) else None
     return os.path.join(image_dir, *name.split("/")) if isinstance(name, str) else None
-
-
-def _chunks_present(array_dir: str, grid_shape: Sequence[int]) -> np.ndarray | None:
-    """Which tiles of ``grid_shape`` have their chunk stored in the zarr v3 array at ``array_dir``.
-
-    The array's trailing axes must be chunked like the tile grid (one chunk per tile) and
-    its leading axes (channels) be one chunk each; ``None`` when they are not, or when the
-    array cannot be read (nothing is then known). One listing of the array's directory.
-    """
-    grid = tuple(int(g) for g in grid_shape)
-    try:
-        arr: Any = zarr.open_array(store=array_dir, mode="r")
-        encoding = arr.metadata.chunk_key_encoding  # zarr v3 only
-        separator = str(encoding.separator)
-        zero = str(arr.metadata.encode_chunk_key((0,) * arr.ndim))
-    except Exception:  # noqa: BLE001 - unreadable or zarr v2: nothing to cross-check
-        return None
-    chunk_grid = tuple(-(-int(s) // int(c)) for s, c in zip(arr.shape, arr.chunks))
-    lead = arr.ndim - len(grid)
-    if lead < 0 or chunk_grid[lead:] != grid or any(n != 1 for n in chunk_grid[:lead]):
-        return None
-    prefix = zero[: len(zero) - len(separator.join("0" * arr.ndim))]
-    present = np.zeros(grid, dtype=bool)
-    for root, _, names in os.walk(array_dir):
-        rel = os.path.relpath(root, array_dir).replace(os.sep, "/")
-        for name in names:
-            key = name if rel == "." else f"{rel}/{name}"
-            index = _chunk_index(key, prefix, separator, arr.ndim)
-            if index is None or any(index[:lead]):
-                continue
-            if all(i < g for i, g in zip(index[lead:], grid)):
-                present[index[lead:]] = True
-    return present
-
-
-def _chunk_index(key: str, prefix: str, separator: str, ndim: int) -> tuple[int, ...] | None:
-    """The chunk coordinates a store key names (``None`` for metadata and other files).
-
-    >>> _chunk_index("c/0/2/3", "c/", "/", 3), _chunk_index("zarr.json", "c/", "/", 3)
-    ((0, 2, 3), None)
-    """
-    if not key.startswith(prefix):
-        return None
-    parts = key[len(prefix) :].split(separator)
-    if len(parts) != ndim or not all(p.isdigit() for p in parts):
-        return None
-    return tuple(int(p) for p in parts)

@@ -13,6 +13,8 @@ import tifffile
 
 from ..errors import StitchsafeError
 from ._axes import CHANNEL, SPACE, TIME, UNKNOWN, map_axes
+from ._physical import AxisValue, PhysicalSettings, resolve_physical
+from ._physical_formats import tiff_values
 from ._volume import Volume, check_dtype, make_volume, quiet_tifffile
 
 __all__: list[str] = []
@@ -20,8 +22,13 @@ __all__: list[str] = []
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def open_tiff(given: str, key: str | None, spatial_dims: int) -> Volume:
-    """Open image series ``key`` (default 0) of the TIFF file ``given``."""
+def open_tiff(
+    given: str, key: str | None, spatial_dims: int, physical: PhysicalSettings | None = None
+) -> Volume:
+    """Open image series ``key`` (default 0) of the TIFF file ``given``.
+
+    ``physical`` (``--voxel-size``, ``--unit``) replaces the file's own voxel size or unit.
+    """
     try:
         series_index = int(key) if key is not None else 0
     except ValueError:
@@ -29,17 +36,21 @@ def open_tiff(given: str, key: str | None, spatial_dims: int) -> Volume:
             f"the input {given!r} is a TIFF file; --input-key must be the index of an image "
             f"series (0, 1, ...), not {key!r}."
         ) from None
-    shape, letters, dtype = _series_layout(given, key, series_index)
-    check_dtype(dtype, f"the TIFF file {given!r}")
+    shape, letters, dtype, found = _series_layout(given, key, series_index)
+    where = f"the TIFF file {given!r}"
+    check_dtype(dtype, where)
     roles, names = _letter_roles(letters, len(shape))
-    axes = map_axes(shape, roles, names, spatial_dims, f"the TIFF file {given!r}")
-    return make_volume(given, "tiff", dtype, axes, given, series=series_index)
+    axes = map_axes(shape, roles, names, spatial_dims, where)
+    spatial = axes.spatial_names
+    scale = resolve_physical([found.get(n, AxisValue()) for n in spatial], spatial, where, physical)
+    return make_volume(given, "tiff", dtype, axes, given, physical=scale, series=series_index)
 
 
 def _series_layout(
     given: str, key: str | None, series_index: int
-) -> tuple[tuple[int, ...], str, np.dtype]:
-    """Shape, axis letters and data type of one image series, read from the TIFF header."""
+) -> tuple[tuple[int, ...], str, np.dtype, dict[str, AxisValue]]:
+    """Shape, axis letters, data type and physical metadata (per axis name) of one image
+    series, read from the TIFF header."""
     try:
         with quiet_tifffile(), tifffile.TiffFile(given) as tf:
             if not tf.series:
@@ -57,7 +68,8 @@ def _series_layout(
                     "would silently drop or invent image planes; copy or export the file "
                     "again (compare its size with the original's) and run again."
                 )
-            return tuple(int(v) for v in s.shape), s.axes, np.dtype(s.dtype)
+            found = tiff_values(tf, series_index)
+            return tuple(int(v) for v in s.shape), s.axes, np.dtype(s.dtype), found
     except StitchsafeError:
         raise
     except Exception as e:  # tifffile raises TiffFileError, ValueError, struct.error...

@@ -25,6 +25,7 @@ from zarr.core.sync import sync as zarr_sync
 from ..errors import StitchsafeError
 from ..geometry import Box
 from ._axes import StoredAxes
+from ._physical import PhysicalScale
 
 __all__ = ["Volume"]
 
@@ -160,10 +161,10 @@ class Volume:
         Path of the array inside ``container`` (e.g. ``"0"`` or ``"raw"``).
     axes
         Names of the spatial axes, e.g. ``("z", "y", "x")``.
-    scale
-        Voxel size per spatial axis (OME-Zarr ``scale`` of level 0; 1.0 when unknown).
-    units
-        Unit per spatial axis (OME-Zarr axis ``unit``), ``None`` when unknown.
+    physical
+        Voxel size, unit and translation per spatial axis: the input's own metadata
+        (:mod:`._physical` reads every format's), or ``--voxel-size``/``--unit``; voxel
+        size 1, no unit and no translation when unknown.
     """
 
     path: str
@@ -175,14 +176,23 @@ class Volume:
     container: str | None
     array_path: str | None
     axes: tuple[str, ...]
-    scale: tuple[float, ...]
-    units: tuple[str | None, ...]
+    physical: PhysicalScale
     _source: _Source = field(repr=False)
 
     @property
     def ndim(self) -> int:
         """Number of spatial axes."""
         return len(self.shape)
+
+    @property
+    def scale(self) -> tuple[float, ...]:
+        """Voxel size per spatial axis (``physical.scale``)."""
+        return tuple(self.physical.scale)
+
+    @property
+    def units(self) -> tuple[str | None, ...]:
+        """Unit per spatial axis, ``None`` when unknown (``physical.units``)."""
+        return tuple(self.physical.units or ())
 
     def read(self, box: Box) -> np.ndarray:
         """Read ``box`` (inside the volume) as ``(C, *box.shape)`` in the stored dtype.
@@ -309,13 +319,14 @@ def _bad_chunk(source: _Source, index: tuple[Any, ...]) -> tuple[str, tuple[int,
     return None
 
 
-def make_volume(
+def make_volume(  # noqa: PLR0913 - the fields of a Volume, each given once by its reader
     path: str,
     kind: str,
     dtype: np.dtype,
     axes: StoredAxes,
     location: str,
     *,
+    physical: PhysicalScale | None = None,
     series: int = 0,
     container: str | None = None,
     array_path: str | None = None,
@@ -323,11 +334,14 @@ def make_volume(
     """A :class:`Volume` of the stored array at ``location`` (a TIFF ``series``).
 
     ``path`` is what the user passed, ``kind`` ``"zarr"``, ``"ome-zarr"`` or ``"tiff"``;
-    ``container`` and ``array_path`` say where a zarr array lives (see :class:`Volume`).
+    ``physical`` its spatial axes' physical scale (default: none known); ``container`` and
+    ``array_path`` say where a zarr array lives (see :class:`Volume`).
     """
     spatial = axes.spatial_shape
     if any(s < 1 for s in spatial):
         raise StitchsafeError(f"the input {path!r} is empty (spatial shape {spatial}).")
+    if physical is not None and physical.ndim != len(spatial):
+        raise ValueError(f"physical scale {physical} for {len(spatial)} spatial axes")
     source_kind = "tiff" if kind == "tiff" else "zarr"
     source = _Source(source_kind, location, series=series, selection=axes.selection)
     return Volume(
@@ -340,8 +354,7 @@ def make_volume(
         container=container,
         array_path=array_path,
         axes=axes.spatial_names,
-        scale=axes.spatial_scale,
-        units=axes.spatial_units,
+        physical=physical if physical is not None else PhysicalScale.default(len(spatial)),
         _source=source,
     )
 

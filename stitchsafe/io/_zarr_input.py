@@ -13,17 +13,24 @@ import zarr
 
 from ..errors import StitchsafeError
 from ._axes import CHANNEL, SPACE, TIME, UNKNOWN, map_axes, role_of_name
+from ._physical import AxisValue, PhysicalSettings, resolve_physical
+from ._physical_formats import ome_zarr_values
 from ._volume import SUPPORTED_INPUTS, Volume, check_dtype, make_volume
 from ._zarr_meta import checked_multiscale, container_of, list_arrays, malformed, zarr_node
 
 __all__: list[str] = []
 
-# Per stored axis: roles, names, scale and units.
-_AxisMeta = tuple[list[str | None], list[str | None], list[float], list[str | None]]
+# Per stored axis: roles, names and physical metadata.
+_AxisMeta = tuple[list[str | None], list[str | None], list[AxisValue]]
 
 
-def open_zarr(given: str, key: str | None, spatial_dims: int) -> Volume:
-    """Open the zarr array, OME-Zarr image or array ``key`` in a group at ``given``."""
+def open_zarr(
+    given: str, key: str | None, spatial_dims: int, physical: PhysicalSettings | None = None
+) -> Volume:
+    """Open the zarr array, OME-Zarr image or array ``key`` in a group at ``given``.
+
+    ``physical`` (``--voxel-size``, ``--unit``) replaces the input's own voxel size or unit.
+    """
     node = zarr_node(given)
     if node is None:
         raise StitchsafeError(
@@ -37,9 +44,17 @@ def open_zarr(given: str, key: str | None, spatial_dims: int) -> Volume:
                 "drop the key, or pass the group that contains the array."
             )
         container, array_path = container_of(given)
-        return _zarr_volume(given, given, spatial_dims, container=container, array_path=array_path)
+        return _zarr_volume(
+            given,
+            given,
+            spatial_dims,
+            container=container,
+            array_path=array_path,
+            physical=physical,
+        )
     if key is None:
-        return _ome_image(given, given, node[2], spatial_dims, where=repr(given), keyed=False)
+        where = repr(given)
+        return _ome_image(given, given, node[2], spatial_dims, where, physical, keyed=False)
     key = key.strip("/")
     target = os.path.join(given, *key.split("/"))
     node = zarr_node(target) if key else None
@@ -50,9 +65,11 @@ def open_zarr(given: str, key: str | None, spatial_dims: int) -> Volume:
             f"{', '.join(found) or 'none'}. Pass one of them with --input-key."
         )
     if node[0] == "array":
-        return _zarr_volume(given, target, spatial_dims, container=given, array_path=key)
+        return _zarr_volume(
+            given, target, spatial_dims, container=given, array_path=key, physical=physical
+        )
     where = f"{given!r} key {key!r}"
-    return _ome_image(given, target, node[2], spatial_dims, where=where, keyed=True)
+    return _ome_image(given, target, node[2], spatial_dims, where, physical, keyed=True)
 
 
 def _ome_image(
@@ -60,8 +77,9 @@ def _ome_image(
     target: str,
     attrs: dict[str, Any],
     spatial_dims: int,
-    *,
     where: str,
+    physical: PhysicalSettings | None,
+    *,
     keyed: bool,
 ) -> Volume:
     """The level-0 array of the OME-Zarr image group ``target`` inside ``group``."""
@@ -96,6 +114,7 @@ def _ome_image(
         container=group,
         array_path=rel,
         multiscale=(ms, field, where),
+        physical=physical,
     )
 
 
@@ -108,6 +127,7 @@ def _zarr_volume(
     container: str | None,
     array_path: str | None,
     multiscale: tuple[dict[str, Any], str, str] | None = None,
+    physical: PhysicalSettings | None = None,
 ) -> Volume:
     """The volume of the zarr array at ``array_dir`` (``given`` is what the user passed)."""
     where = f"the array {array_dir!r}"
@@ -119,57 +139,63 @@ def _zarr_volume(
         ) from None
     shape = tuple(int(s) for s in arr.shape)
     check_dtype(arr.dtype, where)
-    if multiscale is not None and multiscale[0].get("axes"):
-        roles, names, scale, units = _ome_axes(*multiscale, shape, where)
+    if multiscale is not None:
+        roles, names, values = _ome_axes(*multiscale, shape, where)
     else:
-        roles, names, scale, units = _dimension_names(arr, len(shape))
-    axes = map_axes(shape, roles, names, spatial_dims, where, scale=scale, units=units)
+        roles, names, values = _dimension_names(arr, len(shape))
+    axes = map_axes(shape, roles, names, spatial_dims, where)
+    scale = resolve_physical(
+        [values[a] for a in axes.space],
+        axes.spatial_names,
+        multiscale[2] if multiscale is not None else where,
+        physical,
+    )
     return make_volume(
-        given, kind, arr.dtype, axes, array_dir, container=container, array_path=array_path
+        given,
+        kind,
+        arr.dtype,
+        axes,
+        array_dir,
+        physical=scale,
+        container=container,
+        array_path=array_path,
     )
 
 
 def _ome_axes(
     multiscale: dict[str, Any], field: str, where: str, shape: tuple[int, ...], array: str
 ) -> _AxisMeta:
-    """Roles, names, units and level-0 scale of the axes an OME-Zarr image lists.
+    """Roles, names and physical metadata (level 0's) of the axes an OME-Zarr image lists.
 
     The entries were checked by :func:`checked_multiscale`; here their count is checked
     against the level-0 ``array``'s (``where`` is the image, ``field`` its multiscale).
+    Without ``axes`` (OME-Zarr 0.3 and older) the roles are positional.
     """
-    axes = multiscale["axes"]
-    if len(axes) != len(shape):
+    axes = multiscale.get("axes") or []
+    if axes and len(axes) != len(shape):
         malformed(where, f"{field}.axes", f"lists {len(axes)} axes but {array} has shape {shape}")
-    roles, names, scale, units = _no_axis_meta(len(shape))
+    roles, names, _ = _no_axis_meta(len(shape))
     for a, ax in enumerate(axes):
         if isinstance(ax, str):  # OME-Zarr 0.3 lists bare names
             ax = {"name": ax}
         names[a] = str(ax["name"])
-        units[a] = ax.get("unit")
         kind_ = ax.get("type")
         roles[a] = {"channel": CHANNEL, "time": TIME}.get(kind_) or (
             SPACE if kind_ == "space" else role_of_name(names[a])
         )
-    transforms = multiscale["datasets"][0].get("coordinateTransformations") or []
-    for i, t in enumerate(transforms):
-        if t["type"] == "scale" and "scale" in t:
-            if len(t["scale"]) != len(shape):
-                what = f"{field}.datasets[0].coordinateTransformations[{i}].scale"
-                malformed(where, what, f"has {len(t['scale'])} values for {len(shape)} axes")
-            scale = [float(s) for s in t["scale"]]
-    return roles, names, scale, units
+    return roles, names, ome_zarr_values(multiscale, field, where, len(shape))
 
 
 def _dimension_names(arr: Any, n: int) -> _AxisMeta:
     """Roles and names from a zarr v3 array's ``dimension_names`` (when all are set)."""
-    roles, names, scale, units = _no_axis_meta(n)
+    roles, names, values = _no_axis_meta(n)
     dim_names = getattr(arr.metadata, "dimension_names", None)
     if dim_names and all(name is not None for name in dim_names):
         names = [str(name) for name in dim_names]
         roles = [role_of_name(name) for name in names]
-    return roles, names, scale, units
+    return roles, names, values
 
 
 def _no_axis_meta(n: int) -> _AxisMeta:
     """Nothing known about ``n`` axes: unknown roles and names, scale 1, no units."""
-    return [UNKNOWN] * n, [None] * n, [1.0] * n, [None] * n
+    return [UNKNOWN] * n, [None] * n, [AxisValue()] * n

@@ -180,10 +180,10 @@ def _check_datasets(datasets: Any, field: str, where: str) -> None:
         malformed(where, f"{field}[0].path", f"is {path!r}, which leaves the image group")
     transforms = level0.get("coordinateTransformations")
     if transforms is not None:
-        _check_transforms(transforms, f"{field}[0].coordinateTransformations", where)
+        check_transforms(transforms, f"{field}[0].coordinateTransformations", where)
 
 
-def _check_transforms(transforms: Any, field: str, where: str) -> None:
+def check_transforms(transforms: Any, field: str, where: str) -> None:
     """A list of objects with a ``type``; scales positive and translations finite numbers."""
     if not isinstance(transforms, list):
         malformed(where, field, f"is {_json_kind(transforms)}, not a list of transformations")

@@ -1,6 +1,6 @@
 """Blocks of a volume and where a pass over them runs: the grid, the runner.
 
-A blockwise labelling cuts the spatial shape into blocks, the output chunks, in C order of
+A blockwise labelling cuts the spatial shape into blocks, the output shards, in C order of
 the block grid (:class:`BlockGrid`), and runs a function over every block index, one task
 each, on a pool of threads here or on a dask cluster (:class:`BlockRunner`).
 
@@ -211,7 +211,7 @@ def run_blocks(
     bar = tqdm(total=n, desc=desc, unit="block", disable=not progress, leave=False)
     try:
         if executor is not None and hasattr(executor, "share"):
-            return _run_on_cluster(fn, n, executor, bar)
+            return _run_on_cluster(fn, n, executor, bar, stage=desc)
         return _run_on_threads(fn, n, num_workers or max(2, cpu_count()), bar)
     finally:
         bar.close()
@@ -253,8 +253,14 @@ def _drive_threads(
             future.cancel()
 
 
-def _run_on_cluster(fn: Callable[[int], T], n: int, executor: Any, bar: Any) -> list[T]:
-    """``fn(0..n-1)`` on a dask cluster, ``fn`` shipped once, indices sent in groups."""
+def _run_on_cluster(
+    fn: Callable[[int], T], n: int, executor: Any, bar: Any, *, stage: str
+) -> list[T]:
+    """``fn(0..n-1)`` on a dask cluster, ``fn`` shipped once, indices sent in groups.
+
+    Lost workers raise :class:`stitchsafe.engine.WorkersLost` naming ``stage`` (the
+    pass, e.g. ``"labels: components"``).
+    """
     results: list[Any] = [None] * n
     size = max(1, min(64, n // max(1, 4 * executor.workers)))
     groups = [range(i, min(i + size, n)) for i in range(0, n, size)]
@@ -264,7 +270,9 @@ def _run_on_cluster(fn: Callable[[int], T], n: int, executor: Any, bar: Any) -> 
             results[i] = value
         bar.update(len(group))
 
-    drive(executor, _apply, groups, on_result=collect, shared=executor.share(fn))
+    kind, _, name = stage.partition(": ")  # "labels: faces" -> "labels (faces pass)"
+    stage = f"{kind} ({name} pass)" if name else stage
+    drive(executor, _apply, groups, on_result=collect, shared=fn, stage=stage)
     return results
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from ..errors import StitchsafeError
 from ..geometry import Box
+from ..io import storage_shape
 from ._blocks import BlockGrid, BlockRunner, block_runner, inner_slices
 from ._instances import Fragments, label_block
 from ._merge import FaceLinks, merge_and_relabel
@@ -125,14 +126,15 @@ def label_blocks(
         ``(C, *spatial)`` array-like read by slicing (a zarr array, or numpy).
     out
         ``(*spatial)`` unsigned-integer array-like written by slicing. A zarr array's
-        chunks must equal ``block_shape`` so that no two tasks share a chunk.
+        shards (chunks, when unsharded) must equal ``block_shape`` so that no two tasks
+        share a stored object.
     params
         Threshold, minimum size, foreground cut, channel roles and seeding.
     scratch
         With growth: an array-like like ``out`` (shape, chunks, dtype) for the block-local
         ids; default for a numpy ``out``: a numpy array. Its content is garbage afterwards.
     block_shape
-        Spatial block shape; default: ``out``'s chunks.
+        Spatial block shape; default: ``out``'s shards (or chunks).
     max_id
         A lower id limit than ``out``'s dtype allows (for tests of the overflow check).
     runner, **run
@@ -167,12 +169,12 @@ def label_blocks(
 def _block_grid(
     embeddings: Any, out: Any, params: LabelParams, block_shape: Sequence[int] | None
 ) -> BlockGrid:
-    """The blocks of ``out`` (its chunks, or ``block_shape``), once the shapes agree."""
+    """The blocks of ``out`` (its shards or chunks, or ``block_shape``), once shapes agree."""
     shape = tuple(int(s) for s in embeddings.shape[1:])
     if tuple(out.shape) != shape:
         raise ValueError(f"output shape {tuple(out.shape)} differs from the volume's {shape}")
     params.check_channels(int(embeddings.shape[0]))
-    chunks = getattr(out, "chunks", None)
+    chunks = storage_shape(out)
     block = tuple(int(b) for b in (block_shape or chunks or shape))
     if chunks is not None and tuple(chunks) != block:
         raise ValueError(f"block shape {block} differs from the output chunks {tuple(chunks)}")

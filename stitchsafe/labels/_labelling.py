@@ -17,7 +17,17 @@ from typing import Any
 import zarr
 
 from ..errors import StitchsafeError
-from ..io import ImageLayout, OutputSpec, create_labels, mark_complete, zarr_node
+from ..io import (
+    ImageLayout,
+    OutputSpec,
+    PhysicalScale,
+    create_labels,
+    image_axes,
+    mark_complete,
+    storage_shape,
+    write_pyramid,
+    zarr_node,
+)
 from ._blocks import BlockRunner, block_runner
 from ._blockwise import LabelStats, label_blocks
 from ._params import LabelParams, check_label_dtype
@@ -33,8 +43,10 @@ __all__ = [
 
 LABELS_NAME = "instances"
 SCRATCH = "stitchsafe-local-ids"
-_DEFAULT_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
-_HINT = "pass the zarr group that predict wrote (its --output) and the image's path (--image)"
+_HINT = (
+    "pass segment the zarr group that predict wrote (its --output) as --input, and the "
+    "image's path inside it as --image"
+)
 
 
 @dataclass(frozen=True)
@@ -50,9 +62,11 @@ class EmbeddingsImage:
     array
         Level-0 array path inside ``group`` (``"embeddings/0"``).
     channels, shape, chunks
-        Channel count; spatial shape and spatial chunk shape.
-    axes, scale, units
-        Spatial axis names, voxel size and units (from the OME-Zarr metadata).
+        Channel count; spatial shape and the spatial shape each tile wrote (the shards,
+        or the chunks of an unsharded array).
+    axes, physical
+        Spatial axis names; voxel size, units and translation (from the OME-Zarr
+        metadata, read by :func:`stitchsafe.io.image_axes`).
     attributes
         The image's ``attributes["stitchsafe"]`` (plan, channel roles, label defaults...).
     """
@@ -64,8 +78,7 @@ class EmbeddingsImage:
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
     axes: tuple[str, ...]
-    scale: tuple[float, ...]
-    units: tuple[str | None, ...]
+    physical: PhysicalScale
     attributes: dict[str, Any]
 
 
@@ -90,19 +103,20 @@ def open_embeddings(group: str | os.PathLike[str], *, image: str = "embeddings")
     if stitchsafe_attrs.get("complete") is False:
         raise StitchsafeError(
             f"the embeddings in {group!r} are incomplete (predict stopped before writing "
-            "every tile); run predict again (with --overwrite) before deriving labels."
+            "every tile); finish them first: rerun the predict command that wrote them, "
+            "with --resume (it computes only the missing tiles, then the labels)."
         )
-    axes, scale, units = _spatial_metadata(multiscale, datasets[0], arr.ndim - 1)
+    where = f"the embeddings image {image!r} in {group!r}"
+    axes, physical = image_axes(attrs, where, ndim=arr.ndim, spatial=arr.ndim - 1)
     return EmbeddingsImage(
         group=group,
         image=image,
         array=f"{image}/{level}",
         channels=int(arr.shape[0]),
         shape=tuple(int(s) for s in arr.shape[1:]),
-        chunks=tuple(int(c) for c in arr.chunks[1:]),
+        chunks=(storage_shape(arr) or arr.shape)[1:],
         axes=axes,
-        scale=scale,
-        units=units,
+        physical=physical,
         attributes=stitchsafe_attrs,
     )
 
@@ -143,26 +157,6 @@ def _level_array(group: str, parts: list[str], level: str) -> Any:
     return arr
 
 
-def _spatial_metadata(
-    multiscale: dict[str, Any], dataset: dict[str, Any], nd: int
-) -> tuple[tuple[str, ...], tuple[float, ...], tuple[str | None, ...]]:
-    """Spatial axis names, voxel size and units from the OME-Zarr metadata (or defaults).
-
-    >>> _spatial_metadata({}, {}, 2)
-    (('y', 'x'), (1.0, 1.0), (None, None))
-    """
-    axes_meta = multiscale.get("axes") or []
-    names = tuple(str(a.get("name")) for a in axes_meta[1:]) if len(axes_meta) == nd + 1 else ()
-    units = tuple(a.get("unit") for a in axes_meta[1:]) if names else (None,) * nd
-    transforms = (dataset.get("coordinateTransformations") or [{}])[0]
-    scale = transforms.get("scale") if transforms.get("type") == "scale" else None
-    return (
-        names or _DEFAULT_AXES[nd],
-        tuple(float(s) for s in scale[1:]) if scale and len(scale) == nd + 1 else (1.0,) * nd,
-        units,
-    )
-
-
 def write_labels(
     source: EmbeddingsImage,
     *,
@@ -172,22 +166,25 @@ def write_labels(
     overwrite: bool = False,
     max_id: int | None = None,
     runner: BlockRunner | None = None,
+    pyramid: bool = False,
     **run: Any,
 ) -> tuple[OutputSpec, LabelStats]:
     """Label ``source`` blockwise into the image-label ``<image>/labels/<name>``.
 
-    Blocks are the embeddings' spatial chunks (the tile write boxes), and so are the label
-    chunks. ``runner`` and the keywords ``num_workers``, ``progress`` and ``executor`` say
-    where the blocks run (:class:`~stitchsafe.labels.BlockRunner`): with a dask
-    ``executor`` (:func:`stitchsafe.engine.open_executor`) on its workers; a process pool
-    (``--scheduler processes``) labels on threads here instead.
+    Blocks are the embeddings' spatial shards or chunks (the tile write boxes), and so are
+    the label shards (or chunks). ``runner`` and the keywords ``num_workers``, ``progress``
+    and ``executor`` say where the blocks run (:class:`~stitchsafe.labels.BlockRunner`):
+    with a dask ``executor`` (:func:`stitchsafe.engine.open_executor`) on its workers; a
+    process pool (``--scheduler processes``) labels on threads here instead.
 
     The new label image is built in ``<image>/stitchsafe-new-labels``, marked ``complete``
     there, and then swapped in (:class:`~stitchsafe.labels.LabelPlace`): existing labels
     (replaced only with ``overwrite``) stay untouched until the new ones are complete. A
     failure removes the new labels; Ctrl-C (``KeyboardInterrupt``) leaves them for the
     next run to clear, and says so in a note on the exception. Either way the labelling's
-    threads are joined first.
+    threads are joined first. With ``pyramid`` the label image's resolution levels
+    (:func:`stitchsafe.io.write_pyramid`, strided) are written there too, before the swap:
+    labels and levels appear together.
     """
     runner = block_runner(runner, run, "write_labels")
     check_label_dtype(label_dtype)
@@ -201,14 +198,17 @@ def write_labels(
         axes=source.axes,
         dtype=label_dtype,
         attributes=attrs,
-        scale=source.scale,
-        units=source.units,
+        scale=source.physical.scale,
+        units=source.physical.units,
+        translation=source.physical.translation,
     )
     try:
         spec = create_labels(source.group, layout, image=place.scratch, name=name)
         stats = _label_into(spec, source, place, params, max_id=max_id, runner=runner)
         done = {"complete": True, "objects": stats.objects, "seconds": round(stats.seconds, 3)}
         mark_complete(spec, {**attrs, **done})
+        if pyramid:
+            write_pyramid(spec, progress=runner.progress)
     except KeyboardInterrupt as stop:
         # Ctrl-C or SIGTERM: leave at once; the next run clears the scratch group.
         stop.add_note(place.interrupted())
@@ -245,11 +245,12 @@ def _path(group: str, inner: str) -> str:
 
 
 def _scratch_like(out: Any, path: str) -> Any:
-    """An empty array at ``path`` with ``out``'s shape, chunks and dtype."""
+    """An empty array at ``path`` with ``out``'s shape, chunks, shards and dtype."""
     return zarr.create_array(
         store=path,
         shape=out.shape,
         chunks=out.chunks,
+        shards=out.shards,
         dtype=out.dtype,
         fill_value=0,
         overwrite=True,

@@ -10,8 +10,8 @@ tables, links across block faces, relabelling (and growth) — then give the lab
 identical voxel for voxel. The scratch arrays are removed when the labels are complete.
 
 Layout: a stand-alone OME-Zarr 0.5 label image ``<group>/instances`` (``multiscales`` and
-``image-label`` metadata, so napari opens it as labels), chunked by the tile write box,
-with the run's attributes and its done mask, so ``--resume`` works as for embeddings.
+``image-label`` metadata, so napari opens it as labels), one shard (or chunk) per tile
+write box, with the run's attributes and its done mask, so ``--resume`` works as for embeddings.
 """
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ import zarr
 from ..engine import PipelineOptions, RunStats, run_plan
 from ..errors import StitchsafeError
 from ..geometry import Box, Plan, Tile
-from ..io import DoneMask, ImageLayout, OutputSpec, create_label_image, mark_complete
+from ..io import (
+    DoneMask,
+    ImageLayout,
+    OutputSpec,
+    PhysicalScale,
+    create_label_image,
+    mark_complete,
+    storage_shape,
+)
 from ._blocks import BlockGrid, BlockRunner, block_runner, face_plane
 from ._blockwise import LabelStats
 from ._instances import first_voxel_order
@@ -81,6 +89,9 @@ class LabelsOnlyRun:
         Called with those attributes (the run fingerprint) before anything is reused.
     overwrite
         Replace an existing label image written by stitchsafe.
+    physical
+        Voxel size, units and translation of the volume, written into the label image's
+        metadata; ``None``: voxel size 1, no unit.
     """
 
     group: str
@@ -90,6 +101,7 @@ class LabelsOnlyRun:
     previous: tuple[OutputSpec, dict[str, Any]] | None = field(default=None, hash=False)
     check_previous: Callable[[dict[str, Any]], None] | None = None
     overwrite: bool = False
+    physical: PhysicalScale | None = None
 
     def __post_init__(self) -> None:
         check_label_dtype(self.label_dtype)
@@ -200,12 +212,16 @@ def _tile_margin(plan: Plan, params: LabelParams) -> tuple[int, ...]:
 
 def _create_scratch(plan: Plan, run: LabelsOnlyRun, attrs: dict[str, Any]) -> _Scratch:
     """A new label image (marked incomplete), its scratch arrays and done mask."""
+    physical = run.physical or PhysicalScale.default(len(plan.volume_shape))
     layout = ImageLayout(
         shape=plan.volume_shape,
         chunks=plan.chunks,
         axes=run.attributes["axes"],
         dtype=run.label_dtype,
         attributes={**attrs, "complete": False},
+        scale=physical.scale,
+        units=physical.units,
+        translation=physical.translation,
     )
     spec = create_label_image(run.group, layout, image=LABELS_IMAGE, overwrite=run.overwrite)
     return _Scratch(
@@ -235,6 +251,7 @@ def _array(spec: OutputSpec, name: str, *, create: bool, dtype: str = "uint32") 
         store=path,
         shape=out.shape,
         chunks=out.chunks,
+        shards=out.shards,
         dtype=dtype,
         fill_value=0,
         overwrite=True,
@@ -335,12 +352,12 @@ def label_from_fragments(
 
     The passes of :func:`stitchsafe.labels.label_blocks` after its components pass,
     reading the links and growth order from ``codes`` instead of embeddings. All three
-    arrays share the block grid (``out``'s chunks). ``runner`` and the keywords
+    arrays share the block grid (``out``'s shards, or chunks). ``runner`` and the keywords
     ``num_workers`` and ``progress`` are those of :class:`~stitchsafe.labels.BlockRunner`.
     """
     start = time.perf_counter()
     runner = block_runner(runner, run, "label_from_fragments")
-    grid = BlockGrid(tuple(out.shape), tuple(out.chunks))
+    grid = BlockGrid(tuple(out.shape), storage_shape(out) or tuple(out.shape))
     table = functools.partial(_fragment_table, fragments, grid)
     tables = runner(table, len(grid), "labels: fragments")
     objects, count = merge_and_relabel(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..engine import open_executor, parse_scheduler
-from ..io import OutputLock, refuse_replacing_reads, zarr_node
+from ..io import OutputLock, PhysicalSettings, refuse_replacing_reads, zarr_node
 from ._labelling import LABELS_NAME, open_embeddings, write_labels
 from ._settings import LabelSettings
 
@@ -65,6 +66,9 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
     progress: bool = True,
     num_workers: int | None = None,
     scheduler: str = "threads",
+    voxel_size: float | Sequence[float] | str | None = None,
+    unit: str | None = None,
+    pyramid: bool = True,
 ) -> SegmentResult:
     """Derive instance labels from embeddings that :func:`stitchsafe.predict` already wrote.
 
@@ -105,6 +109,14 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
     scheduler
         ``threads`` (default), ``local[:N]`` or a scheduler address: where the blocks are
         labelled (``processes`` labels on threads). The labels are the same.
+    voxel_size, unit
+        The labels' voxel size (one for every spatial axis, or one per axis) and unit, in
+        place of the embeddings' (which ``predict`` took from its input). Default: the
+        embeddings' voxel size, units and translation.
+    pyramid
+        Also write the labels' resolution levels ``1``, ``2``... (every other voxel, so no
+        label is invented; :func:`stitchsafe.io.write_pyramid`). On by default, so that
+        large labels can be browsed.
 
     Returns
     -------
@@ -122,6 +134,7 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
         grow=grow,
         label_dtype=label_dtype,
     )
+    physical = PhysicalSettings(voxel_size=voxel_size, unit=unit)
     # Workers elsewhere do not share this process's working directory.
     group = os.path.abspath(input) if where.distributed else os.fspath(input)
     with contextlib.ExitStack() as stack:
@@ -131,6 +144,8 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
             # "incomplete embeddings", and its labels must not be replaced under it.
             stack.enter_context(OutputLock(group, advice=_WAIT).hold())
         source = open_embeddings(group, image=image)
+        what = f"the embeddings image {source.image!r} in {source.group!r}"
+        source = replace(source, physical=physical.apply(source.physical, source.axes, what))
         params = settings.resolve(
             source.attributes.get("label_defaults"),
             source.attributes.get("channel_roles"),
@@ -153,6 +168,7 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
             progress=progress,
             num_workers=num_workers,
             executor=executor,
+            pyramid=pyramid,
         )
     return SegmentResult(
         output=source.group,

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import StitchsafeError
-from ..io import AxesMismatchError, open_volume
+from ..io import AxesMismatchError, PhysicalSettings, open_volume
 
 __all__ = ["BUNDLED", "bundled_model", "model_for_input"]
 
@@ -42,8 +42,16 @@ def bundled_model(dims: int) -> Path:
     return path
 
 
-def model_for_input(input: str | os.PathLike[str], *, input_key: str | None = None) -> Path:
+def model_for_input(
+    input: str | os.PathLike[str],
+    *,
+    input_key: str | None = None,
+    physical: PhysicalSettings | None = None,
+) -> Path:
     """The bundled model matching the input's dimensionality.
+
+    ``physical`` (``--voxel-size``, ``--unit``) is applied as the run applies it, so that
+    an override that rescues the input's metadata rescues it here too.
 
     A volume that reads as 3-D (``Z, Y, X``) gets the 3-D model, one with two axes the 2-D
     model. Anything else (channels, more axes) needs an explicit ``--model``. A problem of
@@ -53,7 +61,7 @@ def model_for_input(input: str | os.PathLike[str], *, input_key: str | None = No
     mismatch: AxesMismatchError | None = None
     for dims in (3, 2):
         try:
-            volume = open_volume(input, key=input_key, spatial_dims=dims)
+            volume = open_volume(input, key=input_key, spatial_dims=dims, physical=physical)
         except AxesMismatchError as e:  # the axes do not fit this model; maybe the other
             mismatch = e
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..io import check_fingerprint
+from ..io import check_fingerprint, write_pyramid
 from ..labels import LABELS_IMAGE, LabelsOnlyRun, run_labels_only
 from ..session import Session
 from ._settings import SPATIAL_AXES, PredictResult, PredictSettings
@@ -41,10 +41,13 @@ def predict_labels_only(
             previous=previous,
             check_previous=lambda stored: check_fingerprint(stored.get("run"), fingerprint, where),
             overwrite=settings.output.overwrite,
+            physical=session.volume.physical,
         ),
         options=pipeline_options(session, prepared, settings),
         transform=prepared.normalization,
     )
+    if settings.output.pyramid:
+        write_pyramid(result.spec, progress=settings.run.progress)
     return PredictResult(
         output=result.spec.group,
         embeddings=None,

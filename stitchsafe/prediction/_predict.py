@@ -13,9 +13,11 @@ from ..geometry import TilingSettings
 from ..io import (
     OutputLock,
     OutputSettings,
+    PhysicalSettings,
     check_output_group,
     mark_complete,
     refuse_replacing_reads,
+    write_pyramid,
 )
 from ..labels import LABELS_IMAGE, LabelSettings
 from ..session import Session, Sources, open_session
@@ -65,6 +67,9 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
     tolerance: float | None = None,
     embeddings: bool = True,
     trust_model: bool = False,
+    pyramid: bool = True,
+    voxel_size: float | Sequence[float] | str | None = None,
+    unit: str | None = None,
 ) -> PredictResult:
     """Run ``model`` over ``input`` tile by tile; the result equals one whole-volume pass.
 
@@ -129,6 +134,17 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
         ``threads`` scheduler only, float32 embeddings, and not with approximate mode.
     trust_model
         As for :func:`stitchsafe.plan`: let the model file run code of its own when loaded.
+    pyramid
+        Also write the OME-Zarr resolution levels ``1``, ``2``... of every image written,
+        after it is complete (:func:`stitchsafe.io.write_pyramid`: mean for the
+        embeddings, stride for the labels; ``resume`` finishes an interrupted pyramid).
+        On by default: a large result without levels cannot be browsed, and the levels
+        cost about 1/7 of level 0's writes in 3-D.
+    voxel_size, unit
+        As for :func:`stitchsafe.plan`: the input's voxel size and unit, in place of its
+        own metadata. Every image written (embeddings, labels) carries the voxel size,
+        units and translation in its OME-Zarr ``coordinateTransformations`` and axes; a
+        ``resume`` with other values is refused.
 
     Returns
     -------
@@ -149,7 +165,7 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
         input_key=input_key,
         tiling=TilingSettings(tile_shape=tile_shape, pooling_factors=pooling_factors, depth=depth),
         run=run,
-        output=OutputSettings(output=output, overwrite=overwrite, resume=resume),
+        output=OutputSettings(output=output, overwrite=overwrite, resume=resume, pyramid=pyramid),
         label=LabelSettings(
             threshold=threshold,
             min_size=min_size,
@@ -164,6 +180,7 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
         labels=labels,
         embeddings=embeddings,
         trust_model=trust_model,
+        physical=PhysicalSettings(voxel_size=voxel_size, unit=unit),
     )
     return run_predict(model, input, settings)
 
@@ -174,7 +191,7 @@ def run_predict(
     """:func:`predict` with its settings already made: the steps, in order."""
     start = time.perf_counter()
     session = open_session(
-        Sources(model, input, settings.input_key, settings.trust_model),
+        Sources(model, input, settings.input_key, settings.trust_model, settings.physical),
         tiling=settings.tiling,
         run=settings.run,
         approximate=settings.approximate,
@@ -204,6 +221,8 @@ def run_predict(
             target.spec,
             {**prepared.attributes, "complete": True, "seconds": round(stats.seconds, 3)},
         )
+        if settings.output.pyramid:
+            write_pyramid(target.spec, progress=settings.run.progress)
         session.volume.close()
         labels_path, objects = label_output(target.spec, prepared, executor, settings)
     return PredictResult(

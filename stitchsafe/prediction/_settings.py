@@ -10,7 +10,7 @@ from ..approximate import ApproximateSettings
 from ..engine import RunSettings, SlurmOptions
 from ..errors import StitchsafeError
 from ..geometry import TilingSettings
-from ..io import OutputSettings
+from ..io import OutputSettings, PhysicalSettings
 from ..labels import LabelSettings
 from ..session import PlanResult
 
@@ -27,7 +27,8 @@ class PredictSettings:
 
     ``labels``/``embeddings`` say what is written; ``cluster`` starts SLURM workers instead
     of ``run.scheduler``; ``trust_model`` lets the model file run code of its own when it is
-    loaded (here and on the workers).
+    loaded (here and on the workers); ``physical`` (``--voxel-size``, ``--unit``) replaces
+    the input's own voxel size or unit in what is written.
     """
 
     input_key: str | None = None
@@ -40,6 +41,7 @@ class PredictSettings:
     labels: bool = True
     embeddings: bool = True
     trust_model: bool = False
+    physical: PhysicalSettings = PhysicalSettings()
 
     def __post_init__(self) -> None:
         if not self.embeddings:
@@ -94,6 +96,7 @@ class PredictResult:
     batch_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
+        physical = self.plan.physical
         return {
             "output": self.output,
             "embeddings": self.embeddings,
@@ -107,6 +110,8 @@ class PredictResult:
             "device": self.device,
             "normalization": self.normalization,
             "label_params": self.label_params,
+            # What every image written carries: voxel size, units, translation.
+            "physical": None if physical is None else physical.to_dict(),
         }
 
     def describe(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from ..engine import (
     PipelineOptions,
     RunStats,
     TileJob,
+    WorkersLost,
     auto_batch_size,
     default_max_input_voxels,
     make_cluster,
@@ -25,6 +27,7 @@ from ..engine import (
 from ..errors import StitchsafeError
 from ..geometry import Tile
 from ..io import (
+    DONE,
     TILE_ARRAY,
     DoneMask,
     OutputSpec,
@@ -80,6 +83,19 @@ class Target:
     spec: OutputSpec
     done: DoneMask
     todo: Sequence[Tile] | None
+
+
+# How predict continues after its workers were lost (engine.WorkersLost), per stage.
+TILES_LOST = (
+    "Every tile that finished is kept (recorded in the output's done mask): rerun the same "
+    "command with --resume to compute only the rest (with a smaller --batch-size if memory "
+    "ran out)."
+)
+LABELS_LOST = (
+    "The embeddings are complete and kept, and so are the labels of an earlier run, if "
+    "any: rerun the same command with --resume; it finds every tile done and derives the "
+    "labels again."
+)
 
 
 def refuse_remote_approximate(session: Session, settings: PredictSettings) -> None:
@@ -142,6 +158,7 @@ def _run_fingerprint(
         precision=run.precision,
         embeddings_dtype=run.embeddings_dtype,
         approximate=_approximate_fingerprint(approximate),
+        physical=session.volume.physical.to_dict(),
     )
     identity = input_identity(session.volume, key=settings.input_key)
     fingerprint = with_sources(
@@ -203,11 +220,19 @@ def previous_run(group: str, image: str) -> tuple[OutputSpec, dict[str, Any]] | 
 
 
 def open_target(session: Session, prepared: PreparedRun, settings: PredictSettings) -> Target:
-    """A new output image, or the interrupted one to continue (its fingerprint checked)."""
+    """A new output image, or the interrupted one to continue (its fingerprint checked).
+
+    An image whose creation never finished (stopped by a full disk, say, before its level-0
+    array and done mask existed) holds no finished tile: it is made anew, by ``--resume``
+    as by ``--overwrite`` (and a folder left without any metadata by any run).
+    """
     the_plan = session.result.plan
     group, image = prepared.group, prepared.image
+    _clear_unmade_folder(group, image)
     previous = previous_run(group, image) if settings.output.resume else None
-    if previous is None:
+    unmade = previous is not None and not _made(group, image)
+    if previous is None or unmade:
+        physical = session.volume.physical
         spec = prepare_output(
             group,
             image=image,
@@ -216,8 +241,11 @@ def open_target(session: Session, prepared: PreparedRun, settings: PredictSettin
             chunks=the_plan.chunks,
             axes=SPATIAL_AXES[session.geometry.dims],
             dtype=settings.run.embeddings_dtype,
-            overwrite=settings.output.overwrite,
+            overwrite=settings.output.overwrite or unmade,
             attributes=prepared.attributes,
+            scale=physical.scale,
+            units=physical.units,
+            translation=physical.translation,
         )
         return Target(spec, DoneMask.create(spec.group, spec.image, the_plan.grid_shape), None)
     spec, stored = previous
@@ -225,6 +253,26 @@ def open_target(session: Session, prepared: PreparedRun, settings: PredictSettin
     done = DoneMask.open(spec.group, spec.image, the_plan.grid_shape)
     # Labels from before the interruption (if any) are derived anew afterwards.
     return Target(spec, done, done.remaining(the_plan))
+
+
+def _made(group: str, image: str) -> bool:
+    """Whether the creation of the output image finished: its level-0 array and its done
+    mask (made last, before any tile runs) have their metadata."""
+    image_dir = os.path.join(group, *image.split("/"))
+    return all(os.path.isfile(os.path.join(image_dir, a, "zarr.json")) for a in ("0", DONE))
+
+
+def _clear_unmade_folder(group: str, image: str) -> None:
+    """Remove the output image's folder when a creation stopped before writing its metadata
+    left it holding nothing but zarr's partial writes (``*.partial``): nobody's data."""
+    image_dir = os.path.join(group, *image.split("/"))
+    if os.path.islink(image_dir) or not os.path.isdir(image_dir):
+        return
+    if os.path.exists(os.path.join(image_dir, "zarr.json")):
+        return
+    names = [n for _, _, files in os.walk(image_dir) for n in files]
+    if all(n.endswith(".partial") for n in names):
+        shutil.rmtree(image_dir)
 
 
 def pipeline_options(
@@ -284,6 +332,8 @@ def execute(
             progress=run.progress,
             describe=f"{run.device} on {describe}",
         )
+    except WorkersLost as lost:
+        raise lost.advise(TILES_LOST) from lost.__cause__
     finally:
         target.done.flush()
 
@@ -294,14 +344,18 @@ def label_output(
     """Instance labels from the written embeddings: (label array path, object count)."""
     if not settings.labels:
         return None, None
-    label_spec, label_stats = write_labels(
-        open_embeddings(spec.group, image=spec.image),
-        params=prepared.params,
-        label_dtype=settings.label.label_dtype,
-        overwrite=settings.output.overwrite or settings.output.resume,
-        progress=settings.run.progress,
-        executor=executor,
-    )
+    try:
+        label_spec, label_stats = write_labels(
+            open_embeddings(spec.group, image=spec.image),
+            params=prepared.params,
+            label_dtype=settings.label.label_dtype,
+            overwrite=settings.output.overwrite or settings.output.resume,
+            progress=settings.run.progress,
+            executor=executor,
+            pyramid=settings.output.pyramid,
+        )
+    except WorkersLost as lost:
+        raise lost.advise(LABELS_LOST) from lost.__cause__
     return label_spec.array, label_stats.objects
 
 

@@ -18,13 +18,15 @@ import numpy as np
 import zarr
 
 from ..errors import StitchsafeError
-from ..io import DONE, zarr_node
+from ..io import DONE, PhysicalScale, Pyramid, image_axes, read_pyramid, zarr_node
 from ._output_info import ArrayInfo, LabelsInfo, OutputInfo
 
 __all__ = ["find_images", "read_info"]
 
 _HINT = "pass the zarr group that stitchsafe predict wrote into (its --output)"
 _MAX_DEPTH = 4  # how deep below PATH output images are looked for
+# What the stored plan record holds besides the plan (reported on their own).
+_NOT_PLAN = ("model", "input", "geometry_source", "physical")
 
 
 def _is_output_image(attrs: dict[str, Any]) -> bool:
@@ -150,8 +152,30 @@ def _labels(group: str, image: str) -> list[LabelsInfo]:
         attrs = label_node[2]
         s: dict[str, Any] = attrs["stitchsafe"] if isinstance(attrs.get("stitchsafe"), dict) else {}
         array = f"{image}/labels/{name}/{_level0(attrs)}"
-        out.append(LabelsInfo.from_record(name, array, s))
+        physical = _physical(attrs, array, _ndim(group, array), 0)
+        out.append(LabelsInfo.from_record(name, array, s, physical))
     return out
+
+
+def _ndim(group: str, inner: str) -> int | None:
+    """Number of axes of the array at ``inner`` inside ``group`` (``None``: no array)."""
+    try:
+        return zarr.open_array(store=os.path.join(group, *inner.split("/")), mode="r").ndim
+    except Exception:  # noqa: BLE001 - missing or unreadable: nothing to describe
+        return None
+
+
+def _physical(
+    attrs: dict[str, Any], where: str, ndim: int | None, channels: int
+) -> PhysicalScale | None:
+    """Voxel size, units and translation of an image's spatial axes, as its OME-Zarr
+    metadata says (what viewers show); ``None`` when that metadata is unreadable."""
+    if ndim is None or ndim <= channels:
+        return None
+    try:
+        return image_axes(attrs, where, ndim=ndim, spatial=ndim - channels)[1]
+    except (StitchsafeError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _tiles(image_dir: str, planned: Any) -> tuple[int | None, int | None]:
@@ -215,18 +239,19 @@ def read_info(path: str | os.PathLike[str], *, image: str | None = None) -> Outp
     labels = _labels(group, image)
     inner = [f"{image}/{_level0(attrs)}", f"{image}/{DONE}", *(lab.array for lab in labels)]
     arrays = [_array_info(group, a) for a in inner]
+    ndim = None if arrays[0] is None else len(arrays[0].shape)
+    physical = _physical(attrs, image, ndim, 0 if s.get("labels_only") else 1)
     if s.get("labels_only"):
         # A labels-only run (predict --no-embeddings): the image is the labels themselves.
-        labels = [LabelsInfo.from_record(image, f"{image}/{_level0(attrs)}", s), *labels]
+        record = LabelsInfo.from_record(image, f"{image}/{_level0(attrs)}", s, physical)
+        labels = [record, *labels]
     tiles_done, tiles_total = _tiles(image_dir, stored_plan.get("tiles"))
     seconds, complete = s.get("seconds"), s.get("complete")
     return OutputInfo(
         group=group,
         image=image,
         arrays=tuple(a for a in arrays if a is not None),
-        plan={
-            k: v for k, v in stored_plan.items() if k not in ("model", "input", "geometry_source")
-        },
+        plan={k: v for k, v in stored_plan.items() if k not in _NOT_PLAN},
         model=_model(stored_plan, run),
         input=dict(stored_plan.get("input") or {}),
         normalization=s.get("normalization"),
@@ -237,4 +262,12 @@ def read_info(path: str | os.PathLike[str], *, image: str | None = None) -> Outp
         seconds=None if seconds is None else float(seconds),
         labels=tuple(labels),
         approximate=s.get("approximate"),
+        physical=physical,
+        pyramids=_pyramids(group, [image, *(lab.array.rsplit("/", 1)[0] for lab in labels)]),
     )
+
+
+def _pyramids(group: str, images: list[str]) -> tuple[Pyramid, ...]:
+    """The resolution levels each of ``images`` lists (once each, in order)."""
+    found = (read_pyramid(group, image) for image in dict.fromkeys(images))
+    return tuple(p for p in found if p is not None)

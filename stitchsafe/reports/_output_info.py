@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..io import PhysicalScale, Pyramid
+
 __all__ = ["ArrayInfo", "LabelsInfo", "OutputInfo"]
 
 
@@ -53,16 +55,24 @@ class ArrayInfo:
 
 @dataclass(frozen=True)
 class LabelsInfo:
-    """One label image beside the embeddings (``<image>/labels/<name>``)."""
+    """One label image beside the embeddings (``<image>/labels/<name>``), with its voxel
+    size, units and translation (``None`` when its metadata is unreadable)."""
 
     name: str
     array: str
     complete: bool | None
     objects: int | None
     params: dict[str, Any] | None
+    physical: PhysicalScale | None = None
 
     @classmethod
-    def from_record(cls, name: str, array: str, record: dict[str, Any]) -> LabelsInfo:
+    def from_record(
+        cls,
+        name: str,
+        array: str,
+        record: dict[str, Any],
+        physical: PhysicalScale | None = None,
+    ) -> LabelsInfo:
         """The label image ``name`` from its ``attributes["stitchsafe"]`` record.
 
         >>> LabelsInfo.from_record("cells", "e/labels/cells/0", {"objects": 3.0}).objects
@@ -75,6 +85,7 @@ class LabelsInfo:
             complete=record.get("complete"),
             objects=None if objects is None else int(objects),
             params=record.get("params"),
+            physical=physical,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,6 +96,7 @@ class LabelsInfo:
             "complete": self.complete,
             "objects": self.objects,
             "params": self.params,
+            "physical": None if self.physical is None else self.physical.to_dict(),
         }
 
 
@@ -113,6 +125,12 @@ class OutputInfo:
     approximate
         The record of approximate mode (measured deviation, tolerance, halo), ``None``
         for an exact run.
+    physical
+        Voxel size, units and translation of the image's spatial axes, from its OME-Zarr
+        metadata (``None`` when unreadable).
+    pyramids
+        The resolution levels of the image and of each label image, as their OME-Zarr
+        ``multiscales`` list them.
     """
 
     group: str
@@ -129,6 +147,8 @@ class OutputInfo:
     seconds: float | None
     labels: tuple[LabelsInfo, ...]
     approximate: dict[str, Any] | None = None
+    physical: PhysicalScale | None = None
+    pyramids: tuple[Pyramid, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The output as JSON values (what ``stitchsafe info --json`` prints)."""
@@ -146,12 +166,15 @@ class OutputInfo:
             "seconds": self.seconds,
             "labels": [lab.to_dict() for lab in self.labels],
             "approximate": self.approximate,
+            "physical": None if self.physical is None else self.physical.to_dict(),
+            "pyramids": [p.to_dict() for p in self.pyramids],
         }
 
     def describe(self) -> str:
         """Human-readable report (what ``stitchsafe info`` prints)."""
         state = {True: "complete", False: "INCOMPLETE", None: "completeness unknown"}
         rows = [*self._run_rows(), self._exactness_row(), *self._label_rows()]
+        rows += [("pyramid", f"{p.image}: {p.describe()}") for p in self.pyramids]
         width = max(len(k) for k, _ in [*rows, ("arrays", "")])
         lines = [f"stitchsafe output {self.group}, image {self.image}: {state[self.complete]}"]
         lines.append("  arrays")
@@ -179,6 +202,8 @@ class OutputInfo:
             rows.append(
                 ("input", f"{self.input.get('path')}, {self.input.get('channels')} channel(s)")
             )
+        if self.physical is not None:
+            rows.append(("voxel size", self.physical.describe()))
         settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.settings.items())
         rows += [
             ("normalisation", _describe_normalization(self.normalization)),
@@ -195,7 +220,7 @@ class OutputInfo:
         halo = ", ".join(f"({lo}, {hi})" for lo, hi in a.get("halo") or [])
         return (
             "exactness",
-            f"APPROXIMATE (--allow-approximate): measured deviation "
+            f"APPROXIMATE (predict --allow-approximate): measured deviation "
             f"{a.get('measured_deviation'):.2g} of max |output|, tolerance "
             f"{a.get('tolerance'):.2g}; halo {halo}",
         )
@@ -210,6 +235,8 @@ class OutputInfo:
             params = ", ".join(f"{k} {v}" for k, v in (lab.params or {}).items() if v is not None)
             done = "" if lab.complete else " (INCOMPLETE)"
             rows.append(("labels", f"{lab.name}: {objects} objects{done}; {params}"))
+            if lab.physical is not None and lab.physical != self.physical:
+                rows.append(("labels voxel size", f"{lab.name}: {lab.physical.describe()}"))
         return rows
 
     def _array_lines(self) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..io import PhysicalScale
+
 __all__ = ["describe_plan"]
 
 
@@ -19,6 +21,7 @@ def describe_plan(d: dict[str, Any]) -> str:
             f"{d['model']['path']} ({d['model']['format']}, geometry from {d['geometry_source']})",
         ),
         ("volume", f"{fmt(d['volume_shape'])}, {d['input']['channels']} channel(s)"),
+        *([("voxel size", PhysicalScale(**d["physical"]).describe())] if d.get("physical") else []),
         ("period", fmt(d["period"])),
         ("halo (lo, hi)", ", ".join(f"({lo}, {hi})" for lo, hi in d["halo"])),
         ("remainder r", f"{fmt(d['remainder'])} (cropped, never stitched)"),

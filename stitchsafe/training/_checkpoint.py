@@ -19,7 +19,14 @@ import torch
 from .. import __version__
 from ..errors import StitchsafeError
 from ..io import file_sha256
-from ..models import UNetConfig, load_model, save_checkpoint, save_export, unet_metadata
+from ..models import (
+    UNetConfig,
+    detect_format,
+    load_model,
+    save_checkpoint,
+    save_export,
+    unet_metadata,
+)
 from ._loop import Fit
 from ._settings import TrainingSettings
 from ._setup import TrainingSetup
@@ -79,14 +86,19 @@ def load_init_weights(net: Any, init: PathLike, config: UNetConfig) -> str:
     The checkpoint's architecture must be ``config``, the one being trained.
     """
     expected = unet_metadata(config)
+    not_ours = StitchsafeError(
+        f"--init {os.fspath(init)} is not a stitchsafe checkpoint of the architecture being "
+        "trained (dims, pooling factors, features, embedding channels must match); pass a "
+        "checkpoint that stitchsafe train wrote, and the architecture flags it was trained with."
+    )
+    # Only checkpoints are read (as data, never running code): other formats are refused
+    # before they are loaded.
+    if detect_format(init) != "stitchsafe":
+        raise not_ours
     loaded = load_model(init)
     meta = loaded.metadata or {}
-    if loaded.format != "stitchsafe" or meta.get("architecture") != expected["architecture"]:
-        raise StitchsafeError(
-            f"--init {os.fspath(init)} is not a stitchsafe checkpoint of the architecture "
-            "being trained (dims, pooling factors, features, embedding channels must match); "
-            "pass the same architecture flags it was trained with."
-        )
+    if meta.get("architecture") != expected["architecture"]:
+        raise not_ours
     net.load_state_dict(loaded.module.state_dict())
     return file_sha256(init)
 

@@ -14,8 +14,10 @@ flips, and 90-degree rotations between axes with equal pooling factors
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,24 +223,50 @@ def describe_source(source: Any) -> str:
     return os.fspath(source)
 
 
-def _read_all(source: PathLike, key: str | None, dims: int) -> np.ndarray:
-    with open_volume(source, key=key, spatial_dims=dims) as vol:
+@contextlib.contextmanager
+def _train_options(flag: str) -> Iterator[None]:
+    """The readers' messages with ``train``'s options: they name ``--input`` and
+    ``--input-key`` (``plan``, ``predict``, ``check``), and train reads ``flag``
+    (``--image`` or ``--labels``) with ``flag-key``.
+
+    >>> with _train_options("--labels"):
+    ...     raise StitchsafeError("no array 'x'. Pass one of them with --input-key.")
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: no array 'x'. Pass one of them with --labels-key.
+    """
+    try:
+        yield
+    except StitchsafeError as exc:
+        text = re.sub(r"--input-key\b", f"{flag}-key", str(exc))
+        raise StitchsafeError(re.sub(r"--input\b", flag, text)) from exc
+
+
+def _read_all(source: PathLike, key: str | None, dims: int, flag: str) -> np.ndarray:
+    with _train_options(flag), open_volume(source, key=key, spatial_dims=dims) as vol:
         return vol.read(Box.from_shape(vol.shape))
 
 
 def infer_dims(labels: np.ndarray | PathLike, key: str | None) -> int:
-    """Spatial axes of the labels: an array's ``ndim``, else 3 or 2 as the file allows."""
+    """Spatial axes of the labels: an array's ``ndim``, else 3 or 2 as the file allows.
+
+    A file that cannot be read at all is refused with the reason (a zarr group without
+    ``labels_key``, say), not as of unknown dimensionality.
+    """
     if isinstance(labels, np.ndarray):
         return labels.ndim
+    problems = []
     for dims in (3, 2):
         try:
-            with open_volume(labels, key=key, spatial_dims=dims) as vol:
+            with _train_options("--labels"), open_volume(labels, key=key, spatial_dims=dims) as vol:
                 if vol.channels == 1:
                     return dims
-        except StitchsafeError:
-            continue
+        except StitchsafeError as exc:
+            problems.append(exc)
+    if len(problems) == 2 and str(problems[0]) == str(problems[1]):
+        raise problems[0]
     raise StitchsafeError(
-        f"cannot tell whether the labels {os.fspath(labels)!r} are 2-D or 3-D; pass dims."
+        f"cannot tell whether the labels {os.fspath(labels)!r} are 2-D or 3-D; pass dims (--dims)."
     )
 
 
@@ -259,11 +287,11 @@ def load_training_data(
                 "optionally preceded by one channel axis."
             )
     else:
-        img = _read_all(image, image_key, dims)
+        img = _read_all(image, image_key, dims, "--image")
     if isinstance(labels, np.ndarray):
         lab = labels
     else:
-        stored = _read_all(labels, labels_key, dims)
+        stored = _read_all(labels, labels_key, dims, "--labels")
         if stored.shape[0] != 1:
             raise StitchsafeError(
                 f"the labels {os.fspath(labels)!r} have {stored.shape[0]} channels; instance "

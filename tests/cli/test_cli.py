@@ -19,6 +19,7 @@ from nets import make_net
 from stitchsafe.cli import cli
 from stitchsafe.models import save_checkpoint, save_torchscript, unet_metadata
 
+
 @pytest.fixture()
 def setup(tmp_path: Path) -> dict[str, Path]:
     net, cfg = make_net("2d-d2-f3")

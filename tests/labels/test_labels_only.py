@@ -35,7 +35,7 @@ from stitchsafe.labels import (
     seed_mask,
 )
 from stitchsafe.models import load_model, save_checkpoint, unet_metadata
-from stitchsafe.io import DONE
+from stitchsafe.io import DONE, read_pyramid
 from stitchsafe.labels import ExtendedTiles, grow_by_codes, lattice_margin, tile_codes
 
 ROLES = ("embedding", "embedding", "foreground")
@@ -135,9 +135,10 @@ def test_labels_only_equals_labelling_the_whole_volume_pass(
     assert expected.max() >= 3, "the case must make several objects"
     np.testing.assert_array_equal(labels, expected)
     assert result.objects == expected.max()
-    # Nothing but the labels (and the done mask) is left on disk.
+    # Nothing but the labels, their pyramid levels (and the done mask) is left on disk.
     image = Path(result.output) / "instances"
-    assert sorted(os.listdir(image)) == ["0", DONE, "zarr.json"]
+    levels = [level.path for level in read_pyramid(result.output, "instances").levels]
+    assert sorted(os.listdir(image)) == sorted([*levels, DONE, "zarr.json"])
     assert not (Path(result.output) / "embeddings").exists()
     assert len(result.plan.plan) == result.tiles > 1
 
@@ -335,4 +336,5 @@ def test_sigkill_then_resume_gives_the_same_labels(
     assert json.loads(resumed.stdout)["tiles"] == total - finished
     labels = np.asarray(zarr.open_array(out / "instances/0", mode="r"))
     np.testing.assert_array_equal(labels, full_run)
-    assert sorted(os.listdir(out / "instances")) == ["0", DONE, "zarr.json"]
+    levels = [level.path for level in read_pyramid(out, "instances").levels]
+    assert sorted(os.listdir(out / "instances")) == sorted([*levels, DONE, "zarr.json"])

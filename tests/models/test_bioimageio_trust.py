@@ -27,6 +27,7 @@ from stitchsafe.models.bioimageio import MAX_MEMBER_BYTES, load_package, open_pa
 
 pytest.importorskip("bioimageio.spec")  # the optional extra: stitchsafe[bioimageio]
 
+
 @pytest.fixture(scope="module")
 def volume(tmp_path_factory: pytest.TempPathFactory) -> str:
     return write_zarr(tmp_path_factory.mktemp("volume") / "vol.zarr", random_image((40, 50)))

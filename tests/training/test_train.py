@@ -333,7 +333,9 @@ def test_recalibrate_replaces_only_the_labelling_defaults(
     meta = recalibrate(d / "model.pt", img, lab, output=tmp_path / "re.pt")
     after = load_model(tmp_path / "re.pt")
     assert after.metadata == meta
-    assert meta["labels"]["calibration"]["recalibrated"].startswith("stitchsafe.training.recalibrate")
+    assert meta["labels"]["calibration"]["recalibrated"].startswith(
+        "stitchsafe.training.recalibrate"
+    )
     assert meta["labels"]["calibration"]["whole_image"] is True  # a 48 x 56 image: scored whole
     assert {k: v for k, v in meta.items() if k != "labels"} == {
         k: v for k, v in (before.metadata or {}).items() if k != "labels"

@@ -1,0 +1,175 @@
+"""Lost workers: every worker of a real dask cluster killed, during the tiles or the labels.
+
+The cluster is a real ``distributed.LocalCluster`` of worker processes on 127.0.0.1 (what a
+user's ``--scheduler tcp://...`` is); ``predict`` runs as the installed console script, and
+its workers are killed with SIGKILL (out of memory, a batch system's end of job) once the
+stage under test has started. The command must exit 2 with one paragraph that says what
+happened and that ``--resume`` continues, and ``--resume`` (the nannies have started fresh
+workers by then) must give the clean run's output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import pytest
+import torch
+import zarr
+from cli_helpers import EXE, assert_bad_input, run_cli
+from nets import make_net
+
+import stitchsafe
+from stitchsafe.engine import WorkersLost, drive, open_executor, parse_scheduler
+from stitchsafe.io import DONE
+from stitchsafe.labels import NEW_LABELS
+from stitchsafe.models import save_checkpoint, unet_metadata
+
+distributed = pytest.importorskip("distributed")
+
+ROLES = ["embedding", "embedding", "foreground"]
+TILE = (4, 8, 8)
+LABELS = "embeddings/labels/instances/0"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("workers-lost")
+    net, cfg = make_net("3d-d1-f2", out_channels=3)
+    meta = unet_metadata(cfg, channel_roles=ROLES, labels={"threshold": 0.05, "min_size": 2})
+    save_checkpoint(net, tmp / "model.pt", metadata=meta)
+    zz, yy, xx = np.mgrid[:16, :48, :40]
+    wave = np.sin(zz / 2.0) * np.cos(yy / 3.0) * np.sin(xx / 4.0)
+    data = (1000 * (wave > 0.1) + 50 * (xx % 7)).astype(np.uint16)
+    zarr.create_array(tmp / "vol.zarr", data=data, chunks=(16, 24, 20))
+    return {"tmp": tmp, "model": tmp / "model.pt", "input": tmp / "vol.zarr"}
+
+
+@pytest.fixture(scope="module")
+def clean(setup: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and labels of a run that nothing stopped (one torch thread, as the
+    workers: the embeddings are then bit-identical)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        stitchsafe.predict(
+            setup["model"], setup["input"], output=setup["tmp"] / "clean.zarr",
+            tile_shape=TILE, device="cpu", progress=False,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    return _read(setup["tmp"] / "clean.zarr")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """Two single-threaded worker processes under nannies (which restart killed ones).
+
+    ``allowed-failures`` 0: a task whose worker dies is not retried, so that killing the
+    workers during the tiles stops the run (as repeated deaths do with the default 3).
+    """
+    env = {"OMP_NUM_THREADS": "1", "STITCHSAFE_TORCH_THREADS": "1"}
+    config = {
+        "distributed.nanny.pre-spawn-environ": env,
+        "distributed.scheduler.allowed-failures": 0,
+    }
+    with dask.config.set(config):
+        local = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None,
+        )  # fmt: skip
+    try:
+        yield local
+    finally:
+        local.close()
+
+
+def _read(out: Path) -> tuple[np.ndarray, np.ndarray]:
+    emb = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    return emb, np.asarray(zarr.open_array(out / LABELS, mode="r"))
+
+
+def _args(setup: dict[str, Path], out: Path, scheduler: str) -> list[str]:
+    return [
+        "predict", "--model", str(setup["model"]), "--input", str(setup["input"]),
+        "--output", str(out), "--tile-shape", ",".join(map(str, TILE)), "--device", "cpu",
+        "--no-progress", "--json", "--scheduler", scheduler,
+    ]  # fmt: skip
+
+
+def _chunks_written(out: Path) -> int:
+    where = out / "embeddings" / "0" / "c"
+    return sum(len(files) for _, _, files in os.walk(where)) if where.exists() else 0
+
+
+def _kill_workers_when(
+    cluster: Any, args: list[str], started: Callable[[], bool]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``stitchsafe ARGS``; SIGKILL every worker process of ``cluster`` once
+    ``started()``; the finished process."""
+    with distributed.Client(cluster) as client:
+        client.wait_for_workers(2)
+        pids = sorted(client.run(os.getpid).values())
+        proc = subprocess.Popen(
+            [EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not started() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run finished before its workers could be killed"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=240)
+        client.wait_for_workers(2, timeout=120)  # the nannies start fresh workers
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _one_paragraph(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.stderr.startswith("Error: "), proc.stderr
+    assert_bad_input(proc, "workers", "lost", *words)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_all_workers_lost_in_the_tiles_then_in_the_labels_then_resume(
+    setup: dict[str, Path], clean: tuple[np.ndarray, np.ndarray], cluster: Any
+) -> None:
+    out = setup["tmp"] / "lost.zarr"
+    args = _args(setup, out, cluster.scheduler_address)
+    # 1. Every worker killed once ten tiles are written.
+    stopped = _kill_workers_when(cluster, args, lambda: _chunks_written(out) >= 10)
+    _one_paragraph(stopped, "running the tiles", "done mask", "--resume")
+    done = np.asarray(zarr.open_array(out / "embeddings" / DONE, mode="r"))
+    assert 0 < done.sum() < done.size  # some tiles finished, and they are kept
+    # 2. --resume continues; its workers are killed once the labelling has started (the
+    # scratch group where new labels are built appears).
+    again = [*args, "--resume"]
+    stopped = _kill_workers_when(cluster, again, (out / "embeddings" / NEW_LABELS).exists)
+    _one_paragraph(stopped, "running the labels", "embeddings are complete", "--resume")
+    assert not (out / LABELS).exists()  # no half-made labels where labels belong
+    # 3. --resume once more: only the labels were left to do, and the output is the clean one.
+    resumed = run_cli(*again)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["tiles"] == 0
+    emb, lab = _read(out)
+    assert np.array_equal(emb, clean[0])
+    assert np.array_equal(lab, clean[1])
+
+
+def _die(item: int) -> int:
+    """A task whose worker process dies (as one killed for memory does)."""
+    os._exit(3)
+
+
+def test_a_dead_process_pool_worker_is_workers_lost() -> None:
+    """The same report from a process pool (``--scheduler processes``), from :func:`drive`."""
+    lost = pytest.raises(WorkersLost, match="running the tiles were lost: a worker process")
+    with open_executor(parse_scheduler("processes:1"), device="cpu") as pool, lost:
+        drive(pool, _die, [1, 2], on_result=lambda item, result: None, stage="tiles")
