@@ -11,7 +11,9 @@ size, units and translation, read from every input format (``Volume.physical``;
 :class:`PhysicalSettings` for ``--voxel-size`` and ``--unit``) and written into every
 output image. :func:`write_pyramid` adds the resolution levels ``1``, ``2``... of a
 complete image blockwise (``mean`` for embeddings, ``stride`` for labels), and
-:func:`read_pyramid` lists them. The modules inside are private; import from here.
+:func:`read_pyramid` lists them; :func:`write_channel_metadata` names the embeddings'
+channels, with contrast windows from the data (OMERO metadata, for viewers). The modules
+inside are private; import from here.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ from ._arrays import (
     write_block,
 )
 from ._axes import AxesMismatchError
+from ._bookkeeping import (
+    BOOKKEEPING,
+    DONE,
+    bookkeeping_path,
+    done_mask_path,
+    existing_done_mask,
+)
 from ._chunks import MAX_CHUNK_BYTES, TARGET_VOXELS, ChunkPolicy, StorageChunks
 from ._downsample import PYRAMID_METHODS, pyramid_factors
 from ._identity import (
@@ -42,10 +51,12 @@ from ._layout import ImageLayout, OutputSpec
 from ._levels import Pyramid, PyramidLevel, read_pyramid
 from ._lock import LockOwner, OutputLock, OutputLockedError
 from ._ome_image import check_output_group, refuse_replacing_reads
+from ._omero import SAMPLE_ITEMS, channel_names, write_channel_metadata
 from ._open import open_volume
 from ._output import (
     create_output,
     default_output_location,
+    fallback_note,
     prepare_output,
 )
 from ._padding import (
@@ -63,7 +74,6 @@ from ._physical import (
 from ._physical_formats import image_axes
 from ._pyramid import write_pyramid
 from ._resume import (
-    DONE,
     MAX_RESUME_TILES,
     TILE_ARRAY,
     DoneMask,
@@ -81,6 +91,7 @@ from ._zarr_meta import zarr_node
 
 __all__ = [
     "AxesMismatchError",
+    "BOOKKEEPING",
     "ChunkPolicy",
     "DONE",
     "DoneMask",
@@ -101,20 +112,26 @@ __all__ = [
     "Pyramid",
     "PyramidLevel",
     "SAMPLE_BOXES",
+    "SAMPLE_ITEMS",
     "SAMPLE_BOX_BYTES",
     "StorageChunks",
     "TARGET_VOXELS",
     "TILE_ARRAY",
     "TileSubset",
     "Volume",
+    "bookkeeping_path",
     "check_fingerprint",
     "check_finite",
     "canonical_unit",
+    "channel_names",
     "check_output_group",
     "create_label_image",
     "create_labels",
     "create_output",
     "default_output_location",
+    "done_mask_path",
+    "existing_done_mask",
+    "fallback_note",
     "file_sha256",
     "image_axes",
     "input_differences",
@@ -134,6 +151,7 @@ __all__ = [
     "storage_shape",
     "with_sources",
     "write_block",
+    "write_channel_metadata",
     "write_pyramid",
     "zarr_node",
 ]

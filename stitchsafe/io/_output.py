@@ -13,12 +13,13 @@ from typing import Any
 
 from zarr.codecs import BloscCodec
 
+from ..errors import StitchsafeError
 from ._layout import ImageLayout, OutputSpec
 from ._ome_image import create_image_group, image_parts, multiscales
 from ._volume import Volume
 from ._zarr_meta import zarr_node
 
-__all__ = ["create_output", "default_output_location", "prepare_output"]
+__all__ = ["create_output", "default_output_location", "fallback_note", "prepare_output"]
 
 
 def _stem(path: str) -> str:
@@ -29,11 +30,24 @@ def _stem(path: str) -> str:
     return name
 
 
+def _writable(folder: str) -> bool:
+    """Whether files can be made in ``folder`` (a read-only mount or permissions say no)."""
+    return os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
+
+
 def default_output_location(volume: Volume) -> tuple[str, str]:
     """``(group_path, image_name)`` where results go by default.
 
-    Into the input's own zarr v3 container, beside the raw image; otherwise (TIFF, a bare
-    array, a zarr v2 container) into a new ``<stem>.stitchsafe.zarr`` beside the input.
+    Into the input's own zarr v3 container, beside the raw image, when that container (and
+    the folder holding it, where the run's lock file goes) is writable; otherwise (TIFF, a
+    bare array, a zarr v2 container, a read-only container) into a new
+    ``<stem>.stitchsafe.zarr`` beside the input.
+
+    Raises
+    ------
+    StitchsafeError
+        That new container cannot be made either: the input's folder is read-only. The
+        message says to choose a place with ``--output``.
 
     Examples
     --------
@@ -48,12 +62,35 @@ def default_output_location(volume: Volume) -> tuple[str, str]:
 
     >>> tmp.cleanup()
     """
+    base = os.path.abspath(volume.container or volume.path)
+    folder = os.path.dirname(base)
     if volume.container is not None:
         node = zarr_node(volume.container)
-        if node is not None and node[:2] == ("group", 3):
+        if node is not None and node[:2] == ("group", 3) and _writable(base) and _writable(folder):
             return volume.container, "embeddings"
-    base = os.path.abspath(volume.container or volume.path)
-    return os.path.join(os.path.dirname(base), _stem(base) + ".stitchsafe.zarr"), "embeddings"
+    beside = os.path.join(folder, _stem(base) + ".stitchsafe.zarr")
+    if not _writable(folder):
+        raise StitchsafeError(
+            f"the results cannot go beside the input: {folder!r} is read-only (or not "
+            f"yours to write), so neither {base!r} nor a new {os.path.basename(beside)!r} "
+            "can hold them. Choose a writable place with --output, e.g. --output "
+            f"{os.path.join('<writable folder>', os.path.basename(beside))}."
+        )
+    return beside, "embeddings"
+
+
+def fallback_note(volume: Volume, group: str) -> str | None:
+    """What to tell the user when the results do not go into the input's own zarr v3
+    container although they would by default (it is read-only): ``None`` otherwise."""
+    if volume.container is None or os.path.abspath(group) == os.path.abspath(volume.container):
+        return None
+    node = zarr_node(volume.container)
+    if node is None or node[:2] != ("group", 3):
+        return None
+    return (
+        f"the input's container {volume.container} is read-only, so the results go to "
+        f"{group} instead (choose another place with --output)."
+    )
 
 
 def _default_compressor() -> Any:

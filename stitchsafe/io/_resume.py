@@ -4,9 +4,10 @@ A run stores with its output image (attributes ``stitchsafe.run``) what determin
 output voxel: the input's identity (:mod:`._identity`: path, metadata and a SHA-256 of a
 sample of its data), the tile plan, a SHA-256 of the model file and of every file that
 feeds the model, the normalisation, the pad mode, the precision and the embeddings'
-dtype. Next to the image's level-0 array it keeps a ``uint8`` array with one entry per
-tile of the plan's grid (``stitchsafe-done``), set to 1 only after *all* of the tile's
-chunks are written. ``--resume`` reruns the tiles still 0, after checking that nothing in
+dtype. In the container's bookkeeping folder (:mod:`._bookkeeping`:
+``.stitchsafe/<image>/done``, outside every OME-Zarr image) it keeps a ``uint8`` array with
+one entry per tile of the plan's grid, set to 1 only after *all* of the tile's chunks are
+written. ``--resume`` reruns the tiles still 0, after checking that nothing in
 the fingerprint changed; a chunk half-written when the process died belongs to a tile
 still marked 0, so it is written again.
 
@@ -37,12 +38,12 @@ import zarr
 
 from ..errors import StitchsafeError
 from ..geometry import Plan, Tile
+from ._bookkeeping import done_mask_path, existing_done_mask
 from ._identity import input_differences
 from ._stored import tiles_stored
 from ._zarr_meta import zarr_node
 
 __all__ = [
-    "DONE",
     "MAX_RESUME_TILES",
     "TILE_ARRAY",
     "DoneMask",
@@ -53,7 +54,6 @@ __all__ = [
     "with_sources",
 ]
 
-DONE = "stitchsafe-done"
 # The image attribute (inside ``stitchsafe``) naming the array whose chunks the tiles write.
 TILE_ARRAY = "tile_array"
 # A resume holds a flag and an index per tile: 2**25 tiles are at most ~350 MB.
@@ -248,7 +248,8 @@ class TileSubset(Sequence[Tile]):
 
 @dataclass
 class DoneMask:
-    """The per-tile done flags of one output image (a zarr array beside level 0).
+    """The per-tile done flags of one output image (a zarr array in the container's
+    bookkeeping folder: :func:`stitchsafe.io.done_mask_path`).
 
     ``written`` (set by :meth:`open` from the image's ``stitchsafe.tile_array``
     attribute) is the array whose shards (chunks) the tiles write; :meth:`remaining` then also
@@ -268,7 +269,7 @@ class DoneMask:
     def create(cls, group: str, image: str, grid_shape: Sequence[int]) -> DoneMask:
         grid = tuple(int(g) for g in grid_shape)
         arr = zarr.create_array(
-            store=os.path.join(group, *image.split("/"), DONE),
+            store=done_mask_path(group, image),
             shape=grid,
             chunks=tuple(min(g, 64) for g in grid),
             dtype="uint8",
@@ -280,7 +281,7 @@ class DoneMask:
     @classmethod
     def open(cls, group: str, image: str, grid_shape: Sequence[int]) -> DoneMask:
         image_dir = os.path.join(group, *image.split("/"))
-        path = os.path.join(image_dir, DONE)
+        path = existing_done_mask(group, image) or done_mask_path(group, image)
         grid = tuple(int(g) for g in grid_shape)
         if math.prod(grid) > MAX_RESUME_TILES:
             raise StitchsafeError(

@@ -177,7 +177,7 @@ def write_labels(
     with a dask ``executor`` (:func:`stitchsafe.engine.open_executor`) on its workers; a
     process pool (``--scheduler processes``) labels on threads here instead.
 
-    The new label image is built in ``<image>/stitchsafe-new-labels``, marked ``complete``
+    The new label image is built in ``.stitchsafe/<image>/new-labels``, marked ``complete``
     there, and then swapped in (:class:`~stitchsafe.labels.LabelPlace`): existing labels
     (replaced only with ``overwrite``) stay untouched until the new ones are complete. A
     failure removes the new labels; Ctrl-C (``KeyboardInterrupt``) leaves them for the

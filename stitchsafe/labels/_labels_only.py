@@ -3,11 +3,11 @@
 Writing the embeddings (``C`` float channels per voxel) is the slowest part of a run on a
 GPU. When only the instance labels are wanted, each tile is computed with a few voxels of
 extra output on the period lattice (:mod:`stitchsafe.labels`), labelled while it is
-in memory, and reduced to block-local fragment ids and one ``uint32`` code per voxel,
-written to two scratch arrays beside the labels. Three passes over those — fragment
-tables, links across block faces, relabelling (and growth) — then give the labels that
-:func:`stitchsafe.labels.write_labels` would derive from a full run's embeddings,
-identical voxel for voxel. The scratch arrays are removed when the labels are complete.
+in memory, and reduced to block-local fragment ids and one ``uint32`` code per voxel in
+two scratch arrays (in the bookkeeping folder: :func:`stitchsafe.io.bookkeeping_path`).
+Three passes over those — fragment tables, links across block faces, relabelling (and
+growth) — give the labels :func:`stitchsafe.labels.write_labels` would derive from a full
+run's embeddings, identical voxel for voxel. The scratch arrays go when the labels are done.
 
 Layout: a stand-alone OME-Zarr 0.5 label image ``<group>/instances`` (``multiscales`` and
 ``image-label`` metadata, so napari opens it as labels), one shard (or chunk) per tile
@@ -35,6 +35,7 @@ from ..io import (
     ImageLayout,
     OutputSpec,
     PhysicalScale,
+    bookkeeping_path,
     create_label_image,
     mark_complete,
     storage_shape,
@@ -191,7 +192,7 @@ def run_labels_only(
 def _finish(spec: OutputSpec, attrs: dict[str, Any], seconds: float, objects: int) -> None:
     """Remove the scratch arrays and mark the label image complete."""
     for name in (FRAGMENTS, CODES):
-        shutil.rmtree(os.path.join(spec.group, *spec.image.split("/"), name), ignore_errors=True)
+        shutil.rmtree(_scratch_path(spec, name), ignore_errors=True)
     mark_complete(
         spec, {**attrs, "complete": True, "objects": objects, "seconds": round(seconds, 3)}
     )
@@ -241,9 +242,16 @@ def _reopen_scratch(spec: OutputSpec, plan: Plan) -> _Scratch:
     return _Scratch(spec, fragments, codes, done, done.remaining(plan))
 
 
+def _scratch_path(spec: OutputSpec, name: str) -> str:
+    """The scratch array ``name``: in the bookkeeping folder, or in the label image where
+    an interrupted run of an earlier version left it."""
+    legacy = os.path.join(spec.group, *spec.image.split("/"), name)
+    return legacy if os.path.exists(legacy) else bookkeeping_path(spec.group, spec.image, name)
+
+
 def _array(spec: OutputSpec, name: str, *, create: bool, dtype: str = "uint32") -> Any:
-    """The array ``name`` beside the label image's level 0; new (like level 0) or opened."""
-    path = os.path.join(spec.group, *spec.image.split("/"), name)
+    """The scratch array ``name`` of the label image; new (like level 0) or opened."""
+    path = _scratch_path(spec, name)
     if not create:
         return zarr.open_array(store=path, mode="r+")
     out = zarr.open_array(store=os.path.join(spec.group, *spec.array.split("/")), mode="r")

@@ -1,8 +1,10 @@
 """New labels beside the old ones: built in a scratch group, swapped in when complete.
 
 :func:`~stitchsafe.labels.write_labels` never writes into the label image it replaces.
-The new label image is built at ``<image>/stitchsafe-new-labels/labels/<name>`` (the same
-depth below the image as its final place, so its relative OME-Zarr metadata holds), marked
+The new label image is built at ``.stitchsafe/<image>/new-labels/labels/<name>`` in the
+container's bookkeeping folder (:func:`stitchsafe.io.bookkeeping_path`: outside every
+OME-Zarr image, so no reader takes it for one; the same depth below the scratch group as
+below the image at its final place, so its relative OME-Zarr metadata holds), marked
 complete there, and only then moved to ``<image>/labels/<name>``:
 
 1. the old label image (if any) is renamed into the scratch group,
@@ -13,7 +15,8 @@ complete there, and only then moved to ``<image>/labels/<name>``:
 An interruption before step 1 leaves the old labels untouched; between steps 1 and 2 the
 old ones are renamed back at once, or (if the process dies right there) by the next run;
 after step 2 the new labels are complete. A scratch group left by an interrupted run is
-cleared by the next one, which first restores old labels that were set aside.
+cleared by the next one, which first restores old labels that were set aside (also one
+that an earlier version left inside the image, at ``<image>/stitchsafe-new-labels``).
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from typing import Any
 import zarr
 
 from ..errors import StitchsafeError
-from ..io import OutputSpec, zarr_node
+from ..io import OutputSpec, bookkeeping_path, zarr_node
 
 __all__ = ["NEW_LABELS", "LabelPlace"]
 
-NEW_LABELS = "stitchsafe-new-labels"
-"""The scratch group inside an image where new labels are built until they are complete."""
+NEW_LABELS = "new-labels"
+"""The scratch group (in the image's bookkeeping folder) where new labels are built until
+they are complete."""
+# Where earlier versions built them: inside the image group.
+_LEGACY_NEW_LABELS = "stitchsafe-new-labels"
 
 _OLD = "previous-"
 
@@ -45,9 +51,9 @@ class LabelPlace:
     --------
     >>> place = LabelPlace("out.zarr", "embeddings", "instances")
     >>> place.final, place.scratch
-    ('embeddings/labels/instances', 'embeddings/stitchsafe-new-labels')
+    ('embeddings/labels/instances', '.stitchsafe/embeddings/new-labels')
     >>> place.building
-    'embeddings/stitchsafe-new-labels/labels/instances'
+    '.stitchsafe/embeddings/new-labels/labels/instances'
     >>> LabelPlace("out.zarr", "embeddings", "a/b")
     Traceback (most recent call last):
     ...
@@ -69,8 +75,9 @@ class LabelPlace:
 
     @property
     def scratch(self) -> str:
-        """The scratch group's path inside ``group``: ``<image>/stitchsafe-new-labels``."""
-        return f"{self.image}/{NEW_LABELS}"
+        """The scratch group's path inside ``group``: ``.stitchsafe/<image>/new-labels``."""
+        inner = os.path.relpath(bookkeeping_path(self.group, self.image, NEW_LABELS), self.group)
+        return inner.replace(os.sep, "/")
 
     @property
     def building(self) -> str:
@@ -129,8 +136,12 @@ class LabelPlace:
 
     def clear_leftovers(self) -> None:
         """Finish what an interrupted swap left (old labels put back, or the new ones
-        listed), then remove the scratch group."""
-        scratch = self.path(self.scratch)
+        listed), then remove the scratch group (and one an earlier version left)."""
+        for inner in (f"{self.image}/{_LEGACY_NEW_LABELS}", self.scratch):
+            self._clear_scratch(self.path(inner))
+
+    def _clear_scratch(self, scratch: str) -> None:
+        """:meth:`clear_leftovers` for the scratch group at ``scratch``."""
         if not os.path.lexists(scratch):
             return
         old, final = os.path.join(scratch, _OLD + self.name), self.path(self.final)

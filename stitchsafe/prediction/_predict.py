@@ -17,6 +17,7 @@ from ..io import (
     check_output_group,
     mark_complete,
     refuse_replacing_reads,
+    write_channel_metadata,
     write_pyramid,
 )
 from ..labels import LABELS_IMAGE, LabelSettings
@@ -223,6 +224,7 @@ def run_predict(
         )
         if settings.output.pyramid:
             write_pyramid(target.spec, progress=settings.run.progress)
+        write_channel_metadata(target.spec)
         session.volume.close()
         labels_path, objects = label_output(target.spec, prepared, executor, settings)
     return PredictResult(

@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zarr
@@ -27,12 +27,13 @@ from ..engine import (
 from ..errors import StitchsafeError
 from ..geometry import Tile
 from ..io import (
-    DONE,
     TILE_ARRAY,
     DoneMask,
     OutputSpec,
     check_fingerprint,
     default_output_location,
+    existing_done_mask,
+    fallback_note,
     file_sha256,
     input_identity,
     prepare_output,
@@ -120,9 +121,7 @@ def prepare_run(session: Session, settings: PredictSettings) -> PreparedRun:
     # Bad label flags fail now, before the network runs.
     params = settings.label.resolve(defaults, roles, channels=session.geometry.channels_out)
     norm = session_normalization(session.model, session.volume, settings.run.normalize)
-    group, image = default_output_location(session.volume)
-    if settings.output.output is not None:
-        group = os.fspath(settings.output.output)
+    group, image = _output_location(session, settings)
     if settings.remote:
         group = os.path.abspath(group)  # workers write here from their own directories
     model_sha256, fingerprint = _run_fingerprint(session, settings, norm)
@@ -142,6 +141,18 @@ def prepare_run(session: Session, settings: PredictSettings) -> PreparedRun:
     return PreparedRun(
         params, norm, group, image, model_sha256, fingerprint, attributes, batch_size
     )
+
+
+def _output_location(session: Session, settings: PredictSettings) -> tuple[str, str]:
+    """``--output``, or the default place (:func:`stitchsafe.io.default_output_location`);
+    a note on the session's plan says so when a read-only input container moved it."""
+    if settings.output.output is not None:
+        return os.fspath(settings.output.output), "embeddings"
+    group, image = default_output_location(session.volume)
+    note = fallback_note(session.volume, group)
+    if note is not None:
+        session.result = replace(session.result, notes=(*session.result.notes, note))
+    return group, image
 
 
 def _run_fingerprint(
@@ -258,8 +269,8 @@ def open_target(session: Session, prepared: PreparedRun, settings: PredictSettin
 def _made(group: str, image: str) -> bool:
     """Whether the creation of the output image finished: its level-0 array and its done
     mask (made last, before any tile runs) have their metadata."""
-    image_dir = os.path.join(group, *image.split("/"))
-    return all(os.path.isfile(os.path.join(image_dir, a, "zarr.json")) for a in ("0", DONE))
+    level0 = os.path.join(group, *image.split("/"), "0", "zarr.json")
+    return os.path.isfile(level0) and existing_done_mask(group, image) is not None
 
 
 def _clear_unmade_folder(group: str, image: str) -> None:

@@ -2,9 +2,9 @@
 
 Everything comes from the output itself: the image group's ``attributes["stitchsafe"]``
 (plan, model, normalisation, run fingerprint, ``complete``), the per-tile done mask
-(``stitchsafe-done``, see :mod:`stitchsafe.io`), the label images' attributes and the
-arrays' metadata and files. Nothing is recomputed and no model is loaded. The values
-returned are those of :mod:`._output_info`.
+(``.stitchsafe/<image>/done``: :func:`stitchsafe.io.done_mask_path`), the label images'
+attributes and the arrays' metadata and files. Nothing is recomputed and no model is
+loaded. The values returned are those of :mod:`._output_info`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ import numpy as np
 import zarr
 
 from ..errors import StitchsafeError
-from ..io import DONE, PhysicalScale, Pyramid, image_axes, read_pyramid, zarr_node
+from ..io import (
+    PhysicalScale,
+    Pyramid,
+    done_mask_path,
+    existing_done_mask,
+    image_axes,
+    read_pyramid,
+    zarr_node,
+)
 from ._output_info import ArrayInfo, LabelsInfo, OutputInfo
 
 __all__ = ["find_images", "read_info"]
@@ -178,9 +186,15 @@ def _physical(
         return None
 
 
-def _tiles(image_dir: str, planned: Any) -> tuple[int | None, int | None]:
+def _done_mask(group: str, image: str) -> str:
+    """The done mask's path inside ``group`` (where a run keeps it, or kept it)."""
+    path = existing_done_mask(group, image) or done_mask_path(group, image)
+    return os.path.relpath(path, group).replace(os.sep, "/")
+
+
+def _tiles(group: str, image: str, planned: Any) -> tuple[int | None, int | None]:
     """``(done, total)`` tiles from the done mask; without one, ``(None, planned)``."""
-    done_dir = os.path.join(image_dir, DONE)
+    done_dir = os.path.join(group, *_done_mask(group, image).split("/"))
     if os.path.isdir(done_dir) and zarr_node(done_dir) is not None:
         mask = np.asarray(zarr.open_array(store=done_dir, mode="r")[...])
         return int(np.count_nonzero(mask)), int(mask.size)
@@ -237,7 +251,7 @@ def read_info(path: str | os.PathLike[str], *, image: str | None = None) -> Outp
     stored_plan = dict(s.get("plan") or {})
     run: dict[str, Any] = s["run"] if isinstance(s.get("run"), dict) else {}
     labels = _labels(group, image)
-    inner = [f"{image}/{_level0(attrs)}", f"{image}/{DONE}", *(lab.array for lab in labels)]
+    inner = [f"{image}/{_level0(attrs)}", _done_mask(group, image), *(lab.array for lab in labels)]
     arrays = [_array_info(group, a) for a in inner]
     ndim = None if arrays[0] is None else len(arrays[0].shape)
     physical = _physical(attrs, image, ndim, 0 if s.get("labels_only") else 1)
@@ -245,7 +259,7 @@ def read_info(path: str | os.PathLike[str], *, image: str | None = None) -> Outp
         # A labels-only run (predict --no-embeddings): the image is the labels themselves.
         record = LabelsInfo.from_record(image, f"{image}/{_level0(attrs)}", s, physical)
         labels = [record, *labels]
-    tiles_done, tiles_total = _tiles(image_dir, stored_plan.get("tiles"))
+    tiles_done, tiles_total = _tiles(group, image, stored_plan.get("tiles"))
     seconds, complete = s.get("seconds"), s.get("complete")
     return OutputInfo(
         group=group,

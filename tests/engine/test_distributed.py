@@ -31,7 +31,7 @@ from cli_helpers import EXE, assert_bad_input, run_cli
 import stitchsafe
 from stitchsafe.errors import StitchsafeError
 from stitchsafe.models import save_checkpoint, unet_metadata
-from stitchsafe.io import DONE
+from stitchsafe.io import bookkeeping_path, done_mask_path
 from stitchsafe.engine import SchedulerSpec, parse_scheduler
 from stitchsafe.engine import SlurmOptions, cluster_kwargs
 
@@ -164,10 +164,10 @@ def test_local_cluster_equals_threads(
     assert np.array_equal(lab, ref_lab)
     assert result.tiles == 120 and result.objects == int(ref_lab.max())
     # Every tile is marked done, and the image complete.
-    assert np.all(np.asarray(zarr.open_array(out / "embeddings" / DONE)) == 1)
+    assert np.all(np.asarray(zarr.open_array(done_mask_path(out, "embeddings"))) == 1)
     assert zarr.open_group(out / "embeddings").attrs["stitchsafe"]["complete"] is True
     # The label scratch array is gone once the labels are final.
-    assert not (out / "embeddings/labels/instances/stitchsafe-local-ids").exists()
+    assert not os.path.exists(bookkeeping_path(out, "embeddings", "new-labels"))
 
 
 def test_segment_on_a_cluster_equals_threads(
@@ -245,7 +245,7 @@ def test_a_worker_killed_mid_run_has_its_work_redone(
         assert victim not in client.run(os.getpid).values()
     emb, _ = _read(out, labels=False)
     assert np.array_equal(emb, reference["plain"][0])
-    assert np.all(np.asarray(zarr.open_array(out / "embeddings" / DONE)) == 1)
+    assert np.all(np.asarray(zarr.open_array(done_mask_path(out, "embeddings"))) == 1)
 
 
 def test_resume_on_a_cluster_recomputes_only_unfinished_tiles(
@@ -255,7 +255,7 @@ def test_resume_on_a_cluster_recomputes_only_unfinished_tiles(
     with one_torch_thread():
         _predict(setup, out, labels=False)
     # Pretend the run died after half the tiles: clear their flags, spoil their chunks.
-    done = zarr.open_array(out / "embeddings" / DONE, mode="r+")
+    done = zarr.open_array(done_mask_path(out, "embeddings"), mode="r+")
     flags = np.asarray(done[...])
     flags.reshape(-1)[60:] = 0
     done[...] = flags

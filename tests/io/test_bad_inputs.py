@@ -22,7 +22,7 @@ from cli_helpers import EXE, assert_bad_input, run_cli
 
 from stitchsafe.errors import StitchsafeError
 from stitchsafe.geometry import Box
-from stitchsafe.io import open_volume
+from stitchsafe.io import done_mask_path, open_volume
 from stitchsafe.models import bundled_model
 
 RNG = np.random.default_rng(15)
@@ -173,7 +173,7 @@ def test_corrupt_chunk_met_while_tiles_run_loses_nothing(tmp_path: Path) -> None
     out = tmp_path / "in.zarr.out.zarr"
     assert_bad_input(_predict(path, *args), "chunk 'c/7/6'", "in.zarr")
     assert out.exists(), "the chunk was read before the tiles (in a sample); pick another"
-    done = zarr.open_array(str(out / "embeddings" / "stitchsafe-done"), mode="r")[...]
+    done = zarr.open_array(done_mask_path(out, "embeddings"), mode="r")[...]
     assert 0 < np.count_nonzero(done) < done.size  # some tiles were written, and kept
     chunk.write_bytes(good)
     proc = _predict(path, *args, "--resume")

@@ -27,11 +27,11 @@ from packages import NET, torchscript_package
 from stitchsafe.errors import StitchsafeError
 from stitchsafe.geometry import make_plan, unet_geometry
 from stitchsafe.io import (
-    DONE,
     MAX_RESUME_TILES,
     SAMPLE_BOX_BYTES,
     SAMPLE_BOXES,
     check_fingerprint,
+    done_mask_path,
     input_identity,
     open_volume,
     run_fingerprint,
@@ -125,7 +125,7 @@ def test_resume_recomputes_tiles_marked_done_whose_chunk_is_missing(
 ) -> None:
     out = _finished_output(setup, tmp_path)
     image = out / "embeddings"
-    mask = zarr.open_array(image / DONE, mode="r+")
+    mask = zarr.open_array(done_mask_path(out, "embeddings"), mode="r+")
     assert mask.shape == (2, 4, 4) and np.all(mask[...] == 1)
     lost = [(0, 0, 0), (1, 3, 2), (0, 2, 3)]  # marked done, chunk deleted
     interrupted = [(1, 0, 1), (0, 1, 1)]  # not marked done, chunk deleted
@@ -139,7 +139,7 @@ def test_resume_recomputes_tiles_marked_done_whose_chunk_is_missing(
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tiles"] == len(lost) + len(interrupted)
     np.testing.assert_array_equal(_embeddings(out), reference)  # bit-identical
-    assert np.all(zarr.open_array(image / DONE, mode="r")[...] == 1)
+    assert np.all(zarr.open_array(done_mask_path(out, "embeddings"), mode="r")[...] == 1)
 
 
 def test_resume_refuses_an_output_whose_fingerprint_has_no_input(
@@ -165,7 +165,7 @@ def test_resume_of_a_plan_too_fine_to_track_exits_2_before_reading_the_mask(
     run = subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while not (out / "embeddings" / DONE / "zarr.json").exists():
+        while not Path(done_mask_path(out, "embeddings"), "zarr.json").exists():
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()
             time.sleep(0.05)
     finally:

@@ -20,7 +20,7 @@ from nets import make_net
 from cli_helpers import EXE, assert_bad_input, run_cli
 
 from stitchsafe.models import save_checkpoint, unet_metadata
-from stitchsafe.io import DONE, DoneMask, check_fingerprint, run_fingerprint
+from stitchsafe.io import DoneMask, check_fingerprint, done_mask_path, run_fingerprint
 
 ROLES = ["embedding", "embedding", "foreground"]
 
@@ -75,7 +75,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     )
     # Wait until tiles are being written, then a little more, then kill without warning.
     deadline = time.monotonic() + 60
-    while not (out / "embeddings" / DONE / "zarr.json").exists() and time.monotonic() < deadline:
+    while (
+        not Path(done_mask_path(out, "embeddings"), "zarr.json").exists()
+        and time.monotonic() < deadline
+    ):
         if proc.poll() is not None:
             break
         time.sleep(0.02)
@@ -83,7 +86,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     emb_ref, lab_ref, total = reference
-    mask = zarr.open_array(out / "embeddings" / DONE, mode="r")
+    mask = zarr.open_array(done_mask_path(out, "embeddings"), mode="r")
     finished = int(np.count_nonzero(mask[...]))
     resumed = run_cli(*_args(setup, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
@@ -92,7 +95,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     emb, lab = _read(out)
     np.testing.assert_array_equal(emb, emb_ref)
     np.testing.assert_array_equal(lab, lab_ref)
-    assert np.count_nonzero(zarr.open_array(out / "embeddings" / DONE, mode="r")[...]) == total
+    assert (
+        np.count_nonzero(zarr.open_array(done_mask_path(out, "embeddings"), mode="r")[...]) == total
+    )
     attrs = zarr.open_group(out / "embeddings", mode="r").attrs.asdict()["stitchsafe"]
     assert attrs["complete"] is True
 

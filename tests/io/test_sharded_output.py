@@ -28,7 +28,7 @@ from nets import make_net
 
 from stitchsafe.engine import run_plan
 from stitchsafe.geometry import make_plan
-from stitchsafe.io import DONE, ChunkPolicy, ImageLayout, create_output, open_volume
+from stitchsafe.io import ChunkPolicy, ImageLayout, create_output, open_volume
 from stitchsafe.labels import LabelParams, label_array
 from stitchsafe.models import load_model, save_checkpoint, unet_metadata
 
@@ -156,7 +156,7 @@ def test_sigkill_then_resume_of_a_sharded_run_equals_the_uninterrupted_run(
 ) -> None:
     out = setup["tmp"] / "killed.zarr"
     _kill_while_writing(_args(setup, out), out)
-    finished = int(np.count_nonzero(_read(out, f"embeddings/{DONE}")))
+    finished = int(np.count_nonzero(_read(out, ".stitchsafe/embeddings/done")))
     resumed = run_cli(*_args(setup, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["tiles"] == 6 - finished
@@ -169,7 +169,7 @@ def test_resume_recomputes_missing_and_damaged_shards(setup: dict[str, Any]) -> 
     out = setup["tmp"] / "damaged.zarr"
     shutil.copytree(setup["tmp"] / "sharded.zarr", out)  # a finished sharded run
     image = out / "embeddings"
-    mask = zarr.open_array(image / DONE, mode="r+")
+    mask = zarr.open_array(out / ".stitchsafe/embeddings/done", mode="r+")
     lost = [(0, 0), (1, 1)]  # marked done, shard deleted: the cross-check finds them
     damaged = [(1, 2)]  # not marked done, shard left damaged by a crash: rewritten whole
     for y, x in lost:
@@ -183,4 +183,4 @@ def test_resume_recomputes_missing_and_damaged_shards(setup: dict[str, Any]) -> 
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tiles"] == len(lost) + len(damaged)
     np.testing.assert_array_equal(_read(out), _read(setup["tmp"] / "sharded.zarr"))
-    assert np.all(_read(out, f"embeddings/{DONE}") == 1)
+    assert np.all(_read(out, ".stitchsafe/embeddings/done") == 1)

@@ -35,7 +35,7 @@ from stitchsafe.labels import (
     seed_mask,
 )
 from stitchsafe.models import load_model, save_checkpoint, unet_metadata
-from stitchsafe.io import DONE, read_pyramid
+from stitchsafe.io import bookkeeping_path, done_mask_path, read_pyramid
 from stitchsafe.labels import ExtendedTiles, grow_by_codes, lattice_margin, tile_codes
 
 ROLES = ("embedding", "embedding", "foreground")
@@ -135,10 +135,12 @@ def test_labels_only_equals_labelling_the_whole_volume_pass(
     assert expected.max() >= 3, "the case must make several objects"
     np.testing.assert_array_equal(labels, expected)
     assert result.objects == expected.max()
-    # Nothing but the labels, their pyramid levels (and the done mask) is left on disk.
+    # Nothing but the labels, their pyramid levels (and, in the bookkeeping folder, the
+    # done mask) is left on disk.
     image = Path(result.output) / "instances"
     levels = [level.path for level in read_pyramid(result.output, "instances").levels]
-    assert sorted(os.listdir(image)) == sorted([*levels, DONE, "zarr.json"])
+    assert sorted(os.listdir(image)) == sorted([*levels, "zarr.json"])
+    assert os.listdir(bookkeeping_path(result.output, "instances")) == ["done"]
     assert not (Path(result.output) / "embeddings").exists()
     assert len(result.plan.plan) == result.tiles > 1
 
@@ -258,7 +260,7 @@ def test_console_script_writes_the_full_runs_labels_only(
     assert d["embeddings"] is None and d["labels"] == "instances/0" and d["objects"] > 3
     labels = np.asarray(zarr.open_array(out / d["labels"], mode="r"))
     np.testing.assert_array_equal(labels, full_run)
-    assert sorted(os.listdir(out)) == ["instances", "zarr.json"]
+    assert sorted(os.listdir(out)) == [".stitchsafe", "instances", "zarr.json"]
     attrs = zarr.open_group(out / "instances", mode="r").attrs.asdict()
     assert attrs["stitchsafe"]["complete"] is True and attrs["stitchsafe"]["labels_only"] is True
     assert attrs["ome"]["image-label"] == {}
@@ -317,7 +319,7 @@ def test_sigkill_then_resume_gives_the_same_labels(
     args = _args(cli_setup, out, "--no-embeddings")
     proc = subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    done = out / "instances" / DONE
+    done = Path(done_mask_path(out, "instances"))
     # Poll the mask's content: a chunk folder or a temporary file (zarr writes chunks
     # atomically, by renaming) appears before any tile is recorded as finished.
     while time.monotonic() < deadline and proc.poll() is None:
@@ -337,4 +339,4 @@ def test_sigkill_then_resume_gives_the_same_labels(
     labels = np.asarray(zarr.open_array(out / "instances/0", mode="r"))
     np.testing.assert_array_equal(labels, full_run)
     levels = [level.path for level in read_pyramid(out, "instances").levels]
-    assert sorted(os.listdir(out / "instances")) == sorted([*levels, DONE, "zarr.json"])
+    assert sorted(os.listdir(out / "instances")) == sorted([*levels, "zarr.json"])

@@ -58,7 +58,7 @@ def state():
     if not image.is_dir():
         return "nothing"
     for name, meta in (("folder", "zarr.json"), ("metadata", "0/zarr.json"),
-                       ("array", "stitchsafe-done/zarr.json")):
+                       ("array", "../.stitchsafe/embeddings/done/zarr.json")):
         if not (image / meta).is_file():
             return name
     return "made"

@@ -29,7 +29,7 @@ from nets import make_net
 
 import stitchsafe
 from stitchsafe.engine import WorkersLost, drive, open_executor, parse_scheduler
-from stitchsafe.io import DONE
+from stitchsafe.io import bookkeeping_path, done_mask_path
 from stitchsafe.labels import NEW_LABELS
 from stitchsafe.models import save_checkpoint, unet_metadata
 
@@ -146,12 +146,14 @@ def test_all_workers_lost_in_the_tiles_then_in_the_labels_then_resume(
     # 1. Every worker killed once ten tiles are written.
     stopped = _kill_workers_when(cluster, args, lambda: _chunks_written(out) >= 10)
     _one_paragraph(stopped, "running the tiles", "done mask", "--resume")
-    done = np.asarray(zarr.open_array(out / "embeddings" / DONE, mode="r"))
+    done = np.asarray(zarr.open_array(done_mask_path(out, "embeddings"), mode="r"))
     assert 0 < done.sum() < done.size  # some tiles finished, and they are kept
     # 2. --resume continues; its workers are killed once the labelling has started (the
     # scratch group where new labels are built appears).
     again = [*args, "--resume"]
-    stopped = _kill_workers_when(cluster, again, (out / "embeddings" / NEW_LABELS).exists)
+    stopped = _kill_workers_when(
+        cluster, again, Path(bookkeeping_path(out, "embeddings", NEW_LABELS)).exists
+    )
     _one_paragraph(stopped, "running the labels", "embeddings are complete", "--resume")
     assert not (out / LABELS).exists()  # no half-made labels where labels belong
     # 3. --resume once more: only the labels were left to do, and the output is the clean one.

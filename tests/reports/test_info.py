@@ -18,7 +18,7 @@ from cli_helpers import assert_bad_input, run_cli
 
 from stitchsafe.cli import cli
 from stitchsafe.models import save_checkpoint, unet_metadata
-from stitchsafe.io import DONE
+from stitchsafe.io import done_mask_path
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,8 @@ def test_info_json_on_a_finished_output(setup: dict[str, Any]) -> None:
     d = json.loads(proc.stdout)
     assert d["path"] == str(out) and d["image"] == "embeddings"
     arrays = {a["path"]: a for a in d["arrays"]}
-    assert list(arrays) == ["embeddings/0", f"embeddings/{DONE}", "embeddings/labels/instances/0"]
+    done = ".stitchsafe/embeddings/done"
+    assert list(arrays) == ["embeddings/0", done, "embeddings/labels/instances/0"]
     for path, a in arrays.items():
         z = zarr.open_array(out / path, mode="r")
         assert a["shape"] == list(z.shape) and a["chunks"] == list(z.chunks)
@@ -108,7 +109,7 @@ def test_info_on_an_interrupted_run(setup: dict[str, Any]) -> None:
     out = setup["tmp"] / "interrupted.zarr"
     shutil.copytree(setup["out"], out)
     shutil.rmtree(out / "embeddings" / "labels")
-    mask = zarr.open_array(out / "embeddings" / DONE, mode="r+")
+    mask = zarr.open_array(done_mask_path(out, "embeddings"), mode="r+")
     mask[1:, 2:] = 0
     image = zarr.open_group(out / "embeddings", mode="r+")
     stored: Any = image.attrs.asdict()["stitchsafe"]
@@ -118,7 +119,9 @@ def test_info_on_an_interrupted_run(setup: dict[str, Any]) -> None:
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["complete"] is False and d["tiles"] == {"done": 18 - 2 * 4, "total": 18}
-    assert d["labels"] == [] and [a["path"] for a in d["arrays"]][-1] == f"embeddings/{DONE}"
+    assert (
+        d["labels"] == [] and [a["path"] for a in d["arrays"]][-1] == ".stitchsafe/embeddings/done"
+    )
     text = CliRunner().invoke(cli, ["info", str(out)]).output
     assert "INCOMPLETE" in text and "10 / 18 tiles done" in text and "--resume" in text
     assert "labels         none" in text
