@@ -308,18 +308,26 @@ class DoneMask:
         """The whole mask as booleans (one read)."""
         return np.asarray(self.array[...]) > 0
 
-    def remaining(self, plan: Plan) -> TileSubset:
-        """The plan's tiles not yet done, in plan order (a lazy sequence).
+    def remaining(self, plan: Plan, batch_size: int = 1) -> TileSubset:
+        """The plan's tiles not yet done, in plan order (a lazy sequence), as whole batches.
 
         Not done: marked 0, or marked 1 while the tile's chunk is missing in
-        :attr:`written` (computed again; see the module's docstring).
+        :attr:`written` (computed again; see the module's docstring). A batch of
+        ``batch_size`` consecutive plan tiles with any tile not done is returned whole, so
+        that every tile runs in the batch it had in the full run (convolutions round
+        differently in batches of another size): a resumed tile is bit-identical.
         """
         done = self.done()
         if self.written is not None:
             present = tiles_stored(self.written, self.grid_shape)
             if present is not None:
                 done &= present
-        return TileSubset(plan, np.flatnonzero(~done.ravel()))
+        todo = np.flatnonzero(~done.ravel())
+        if batch_size > 1 and todo.size:
+            batches = np.unique(todo // batch_size)
+            todo = (batches[:, None] * batch_size + np.arange(batch_size)).ravel()
+            todo = todo[todo < done.size]
+        return TileSubset(plan, todo)
 
     def mark(self, tiles: Iterable[Tile]) -> None:
         """Record finished tiles; written to disk at most every ``flush_seconds``."""

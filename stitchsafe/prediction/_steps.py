@@ -263,7 +263,7 @@ def open_target(session: Session, prepared: PreparedRun, settings: PredictSettin
     check_fingerprint(stored.get("run"), prepared.fingerprint, f"{group}/{image}")
     done = DoneMask.open(spec.group, spec.image, the_plan.grid_shape)
     # Labels from before the interruption (if any) are derived anew afterwards.
-    return Target(spec, done, done.remaining(the_plan))
+    return Target(spec, done, done.remaining(the_plan, prepared.batch_size))
 
 
 def _made(group: str, image: str) -> bool:
