@@ -167,7 +167,7 @@ def run_labels_only(
             objects = int(stored.get("objects", 0))
             empty = LabelStats(0, 0, 0, 0.0)
             return LabelsOnlyResult(spec, 0, objects, str(options.device), empty)
-        scratch = _reopen_scratch(spec, plan)
+        scratch = _reopen_scratch(spec, plan, options.batch_size)
     stats = _compute_tiles(volume, model, plan, run, scratch, margin, options, transform)
     spec = scratch.spec
     try:
@@ -234,12 +234,12 @@ def _create_scratch(plan: Plan, run: LabelsOnlyRun, attrs: dict[str, Any]) -> _S
     )
 
 
-def _reopen_scratch(spec: OutputSpec, plan: Plan) -> _Scratch:
-    """An interrupted run's scratch arrays and done mask, and the tiles it left."""
+def _reopen_scratch(spec: OutputSpec, plan: Plan, batch_size: int) -> _Scratch:
+    """An interrupted run's scratch arrays and done mask, and the tiles it left (in batches)."""
     fragments = _array(spec, FRAGMENTS, create=False)
     codes = _array(spec, CODES, create=False)
     done = DoneMask.open(spec.group, spec.image, plan.grid_shape)
-    return _Scratch(spec, fragments, codes, done, done.remaining(plan))
+    return _Scratch(spec, fragments, codes, done, done.remaining(plan, batch_size))
 
 
 def _scratch_path(spec: OutputSpec, name: str) -> str:
