@@ -106,17 +106,18 @@ def run_plan(  # noqa: PLR0913 - data, the options value and four per-run hooks
     work: Sequence[Tile] = plan if tiles is None else tiles  # type: ignore[assignment]
     sink = output_writer(output) if sink is None else sink
     run = TileRun(volume, model, work, sink, opts, transform=transform, on_done=on_done)
-    # The streams (and so the torch threads of each) are sized by the whole plan, not by
-    # the tiles given: a resumed tile then runs with the threads it had in the full run
-    # (convolutions round differently with other thread counts).
-    plan_batches = -(-len(plan) // opts.batch_size)
     with Progress(len(work), opts.progress) as bar:
-        return _run_streams(run, device, bar, plan_batches)
+        return _run_streams(run, device, bar, -(-len(plan) // opts.batch_size))
 
 
 def _run_streams(run: TileRun, device: torch.device, bar: Progress, plan_batches: int) -> RunStats:
     """Several compute streams on the CPU where the plan has batches for them, else one; a
-    ``KeyboardInterrupt`` leaves with a note of the tiles finished."""
+    ``KeyboardInterrupt`` leaves with a note of the tiles finished.
+
+    The streams (and so the torch threads of each) are sized by the plan's batches, not by
+    the tiles given: a resumed tile runs with the threads it had in the full run
+    (convolutions round differently with other thread counts).
+    """
     try:
         if device.type != "cuda":
             streams = min(run.options.cpu_streams or cpu_count(), plan_batches)
