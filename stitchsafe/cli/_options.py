@@ -234,10 +234,11 @@ model_options = stack(
         "input_path",
         required=True,
         type=click.Path(),
-        help="Input volume: zarr array or group, OME-Zarr image, or TIFF/BigTIFF.",
+        help="Input volume: zarr array or group, OME-Zarr image, TIFF/BigTIFF, or HDF5 "
+        "dataset (file.h5 with --input-key, or file.h5/path/to/dataset).",
     ),
     click.option(
-        "--input-key", default=None, help="Array path inside a zarr group given as --input."
+        "--input-key", default=None, help="Array or dataset path in a zarr group or HDF5 file."
     ),
     click.option(
         "--tile-shape",

@@ -4,7 +4,7 @@ An :class:`InputIdentity` holds where the input is (path and array or series), w
 is (kind, shape, channels, dtype, storage chunks, axes, scale and units) and a SHA-256
 over a deterministic sample of its data: at most :data:`SAMPLE_BOXES` boxes, each inside
 one storage chunk and at most :data:`SAMPLE_BOX_BYTES` large, spread over the volume and
-read through :meth:`stitchsafe.io.Volume.read` (so zarr and TIFF inputs alike). The run
+read through :meth:`stitchsafe.io.Volume.read` (so zarr, TIFF and HDF5 inputs alike). The run
 fingerprint (:func:`stitchsafe.io.run_fingerprint`) stores it, and ``--resume`` refuses an
 input whose identity differs, naming what differs (:func:`input_differences`).
 
@@ -24,6 +24,7 @@ import tifffile
 import zarr
 
 from ..geometry import Box
+from ._hdf5_file import open_hdf5_dataset
 from ._volume import Volume
 
 __all__ = [
@@ -48,9 +49,10 @@ class InputIdentity:
     Attributes
     ----------
     path
-        The input's real path (symbolic links resolved).
+        The input's real path (symbolic links resolved; an HDF5 input's file).
     key
-        The array inside a zarr group (``None`` for a bare array) or a TIFF's series.
+        The array inside a zarr group (``None`` for a bare array), the dataset inside an
+        HDF5 file, or a TIFF's series.
     kind, shape, channels, dtype
         As :class:`stitchsafe.io.Volume` has them (``shape`` is spatial).
     chunks
@@ -145,9 +147,15 @@ def _stored_layout(
 ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """The stored array's shape and chunk shape (stored axis order), or ``None`` if unknown.
 
-    A zarr input's own; a TIFF's as tifffile's zarr view tiles it (pages, tiles, strips).
+    A zarr input's own; a TIFF's as tifffile's zarr view tiles it (pages, tiles, strips);
+    an HDF5 dataset's chunks (``None`` for a contiguous one).
     """
     try:
+        if volume.kind == "hdf5":
+            dataset, handle = open_hdf5_dataset(volume.path, str(volume.array_path))
+            with handle:
+                chunks = dataset.chunks
+                return None if chunks is None else (dataset.shape, tuple(map(int, chunks)))
         if volume.kind == "tiff":
             series = int(key) if key is not None else 0
             with tifffile.imread(volume.path, aszarr=True, series=series, level=0) as store:

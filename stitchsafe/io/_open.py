@@ -1,4 +1,4 @@
-"""Opening an input: a zarr store, an OME-Zarr image or a TIFF file, told apart on disk."""
+"""Opening an input: a zarr store, an OME-Zarr image, a TIFF or an HDF5 file, told apart on disk."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 import stat
 
 from ..errors import StitchsafeError
+from ._hdf5_file import is_hdf5, split_hdf5_path
+from ._hdf5_input import open_hdf5
 from ._physical import PhysicalSettings
 from ._tiff_input import TIFF_MAGIC, open_tiff
 from ._volume import SUPPORTED_INPUTS, Volume
@@ -27,10 +29,11 @@ def open_volume(
     ----------
     path
         A zarr v2/v3 array, a zarr group (with ``key``), an OME-Zarr image group, or a
-        TIFF/BigTIFF file (recognised by its magic bytes, not its name).
+        TIFF/BigTIFF file or an HDF5 file (both recognised by their magic bytes, not their
+        names); an HDF5 dataset also as ``file.h5/path/to/dataset``.
     key
-        Path of the array (or OME-Zarr image) inside a zarr group; for a TIFF file the
-        index of the image series (default 0).
+        Path of the array (or OME-Zarr image) inside a zarr group, or of the dataset in an
+        HDF5 file; for a TIFF file the index of the image series (default 0).
     spatial_dims
         Number of spatial axes the model expects (2 or 3). A stored array with
         ``spatial_dims`` axes has no channel axis; one with ``spatial_dims + 1`` axes has a
@@ -62,18 +65,35 @@ def open_volume(
     if spatial_dims < 1:
         raise StitchsafeError(f"spatial_dims must be at least 1, got {spatial_dims}.")
     given = os.fspath(path)
+    inside = None if os.path.lexists(given) else split_hdf5_path(given)
+    if inside is not None:  # file.h5/path/to/dataset (and --input-key below that)
+        return open_hdf5(inside[0], _join(inside[1], key), spatial_dims, physical)
     if check_input_path(given) == "directory":
         return open_zarr(given, key, spatial_dims, physical)
+    return _open_file(given, key, spatial_dims, physical)
+
+
+def _open_file(
+    given: str, key: str | None, spatial_dims: int, physical: PhysicalSettings | None
+) -> Volume:
+    """The input ``given`` that is a regular file: TIFF, HDF5 or a zarr metadata file."""
     with open(given, "rb") as f:
         magic = f.read(4)
     if magic in TIFF_MAGIC:
         return open_tiff(given, key, spatial_dims, physical)
+    if is_hdf5(given):
+        return open_hdf5(given, key, spatial_dims, physical)
     if os.path.basename(given) in ("zarr.json", ".zarray", ".zgroup"):
         return open_zarr(os.path.dirname(os.path.abspath(given)), key, spatial_dims, physical)
     raise StitchsafeError(
-        f"the input {given!r} is a file but not a TIFF (its first bytes are {magic!r}, not a "
-        f"TIFF signature); {SUPPORTED_INPUTS}."
+        f"the input {given!r} is a file but neither a TIFF nor an HDF5 file (its first bytes "
+        f"are {magic!r}, not a TIFF or HDF5 signature); {SUPPORTED_INPUTS}."
     )
+
+
+def _join(dataset: str, key: str | None) -> str:
+    """The dataset path ``file.h5/dataset`` names, with ``--input-key`` below it."""
+    return "/".join(p for p in (dataset, (key or "").strip("/")) if p)
 
 
 def check_input_path(given: str) -> str:

@@ -1,4 +1,5 @@
-"""Physical metadata as each input format stores it: OME-Zarr, OME-TIFF, ImageJ, TIFF tags.
+"""Physical metadata as each input format stores it: OME-Zarr, OME-TIFF, ImageJ, TIFF tags,
+HDF5 attributes.
 
 Each reader's helper gives :class:`~stitchsafe.io._physical.AxisValue` entries (the values
 and the fields they came from), which :func:`~stitchsafe.io._physical.resolve_physical`
@@ -12,6 +13,9 @@ import math
 import xml.etree.ElementTree as ET
 from typing import Any
 
+import numpy as np
+
+from ..errors import StitchsafeError
 from ._physical import AxisValue, PhysicalScale, no_unit, resolve_physical
 from ._zarr_meta import check_transforms, checked_multiscale, malformed
 
@@ -189,3 +193,42 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+# -- HDF5 ----------------------------------------------------------------------------------
+
+# Dataset attributes giving the voxel size, with their unit: ilastik's and CREMI's.
+HDF5_SIZE_ATTRIBUTES = (("element_size_um", "micrometer"), ("resolution", "nanometer"))
+
+
+def hdf5_values(attrs: Any, space: tuple[int, ...], ndim: int, where: str) -> list[AxisValue]:
+    """Per spatial axis (stored axes ``space`` of ``ndim``) of an HDF5 dataset: the voxel
+    size from its attribute ``element_size_um`` (ilastik, micrometer) or else ``resolution``
+    (CREMI, nanometer), one value per spatial axis (or per stored axis).
+
+    A value that is not a list of numbers of that length is refused naming the attribute.
+
+    >>> [(v.scale, v.unit) for v in hdf5_values({"resolution": [40, 4, 4]}, (0, 1, 2), 3, "f")]
+    [(40.0, 'nanometer'), (4.0, 'nanometer'), (4.0, 'nanometer')]
+    >>> hdf5_values({"element_size_um": "big"}, (1, 2), 3, "f")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: the HDF5 attribute 'element_size_um' of f is 'big', ...
+    """
+    for name, unit in HDF5_SIZE_ATTRIBUTES:
+        if name not in attrs:
+            continue
+        raw = attrs[name]
+        values = np.atleast_1d(np.asarray(raw))
+        if values.dtype.kind in "iuf" and values.ndim == 1 and len(values) in (len(space), ndim):
+            sizes = [float(v) for v in values]
+            sizes = sizes if len(values) == len(space) else [sizes[a] for a in space]
+            return [AxisValue(s, unit, 0.0, f"its attribute {name}", name) for s in sizes]
+        shown = raw.tolist() if isinstance(raw, np.ndarray) else raw
+        shown = shown.decode(errors="replace") if isinstance(shown, bytes) else shown
+        raise StitchsafeError(
+            f"the HDF5 attribute {name!r} of {where} is {shown!r}, not {len(space)} numbers "
+            f"(the voxel size in {unit}s of each spatial axis). Fix or delete that attribute, "
+            "or give the voxel size with --voxel-size (and --unit)."
+        )
+    return [AxisValue() for _ in space]

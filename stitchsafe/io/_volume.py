@@ -25,14 +25,15 @@ from zarr.core.sync import sync as zarr_sync
 from ..errors import StitchsafeError
 from ..geometry import Box
 from ._axes import StoredAxes
+from ._hdf5_file import open_hdf5_dataset
 from ._physical import PhysicalScale
 
 __all__ = ["Volume"]
 
 SUPPORTED_INPUTS = (
     "stitchsafe reads zarr v2/v3 arrays, zarr groups together with --input-key (the array "
-    "path inside the group), OME-Zarr images (0.4 on zarr v2, 0.5 on zarr v3) and "
-    "TIFF/BigTIFF files"
+    "path inside the group), OME-Zarr images (0.4 on zarr v2, 0.5 on zarr v3), "
+    "TIFF/BigTIFF files and HDF5 datasets (file.h5 with --input-key, or file.h5/dataset)"
 )
 
 
@@ -49,11 +50,13 @@ class _Source:
         location: str,
         *,
         series: int = 0,
+        key: str | None = None,
         selection: tuple[str | int, ...],
     ) -> None:
         self.kind = kind
         self.location = location
         self.series = series
+        self.key = key  # an HDF5 dataset's path in the file
         # One entry per stored axis: "c" (channel), an int k (spatial axis k) or "drop"
         # (a size-1 axis indexed away).
         self.selection = selection
@@ -74,7 +77,7 @@ class _Source:
         if self._handle is None:
             with self._lock:
                 if self._handle is None:
-                    self._handle, self._closer = _open_handle(self.kind, self.location, self.series)
+                    self._handle, self._closer = _open_handle(self)
         return self._handle
 
     def close(self) -> None:
@@ -89,8 +92,12 @@ class _Source:
             self._closer()
 
 
-def _open_handle(kind: str, location: str, series: int) -> tuple[Any, Callable[[], None] | None]:
-    """The opened array (zarr or a TIFF memory map) and how to close it (or ``None``)."""
+def _open_handle(source: _Source) -> tuple[Any, Callable[[], None] | None]:
+    """The opened array (zarr, HDF5 or a TIFF memory map) and how to close it (or ``None``)."""
+    kind, location, series = source.kind, source.location, source.series
+    if kind == "hdf5":  # read-only, once per process; h5py serialises the reads
+        dataset, handle = open_hdf5_dataset(location, str(source.key))
+        return dataset, handle.close
     if kind != "tiff":
         return zarr.open_array(store=location, mode="r"), None
     with quiet_tifffile(), tifffile.TiffFile(location) as tf:
@@ -146,7 +153,7 @@ class Volume:
     path
         What the user passed (file, array or group path).
     kind
-        ``"zarr"``, ``"ome-zarr"`` or ``"tiff"``.
+        ``"zarr"``, ``"ome-zarr"``, ``"tiff"`` or ``"hdf5"``.
     shape
         Spatial shape only, ``(Z, Y, X)`` or ``(Y, X)``.
     channels
@@ -156,9 +163,10 @@ class Volume:
     dtype
         Stored data type.
     container
-        Path of the zarr group the image lives in (``None`` for TIFF or a bare array).
+        Path of the zarr group (or HDF5 file) the image lives in (``None`` for TIFF or a
+        bare array).
     array_path
-        Path of the array inside ``container`` (e.g. ``"0"`` or ``"raw"``).
+        Path of the array (or HDF5 dataset) inside ``container`` (e.g. ``"0"`` or ``"raw"``).
     axes
         Names of the spatial axes, e.g. ``("z", "y", "x")``.
     physical
@@ -254,6 +262,12 @@ def _read_failure(volume: Volume, box: Box, index: tuple[Any, ...], error: Excep
             f"({reason}). The file is corrupt or truncated; re-export it (or convert it to "
             "zarr) and run again."
         )
+    if source.kind == "hdf5":
+        return StitchsafeError(
+            f"cannot read {box_text(box, volume.axes)} of the dataset {source.key!r} of the "
+            f"HDF5 file {source.location!r} ({reason}). The file is corrupt or truncated; "
+            "copy or export it again and run again."
+        )
     where = f"the zarr array {source.location!r}"
     bad = _bad_chunk(source, index)
     if bad is None:
@@ -333,7 +347,8 @@ def make_volume(  # noqa: PLR0913 - the fields of a Volume, each given once by i
 ) -> Volume:
     """A :class:`Volume` of the stored array at ``location`` (a TIFF ``series``).
 
-    ``path`` is what the user passed, ``kind`` ``"zarr"``, ``"ome-zarr"`` or ``"tiff"``;
+    ``path`` is what the user passed, ``kind`` ``"zarr"``, ``"ome-zarr"``, ``"tiff"`` or
+    ``"hdf5"`` (an HDF5 file's dataset is ``array_path``);
     ``physical`` its spatial axes' physical scale (default: none known); ``container`` and
     ``array_path`` say where a zarr array lives (see :class:`Volume`).
     """
@@ -342,8 +357,9 @@ def make_volume(  # noqa: PLR0913 - the fields of a Volume, each given once by i
         raise StitchsafeError(f"the input {path!r} is empty (spatial shape {spatial}).")
     if physical is not None and physical.ndim != len(spatial):
         raise ValueError(f"physical scale {physical} for {len(spatial)} spatial axes")
-    source_kind = "tiff" if kind == "tiff" else "zarr"
-    source = _Source(source_kind, location, series=series, selection=axes.selection)
+    source_kind = kind if kind in ("tiff", "hdf5") else "zarr"
+    key = array_path if kind == "hdf5" else None
+    source = _Source(source_kind, location, series=series, key=key, selection=axes.selection)
     return Volume(
         path=path,
         kind=kind,

@@ -106,9 +106,9 @@ def check_stitching(  # noqa: PLR0913 - the public keywords; they become setting
         Bad input, or a model that cannot be tiled exactly at all (as ``predict`` refuses
         it: same padding, normalisation over space...) without ``allow_approximate``.
     """
-    # The settings check themselves: the pad mode first, then the paths, then the rest.
+    # The settings check themselves: the pad mode first, then the picture, then the rest.
     run = RunSettings(device=device, pad_mode=pad_mode, normalize=normalize, progress=progress)
-    _check_paths(input, picture)
+    _check_picture(picture)
     tiling = TilingSettings(tile_shape=tile_shape, pooling_factors=pooling_factors, depth=depth)
     approximate = ApproximateSettings(allow=allow_approximate, tolerance=tolerance)
     start = time.perf_counter()
@@ -131,14 +131,8 @@ def check_stitching(  # noqa: PLR0913 - the public keywords; they become setting
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
 
 
-def _check_paths(input: PathLike, picture: PathLike | None) -> None:
-    """Refuse a missing input, and a picture path that is a directory."""
-    if not os.path.exists(input):
-        # Checked here: without --model the bundled-model lookup would blame the model.
-        raise StitchsafeError(
-            f"the input {os.fspath(input)!r} does not exist; pass a zarr array or group, an "
-            "OME-Zarr image or a TIFF file."
-        )
+def _check_picture(picture: PathLike | None) -> None:
+    """Refuse a picture path that is a directory (before anything runs)."""
     if picture is not None and os.path.isdir(picture):
         raise StitchsafeError(f"--picture {os.fspath(picture)!r} is a directory; name a PNG file.")
 
