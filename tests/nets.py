@@ -182,3 +182,26 @@ def loaded_model(name: str, fmt: str, metadata: bool = True) -> Any:
 
     model = _loaded(name, fmt, metadata)
     return dataclasses.replace(model, notes=list(model.notes), probe_log=[])
+
+
+LABELLED_ROLES = ["embedding", "embedding", "foreground"]
+
+
+def labelled_setup(tmp: Path) -> dict[str, Path]:
+    """A small 3-D net with embeddings and a foreground channel (label defaults in its
+    metadata) and a 16x48x40 zarr volume of wavy objects, written into ``tmp``."""
+    import numpy as np
+    import zarr
+
+    from stitchsafe.models import save_checkpoint, unet_metadata
+
+    net, cfg = make_net("3d-d1-f2", out_channels=3)
+    meta = unet_metadata(
+        cfg, channel_roles=LABELLED_ROLES, labels={"threshold": 0.05, "min_size": 2}
+    )
+    save_checkpoint(net, tmp / "model.pt", metadata=meta)
+    zz, yy, xx = np.mgrid[:16, :48, :40]
+    wave = np.sin(zz / 2.0) * np.cos(yy / 3.0) * np.sin(xx / 4.0)
+    data = (1000 * (wave > 0.1) + 50 * (xx % 7)).astype(np.uint16)
+    zarr.create_array(tmp / "vol.zarr", data=data, chunks=(16, 24, 20))
+    return {"tmp": tmp, "model": tmp / "model.pt", "input": tmp / "vol.zarr"}

@@ -50,7 +50,7 @@ from ._label_output import (
 from ._layout import ImageLayout, OutputSpec
 from ._levels import Pyramid, PyramidLevel, read_pyramid
 from ._lock import LockOwner, OutputLock, OutputLockedError
-from ._ome_image import check_output_group, refuse_replacing_reads
+from ._ome_image import check_output_group, clear_partial_writes, refuse_replacing_reads
 from ._omero import SAMPLE_ITEMS, channel_names, write_channel_metadata
 from ._open import open_volume
 from ._output import (
@@ -125,6 +125,7 @@ __all__ = [
     "canonical_unit",
     "channel_names",
     "check_output_group",
+    "clear_partial_writes",
     "create_label_image",
     "create_labels",
     "create_output",

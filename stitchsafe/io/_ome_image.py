@@ -19,7 +19,7 @@ from ._arrays import forget_arrays
 from ._layout import ImageLayout
 from ._zarr_meta import zarr_node
 
-__all__ = ["check_output_group", "refuse_replacing_reads"]
+__all__ = ["check_output_group", "clear_partial_writes", "refuse_replacing_reads"]
 
 
 def image_parts(image: str) -> list[str]:
@@ -51,7 +51,7 @@ def check_output_group(group: str) -> None:
     else:
         node = zarr_node(group)
         if node is None:
-            if not _only_partial_writes(group):
+            if not clear_partial_writes(group):
                 what = "a non-empty directory that is not a zarr group"
         elif node[1] != 3:
             what = f"a zarr v2 {node[0]}, which cannot hold OME-Zarr 0.5 (zarr v3) output"
@@ -64,14 +64,22 @@ def check_output_group(group: str) -> None:
         )
 
 
-def _only_partial_writes(folder: str) -> bool:
-    """Whether ``folder`` holds only zarr's ``*.partial`` files (removed) or nothing."""
-    with os.scandir(folder) as entries:
-        names = [(e.name, e.is_file(follow_symlinks=False)) for e in entries]
-    if not all(is_file and name.endswith(".partial") for name, is_file in names):
+def clear_partial_writes(folder: str) -> bool:
+    """Whether ``folder`` holds nothing but zarr's partial writes (``*.partial`` files) or
+    nothing at all; if so, they are removed (the folder itself is kept).
+
+    A group's creation stopped (e.g. by a full disk) before its ``zarr.json`` was written
+    leaves such a folder: nobody's data. zarr writes a group's metadata before anything
+    below it, so a folder with subfolders was not left that way.
+    """
+    if os.path.islink(folder):
         return False
-    for name, _ in names:
-        os.remove(os.path.join(folder, name))
+    with os.scandir(folder) as entries:
+        found = [(e.path, e.is_file(follow_symlinks=False)) for e in entries]
+    if not all(is_file and path.endswith(".partial") for path, is_file in found):
+        return False
+    for path, _ in found:
+        os.remove(path)
     return True
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,6 +30,7 @@ from ..io import (
     DoneMask,
     OutputSpec,
     check_fingerprint,
+    clear_partial_writes,
     default_output_location,
     existing_done_mask,
     fallback_note,
@@ -275,15 +275,10 @@ def _made(group: str, image: str) -> bool:
 
 def _clear_unmade_folder(group: str, image: str) -> None:
     """Remove the output image's folder when a creation stopped before writing its metadata
-    left it holding nothing but zarr's partial writes (``*.partial``): nobody's data."""
+    left it holding nothing but zarr's partial writes: nobody's data."""
     image_dir = os.path.join(group, *image.split("/"))
-    if os.path.islink(image_dir) or not os.path.isdir(image_dir):
-        return
-    if os.path.exists(os.path.join(image_dir, "zarr.json")):
-        return
-    names = [n for _, _, files in os.walk(image_dir) for n in files]
-    if all(n.endswith(".partial") for n in names):
-        shutil.rmtree(image_dir)
+    if os.path.isdir(image_dir) and clear_partial_writes(image_dir):
+        os.rmdir(image_dir)
 
 
 def pipeline_options(

@@ -25,19 +25,16 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from nets import make_net
 from cli_helpers import EXE, assert_bad_input, run_cli
+from nets import labelled_setup
 
 import stitchsafe
+from stitchsafe.engine import SchedulerSpec, SlurmOptions, cluster_kwargs, parse_scheduler
 from stitchsafe.errors import StitchsafeError
-from stitchsafe.models import save_checkpoint, unet_metadata
 from stitchsafe.io import bookkeeping_path, done_mask_path
-from stitchsafe.engine import SchedulerSpec, parse_scheduler
-from stitchsafe.engine import SlurmOptions, cluster_kwargs
 
 distributed = pytest.importorskip("distributed")
 
-ROLES = ["embedding", "embedding", "foreground"]
 TILE = (4, 8, 8)
 SEEDED = {"seed_threshold": 0.3, "seed_foreground_threshold": 0.5, "grow": 2}
 
@@ -73,15 +70,7 @@ def local_cluster(workers: int = 2) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    tmp = tmp_path_factory.mktemp("distributed")
-    net, cfg = make_net("3d-d1-f2", out_channels=3)
-    meta = unet_metadata(cfg, channel_roles=ROLES, labels={"threshold": 0.05, "min_size": 2})
-    save_checkpoint(net, tmp / "model.pt", metadata=meta)
-    zz, yy, xx = np.mgrid[:16, :48, :40]
-    wave = np.sin(zz / 2.0) * np.cos(yy / 3.0) * np.sin(xx / 4.0)
-    data = (1000 * (wave > 0.1) + 50 * (xx % 7)).astype(np.uint16)
-    zarr.create_array(tmp / "vol.zarr", data=data, chunks=(16, 24, 20))
-    return {"tmp": tmp, "model": tmp / "model.pt", "input": tmp / "vol.zarr"}
+    return labelled_setup(tmp_path_factory.mktemp("distributed"))
 
 
 def _predict(s: dict[str, Path], out: Path, **kwargs: Any) -> stitchsafe.PredictResult:

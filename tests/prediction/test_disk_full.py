@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import zarr
 from cli_helpers import EXE, assert_bad_input, run_cli
+from namespaces import UNSHARE, needs_namespaces
 from nets import make_net
 
 import stitchsafe
@@ -91,21 +92,7 @@ proc = subprocess.run([exe, *args], capture_output=True, text=True)
 """
 
 
-def _namespaces_work() -> bool:
-    try:
-        probe = subprocess.run(
-            ["unshare", "--user", "--map-root-user", "--mount", "true"],
-            capture_output=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return probe.returncode == 0
-
-
-pytestmark = pytest.mark.skipif(
-    not _namespaces_work(), reason="no unprivileged user and mount namespaces (unshare)"
-)
+pytestmark = needs_namespaces
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +123,7 @@ def test_disk_full_while_the_output_is_created_then_resume_or_overwrite(
     (tmp / "driver.py").write_text(DRIVER)
     subprocess.run(
         [
-            "unshare", "--user", "--map-root-user", "--mount", sys.executable,
+            *UNSHARE, sys.executable,
             str(tmp / "driver.py"), str(tmp), str(setup["model"]), str(setup["input"]), EXE,
         ],
         check=True, timeout=600,

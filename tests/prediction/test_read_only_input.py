@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import zarr
 from cli_helpers import EXE, assert_bad_input
+from namespaces import UNSHARE, needs_namespaces
 from nets import make_net
 
 from stitchsafe.models import save_checkpoint, unet_metadata
@@ -42,21 +43,7 @@ proc = subprocess.run([exe, *args], capture_output=True, text=True)
 """
 
 
-def _namespaces_work() -> bool:
-    try:
-        probe = subprocess.run(
-            ["unshare", "--user", "--map-root-user", "--mount", "true"],
-            capture_output=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return probe.returncode == 0
-
-
-pytestmark = pytest.mark.skipif(
-    not _namespaces_work(), reason="no unprivileged user and mount namespaces (unshare)"
-)
+pytestmark = needs_namespaces
 
 
 def _listing(path: Path) -> list[str]:
@@ -83,7 +70,7 @@ def _run(setup: dict[str, Path], read_only: Path) -> subprocess.CompletedProcess
             "--input-key", "raw", "--tile-shape", "18", "--device", "cpu", "--no-progress",
             "--json"]  # fmt: skip
     subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", sys.executable,
+        [*UNSHARE, sys.executable,
          str(tmp / "driver.py"), str(tmp), str(read_only), EXE, *args],
         check=True, timeout=600,
     )  # fmt: skip
