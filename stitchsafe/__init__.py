@@ -3,7 +3,9 @@
 The public facade. The package imports nothing heavy at start-up (``stitchsafe --help``
 stays instant); each function loads its layer on first use:
 
+- :func:`load_model`: a model loaded and its geometry resolved once, for many calls;
 - :func:`plan`, :func:`predict`, :func:`segment`: the tiling, the run, labels again;
+- :func:`predict_lazy`: the stitched result as a lazy dask array, nothing written;
 - :func:`check`: prove on a crop that stitched tiles equal one whole-volume pass;
 - :func:`read_info`: what an output holds and how far its run got;
 - :func:`train`: a stitch-safe U-Net from an image and its labels.
@@ -20,13 +22,27 @@ from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "check", "plan", "predict", "read_info", "segment", "train"]
+__all__ = [
+    "__version__",
+    "check",
+    "load_model",
+    "plan",
+    "predict",
+    "predict_lazy",
+    "read_info",
+    "segment",
+    "train",
+]
 
 # public name -> (module, attribute), imported on first use
 _LAZY = {
+    "load_model": ("stitchsafe.model", "load_model"),
+    "Model": ("stitchsafe.model", "Model"),
     "plan": ("stitchsafe.session", "plan"),
     "PlanResult": ("stitchsafe.session", "PlanResult"),
     "predict": ("stitchsafe.prediction", "predict"),
+    "predict_lazy": ("stitchsafe.prediction", "predict_lazy"),
+    "LazyPrediction": ("stitchsafe.prediction", "LazyPrediction"),
     "PredictResult": ("stitchsafe.prediction", "PredictResult"),
     "segment": ("stitchsafe.labels", "segment"),
     "SegmentResult": ("stitchsafe.labels", "SegmentResult"),

@@ -228,5 +228,7 @@ def describe_demo(summary: dict[str, Any]) -> str:
         f"(relative {summary['relative_deviation']:.3g}; exact: {summary['exact']})\n"
         f"  naive tiling (tiles off the period lattice): relative deviation "
         f"{summary['naive_relative_deviation']:.3g}\n"
-        f"  pictures: {', '.join(summary['pictures'])}"
+        f"  pictures: {', '.join(summary['pictures'])}\n"
+        # The container's root lists raw (with its labels) and the embeddings.
+        f"  look:     napari --plugin napari-ome-zarr {summary['output']}"
     )

@@ -20,15 +20,13 @@ from typing import Any
 
 import torch
 
-from .approximate import ApproximateSettings, Approximation, approximate_tiling, native_geometry
+from .approximate import ApproximateSettings, Approximation, approximate_tiling
 from .engine import (
-    Normalization,
     RunSettings,
-    compute_normalization,
     default_max_input_voxels,
     resolve_device,
 )
-from .errors import StitchsafeError, UnstitchableModelError
+from .errors import StitchsafeError
 from .geometry import (
     ModelGeometry,
     Plan,
@@ -38,8 +36,18 @@ from .geometry import (
     default_tile_shape,
     make_plan,
 )
-from .io import PhysicalScale, PhysicalSettings, Volume, open_volume
-from .models import LoadedModel, load_model, model_for_input, resolve_geometry
+from .io import (
+    InputSelection,
+    PhysicalScale,
+    PhysicalSettings,
+    Volume,
+    input_name,
+    is_array,
+    is_url,
+    open_volume,
+)
+from .model import Model, default_normalization, load_model, refuse_inexact, session_normalization
+from .models import LoadedModel, model_for_input
 
 __all__ = [
     "PlanResult",
@@ -67,12 +75,14 @@ class PlanResult:
     notes: tuple[str, ...] = ()
     approximate: dict[str, Any] | None = None
     physical: PhysicalScale | None = None
+    selection: InputSelection = InputSelection()
 
     def to_dict(self) -> dict[str, Any]:
         d = self.plan.to_dict()
         d["geometry_source"] = self.geometry_source
         d["model"] = {"path": self.model_path, "format": self.model_format}
         d["input"] = {"path": self.input_path, "channels": self.channels}
+        d["input"]["selection"] = self.selection.to_dict()  # --channel, --timepoint, --level
         # Voxel size, units and translation of the input (or --voxel-size/--unit).
         d["physical"] = None if self.physical is None else self.physical.to_dict()
         # Approximate mode (--allow-approximate) is never silent: null means exact.
@@ -86,17 +96,21 @@ class PlanResult:
 class Sources:
     """What runs on what: the model file, the input, and whether the model file is trusted.
 
-    ``model`` ``None`` means the bundled model for the input's dimensionality;
+    ``model`` is a model file, a :class:`~stitchsafe.Model` kept from
+    :func:`~stitchsafe.load_model` (then neither loaded nor probed again), or ``None``: the
+    bundled model for the input's dimensionality;
     ``trust_model`` allows a model file to run code of its own when loaded (pickled objects,
     architecture source files), which untrusted files may not; ``physical``
-    (``--voxel-size``, ``--unit``) replaces the input's own voxel size or unit.
+    (``--voxel-size``, ``--unit``) replaces the input's own voxel size or unit;
+    ``selection`` (``--channel``, ``--timepoint``, ``--level``) says what of it is read.
     """
 
-    model: PathLike | None
+    model: PathLike | Model | None
     input: PathLike
     input_key: str | None = None
     trust_model: bool = False
     physical: PhysicalSettings = PhysicalSettings()
+    selection: InputSelection = InputSelection()
 
 
 @dataclass
@@ -122,36 +136,10 @@ class Session:
 
 @dataclass(frozen=True)
 class _Resolved:
-    """The model loaded and its geometry resolved (first steps of :func:`open_session`)."""
+    """The model to run (first step of :func:`open_session`) and what to say about it."""
 
-    model: LoadedModel
-    path: PathLike
-    geometry: ModelGeometry
-    source: str
-    approximate: bool
+    model: Model
     notes: tuple[str, ...]
-
-
-def default_normalization(model: LoadedModel) -> tuple[str, tuple[float, float]]:
-    """Normalisation method and percentiles from the model's metadata (default: percentile)."""
-    meta = (model.metadata or {}).get("normalization") or {}
-    method = str(meta.get("method", "percentile"))
-    pct = meta.get("percentiles", (1.0, 99.8))
-    return method, (float(pct[0]), float(pct[1]))
-
-
-def session_normalization(
-    model: LoadedModel, volume: Volume, normalize: str | None
-) -> Normalization:
-    """Whole-volume intensity statistics: ``normalize`` or the model's declared method.
-
-    Non-finite voxels (NaN, Inf) seen by the statistics are refused here, before any tile
-    runs; tiles refuse any the statistics' sample did not see.
-    """
-    method, percentiles = default_normalization(model)
-    return compute_normalization(
-        volume, method=normalize or method, percentiles=percentiles, refuse_non_finite=True
-    )
 
 
 def open_session(
@@ -169,13 +157,13 @@ def open_session(
     """
     device = _planning_device(run.device, remote)
     resolved = _resolve_model(sources, tiling, approximate)
-    volume = _open_input(sources, resolved.geometry, remote)
+    volume = _open_input(sources, resolved.model.geometry, remote)
     try:
         session = _plan_session(resolved, volume, device, sources.input, tiling, run, approximate)
     except BaseException:
         volume.close()
         raise
-    session.result = replace(session.result, physical=volume.physical)
+    session.result = replace(session.result, physical=volume.physical, selection=volume.selection)
     return session
 
 
@@ -198,52 +186,71 @@ def _planning_device(device: str, remote: bool) -> torch.device:
 def _resolve_model(
     sources: Sources, tiling: TilingSettings, approximate: ApproximateSettings
 ) -> _Resolved:
-    """Load the model (the bundled one by default) and resolve its geometry."""
+    """The model given (loaded now, or kept from :func:`load_model`), else the bundled one."""
     notes: list[str] = []
     model = sources.model
-    if model is None:
-        model = model_for_input(
-            sources.input, input_key=sources.input_key, physical=sources.physical
+    approximate_ok = approximate.tolerance_value is not None
+    if isinstance(model, Model):
+        model.check_flags(tiling)
+    else:
+        if model is None:
+            model = model_for_input(
+                sources.input,
+                input_key=sources.input_key,
+                physical=sources.physical,
+                selection=sources.selection,
+            )
+            notes.append(
+                f"no --model given: using the bundled {model.stem} model (synthetic "
+                "nuclei-like cells; train your own with `stitchsafe train`)."
+            )
+        model = load_model(
+            model,
+            trust_model=sources.trust_model,
+            pooling_factors=tiling.pooling_factors,
+            depth=tiling.depth,
+            allow_approximate=approximate_ok,
         )
-        notes.append(
-            f"no --model given: using the bundled {model.stem} model (synthetic nuclei-like "
-            "cells; train your own with `stitchsafe train`)."
-        )
-    loaded = load_model(model, device="cpu", trust=sources.trust_model)
-    pooling = tiling.pooling(loaded.dims)
-    try:
-        geometry, source = resolve_geometry(loaded, pooling_factors=pooling, depth=tiling.depth)
-    except UnstitchableModelError:
-        if approximate.tolerance_value is None:
-            raise
-        # Tiles stay on the model's period lattice; the halo is measured later.
-        geometry, source = native_geometry(loaded, pooling_factors=pooling, depth=tiling.depth)
-        return _Resolved(loaded, model, geometry, source, True, tuple(notes))
-    if approximate.tolerance_value is not None:
+    if not approximate_ok:
+        refuse_inexact(model)
+    elif model.exact:
         notes.append(
             "--allow-approximate: this model stitches exactly, so the tiles are exact and "
             "no tolerance applies."
         )
-    return _Resolved(loaded, model, geometry, source, False, tuple(notes))
+    return _Resolved(model, tuple(notes))
 
 
 def _open_input(sources: Sources, geometry: ModelGeometry, remote: bool) -> Volume:
     """Open the input volume and check its channels against the model's."""
     input = sources.input
     # Workers elsewhere do not share this process's working directory.
-    where = os.path.abspath(input) if remote else input
+    local = not (is_array(input) or is_url(input))
+    where = os.path.abspath(input) if remote and local else input
     volume = open_volume(
-        where, key=sources.input_key, spatial_dims=geometry.dims, physical=sources.physical
+        where,
+        key=sources.input_key,
+        spatial_dims=geometry.dims,
+        physical=sources.physical,
+        selection=sources.selection,
     )
     if volume.channels != geometry.channels_in:
         volume.close()
-        raise StitchsafeError(
-            f"the input {os.fspath(input)!r} has {volume.channels} channel(s) but the model "
-            f"expects {geometry.channels_in}. Pass an input with a leading channel axis of "
-            f"size {geometry.channels_in}"
-            + (" (or select one with --input-key)." if geometry.channels_in > 1 else ".")
-        )
+        raise StitchsafeError(_channels_mismatch(input, volume, geometry.channels_in))
     return volume
+
+
+def _channels_mismatch(input: PathLike, volume: Volume, expected: int) -> str:
+    """Why the input's channels do not fit a model that expects ``expected``, and what to do."""
+    picked = volume.selection.channels is not None
+    read = "channel(s) selected with --channel" if picked else "channel(s)"
+    text = f"the input {input_name(input)!r} has {volume.channels} {read} but the model expects"
+    text += f" {expected}."
+    if not picked and volume.channels > expected:
+        example = ",".join(map(str, range(expected)))
+        return f"{text} Choose {expected} of them with --channel (e.g. --channel {example})."
+    fix = " or other --channel." if picked else "."
+    return f"{text} Pass an input with {expected} channel(s){fix}"
 
 
 def _plan_session(
@@ -256,11 +263,11 @@ def _plan_session(
     approximate: ApproximateSettings,
 ) -> Session:
     """Approximate halo (if any), tile shape and plan, for an opened model and volume."""
-    loaded, geometry = resolved.model.to(device), resolved.geometry
+    loaded, geometry = resolved.model.loaded.to(device), resolved.model.geometry
     given = tiling.checked_tile_shape(geometry)
     notes = list(resolved.notes)
     approximation = None
-    if resolved.approximate:
+    if not resolved.model.exact:
         approximation = _approximate(loaded, geometry, volume, given, run, approximate, device)
         loaded, geometry = approximation.model, approximation.geometry
         notes.append(approximation.note())
@@ -278,10 +285,10 @@ def _plan_session(
     native = approximation.native if approximation is not None else None
     result = PlanResult(
         plan=make_plan(volume.shape, geometry, tile_shape=given, native=native),
-        geometry_source=resolved.source,
-        model_path=os.fspath(resolved.path),
+        geometry_source=resolved.model.source,
+        model_path=resolved.model.path,
         model_format=loaded.format,
-        input_path=os.fspath(input),
+        input_path=input_name(input),
         channels=volume.channels,
         notes=(*notes, *loaded.notes),
         approximate=approximation.to_dict() if approximation is not None else None,
@@ -314,7 +321,7 @@ def _approximate(
 
 
 def plan(  # noqa: PLR0913 - the public keywords; they become settings values at once
-    model: PathLike | None,
+    model: PathLike | Model | None,
     input: PathLike,
     *,
     input_key: str | None = None,
@@ -327,36 +334,35 @@ def plan(  # noqa: PLR0913 - the public keywords; they become settings values at
     trust_model: bool = False,
     voxel_size: float | Sequence[float] | str | None = None,
     unit: str | None = None,
+    channel: int | Sequence[int] | str | None = None,
+    timepoint: int | None = None,
+    level: int | None = None,
 ) -> PlanResult:
     """Work out the exact tiling of ``input`` for ``model`` without running it.
 
     Parameters
     ----------
     model
-        A torch.export program (``.pt2``), a TorchScript file or a stitchsafe checkpoint;
-        ``None``: the bundled model for the input's dimensionality
-        (:mod:`stitchsafe.models`).
+        A ``.pt2``, TorchScript, checkpoint or bioimage.io package, or a :class:`Model` kept
+        from :func:`stitchsafe.load_model` (not loaded again); ``None``: the bundled one.
     input
-        A zarr array, zarr group (with ``input_key``), OME-Zarr image or TIFF.
-    tile_shape
-        Output write box per tile (a multiple of the period); default: the largest that
-        fits the device's memory budget.
-    pooling_factors, depth
-        Geometry hints for models without metadata.
+        A zarr array, zarr group (with ``input_key``), OME-Zarr image, TIFF or HDF5 file.
+    tile_shape, pooling_factors, depth
+        Output write box per tile (a multiple of the period; default: the largest that fits
+        the device's memory budget); geometry hints for models without metadata.
     device
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the default tile size depends on it).
     allow_approximate, tolerance
-        Tile a model that cannot be stitched exactly (same-padded convolutions) anyway:
-        tiles stay on the period lattice and the halo is measured so that they deviate
-        from one whole-volume pass by at most ``tolerance`` (relative to max |output|;
-        default 1e-3) on probe inputs (:mod:`stitchsafe.approximate`). Without it such
-        models are refused.
+        Tile a model that cannot be stitched exactly (same padding) with a measured halo:
+        tiles then deviate from one whole-volume pass by at most ``tolerance`` (relative to
+        max |output|, default 1e-3; :mod:`stitchsafe.approximate`). Else it is refused.
     trust_model
-        Let the model file run code of its own when it is loaded (pickled objects in a
-        ``.pt2``, a bioimage.io architecture given as source code). Only for files from a
-        source you trust; without it such files are refused.
+        Let the model file run code of its own when loaded (pickled objects in a ``.pt2``,
+        a bioimage.io architecture as source code); only for files from a trusted source.
     voxel_size, unit
         The input's voxel size (``Z,Y,X`` or one for all) and unit, over its own metadata.
+    channel, timepoint, level
+        The channel(s), timepoint and resolution level read (:class:`stitchsafe.io.InputSelection`).
 
     Returns
     -------
@@ -365,8 +371,9 @@ def plan(  # noqa: PLR0913 - the public keywords; they become settings values at
         ``approximate`` holds the measured halo and deviation in approximate mode.
     """
     tiling = TilingSettings(tile_shape=tile_shape, pooling_factors=pooling_factors, depth=depth)
+    chosen = InputSelection.parse(channel, timepoint, level)
     session = open_session(
-        Sources(model, input, input_key, trust_model, PhysicalSettings(voxel_size, unit)),
+        Sources(model, input, input_key, trust_model, PhysicalSettings(voxel_size, unit), chosen),
         tiling=tiling,
         run=RunSettings(device=device),
         approximate=ApproximateSettings(allow=allow_approximate, tolerance=tolerance),

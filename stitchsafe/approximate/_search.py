@@ -42,6 +42,7 @@ deviation is measured on a crop: somewhere else the data may bring a seam a larg
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -61,6 +62,9 @@ from ._result import Approximation, Trial, halo_text
 from ._settings import INPUT_PROBE_VOXELS, PROBE_WRITE, SearchLimits
 
 Shape = tuple[int, ...]
+
+# One line per halo tried: the search takes minutes on a large model and would be silent.
+_LOG = logging.getLogger("stitchsafe.approximate")
 
 
 def approximate_tiling(
@@ -273,6 +277,15 @@ def _measure(search: _Search, candidate: _Candidate, progress: _Progress) -> Tri
         progress.forwards += passes
     trial = Trial(candidate.geometry.halo, deviations, candidate.shapes)
     progress.trials.append(trial)
+    _LOG.info(
+        "approximate: halo %s deviates %.2g of max |output| from one whole-image pass "
+        "(tolerance %.0e; %d forward passes, %.0f s so far)",
+        halo_text(trial.halo),
+        trial.deviation,
+        search.tolerance,
+        progress.forwards,
+        time.perf_counter() - progress.start,
+    )
     return trial
 
 

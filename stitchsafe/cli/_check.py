@@ -8,12 +8,18 @@ from typing import Any
 import click
 
 from ..geometry import parse_ints
+from . import _input_options as i
 from . import _options as o
+from ._logging import log_options, show_progress
+from ._remote_options import STORAGE_OPTION
 from ._report import emit, notes
 
 
 @click.command()
+@log_options
 @o.model_options
+@STORAGE_OPTION
+@i.selection_options
 @o.CROP
 @o.PAD_MODE
 @o.NORMALIZE
@@ -36,11 +42,12 @@ def check(**options: Any) -> None:
         options["model"],
         options["input_path"],
         **o.model_keywords(options),
+        **i.selection_keywords(options),
         crop=None if crop is None else parse_ints(crop, "--crop", example="64,256,256"),
         pad_mode=options["pad_mode"],
         normalize=options["normalize"],
         picture=None if options["no_picture"] else options["picture"],
-        progress=sys.stderr.isatty(),
+        progress=show_progress(),
     )
     notes(result.notes)
     emit(result, options["as_json"])

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
 from . import _options as o
+from ._logging import log_options, show_progress
 
 
 @click.command()
+@log_options
 @click.option(
     "--output",
     default="stitchsafe-demo",
@@ -29,7 +30,5 @@ def demo(**options: Any) -> None:
     """
     from ..demo import describe_demo, run_demo
 
-    summary = run_demo(
-        options["output"], overwrite=options["overwrite"], progress=sys.stderr.isatty()
-    )
+    summary = run_demo(options["output"], overwrite=options["overwrite"], progress=show_progress())
     click.echo(json.dumps(summary) if options["as_json"] else describe_demo(summary))

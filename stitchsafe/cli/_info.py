@@ -15,14 +15,15 @@ from ._report import emit
 @click.option(
     "--image",
     default=None,
-    help="Path of the output image inside PATH. Default: the one image predict wrote "
-    "(embeddings when there are several).",
+    help="Path of the output image inside PATH ('' for the root). Default: the one image "
+    "predict wrote (the root, else embeddings, when there are several).",
 )
 @o.JSON
 def info(**options: Any) -> None:
     """Describe an output written by predict: arrays, plan, model, completeness, labels.
 
-    PATH is the zarr group predict wrote into (its --output), or the image group inside it.
+    PATH is the zarr group predict wrote into (its --output: in a container predict made,
+    the root is the image), or the image group inside it.
     """
     from ..reports import read_info
 

@@ -28,7 +28,9 @@ from .. import __version__
 from ..errors import StitchsafeError
 from ._check import check
 from ._demo import demo
+from ._export import export
 from ._info import info
+from ._logging import setup_logging
 from ._plan import plan
 from ._predict import predict
 from ._report import BadInput
@@ -129,9 +131,10 @@ def cli() -> None:
     output is identical to one whole-volume forward pass, runs them in batches, and writes
     OME-Zarr outputs that napari opens.
     """
+    setup_logging()
 
 
-for command in (plan, predict, segment, demo, train, check, info):
+for command in (plan, predict, segment, demo, train, check, info, export):
     cli.add_command(command)
 
 

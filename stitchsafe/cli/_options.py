@@ -4,7 +4,9 @@ Every option that more than one command takes is defined here once, named after 
 holds; groups that always travel together (:data:`model_options`, :data:`label_options`,
 :data:`cluster_options`) are stacked at once. Options that one command alone takes (e.g.
 ``train``'s architecture flags, ``demo``'s folder) are defined with that command (as
-rasterio's ``rio`` does). Parsing helpers turn option text into the values the library takes.
+rasterio's ``rio`` does); the options that say what of the input is read (voxel size,
+channels, timepoint, level) are in :mod:`._input_options`. Parsing helpers turn option text
+into the values the library takes.
 """
 
 from __future__ import annotations
@@ -169,34 +171,6 @@ NO_EMBEDDINGS = click.option(
     "embeddings (much less to write). The labels, in OUTPUT/instances, are identical to a "
     "full run's. --scheduler threads only.",
 )
-
-# -- physical scale (plan, predict, segment) -----------------------------------------------
-
-physical_options = stack(
-    click.option(
-        "--voxel-size",
-        default=None,
-        metavar="Z,Y,X",
-        help="Voxel size: one per spatial axis (e.g. 2,0.5,0.5 for Z,Y,X; 0.5,0.5 for Y,X) "
-        "or one for every axis, in place of the input's own metadata (OME-Zarr scale, "
-        "OME-TIFF PhysicalSize, ImageJ spacing and resolution). Written into every image "
-        "stitchsafe writes.",
-    ),
-    click.option(
-        "--unit",
-        default=None,
-        metavar="UNIT",
-        help="Unit of the voxel size, for every spatial axis: an OME-Zarr unit of length "
-        "(micrometer, nanometer, millimeter...; um, µm, nm, mm are understood) or pixel for "
-        "none. Default: the input's own.",
-    ),
-)
-
-
-def physical_keywords(options: dict[str, Any]) -> dict[str, Any]:
-    """The library keywords of :data:`physical_options`."""
-    return {"voxel_size": options["voxel_size"], "unit": options["unit"]}
-
 
 # -- check ---------------------------------------------------------------------------------
 

@@ -8,12 +8,23 @@ from typing import Any
 
 import click
 
-from ._options import model_keywords, model_options, physical_keywords, physical_options
+from ._input_options import (
+    physical_keywords,
+    physical_options,
+    selection_keywords,
+    selection_options,
+)
+from ._logging import log_options
+from ._options import model_keywords, model_options
+from ._remote_options import STORAGE_OPTION
 from ._report import notes
 
 
 @click.command()
+@log_options
 @model_options
+@STORAGE_OPTION
+@selection_options
 @physical_options
 def plan(**options: Any) -> None:
     """Print the exact tiling of an input for a model, without running it."""
@@ -26,6 +37,7 @@ def plan(**options: Any) -> None:
         options["input_path"],
         **model_keywords(options),
         **physical_keywords(options),
+        **selection_keywords(options),
     )
     notes(result.notes)
     d = result.to_dict()

@@ -6,13 +6,19 @@ from typing import Any
 
 import click
 
+from . import _input_options as i
 from . import _options as o
+from ._logging import log_options, show_progress
+from ._remote_options import STORAGE_OPTION
 from ._report import BadInput, emit, notes
 
 
 @click.command()
+@log_options
 @o.model_options
-@o.physical_options
+@STORAGE_OPTION
+@i.selection_options
+@i.physical_options
 @o.OUTPUT_GROUP
 @o.BATCH_SIZE
 @o.PRECISION
@@ -49,7 +55,8 @@ def predict(**options: Any) -> None:
         options["model"],
         options["input_path"],
         **o.model_keywords(options),
-        **o.physical_keywords(options),
+        **i.physical_keywords(options),
+        **i.selection_keywords(options),
         **{k: options[k] for k in o.LABEL_KEYS},
         output=options["output"],
         batch_size=o.parse_batch_size(options["batch_size"]),
@@ -59,7 +66,7 @@ def predict(**options: Any) -> None:
         pad_mode=options["pad_mode"],
         normalize=options["normalize"],
         overwrite=options["overwrite"],
-        progress=not options["no_progress"],
+        progress=show_progress(options["no_progress"]),
         pyramid=options["pyramid"],
         labels=not options["no_labels"],
         embeddings=not options["no_embeddings"],

@@ -6,11 +6,14 @@ from typing import Any
 
 import click
 
+from . import _input_options as i
 from . import _options as o
+from ._logging import log_options, show_progress
 from ._report import emit
 
 
 @click.command()
+@log_options
 @click.option(
     "--input",
     "input_path",
@@ -20,7 +23,7 @@ from ._report import emit
 )
 @o.OUTPUT_IMAGE
 @o.label_options
-@o.physical_options
+@i.physical_options
 @o.OVERWRITE
 @o.NO_PROGRESS
 @o.PYRAMID
@@ -31,7 +34,10 @@ def segment(**options: Any) -> None:
 
     Neighbouring foreground voxels whose embeddings are closer than --threshold join one
     object; labelled block by block, the result equals labelling the whole volume at once.
-    Labels go to <image>/labels/instances as an OME-Zarr image-label.
+    Labels go to labels/instances of the image they belong to, as an OME-Zarr image-label:
+    under the container's root in a container predict made, under the raw image when
+    predict wrote into an OME-Zarr input's own container. --image defaults to the root
+    when it is the embeddings image.
     """
     from ..labels import segment as run
 
@@ -39,9 +45,9 @@ def segment(**options: Any) -> None:
         options["input_path"],
         image=options["image"],
         **{k: options[k] for k in o.LABEL_KEYS},
-        **o.physical_keywords(options),
+        **i.physical_keywords(options),
         overwrite=options["overwrite"],
-        progress=not options["no_progress"],
+        progress=show_progress(options["no_progress"]),
         pyramid=options["pyramid"],
         scheduler=options["scheduler"],
     )

@@ -8,10 +8,12 @@ from typing import Any
 import click
 
 from . import _options as o
+from ._logging import log_options, show_progress
 from ._report import emit
 
 
 @click.command()
+@log_options
 @click.option("--image", required=True, type=click.Path(), help="Training image (zarr, TIFF).")
 @click.option("--labels", required=True, type=click.Path(), help="Instance labels, 0 = background.")
 @click.option("--image-key", default=None, help="Array path inside a zarr group for --image.")
@@ -88,7 +90,7 @@ def train(**options: Any) -> None:
         export_pt2=options["export_pt2"],
         init=options["init"],
         overwrite=options["overwrite"],
-        progress=not options["no_progress"],
+        progress=show_progress(options["no_progress"]),
         command=" ".join(["stitchsafe", *sys.argv[1:]]),
         **{k: v for k, v in optional.items() if v is not None},
     )

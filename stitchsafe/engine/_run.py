@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import StitchsafeError
 from ..geometry import Tile
 from ..io import PAD_MODES, Volume
+from ..progress import progress_bar
 from ._batch_io import Sink, Transform, iter_batches, read_batch
 from ._device import check_precision, cpu_count
 
@@ -51,7 +51,7 @@ class PipelineOptions:
     prefetch
         Batches read ahead, and results waiting to be written (default: ``num_workers``).
     progress
-        Show a tqdm bar on stderr.
+        Show progress on stderr: a bar on a terminal, log lines in a batch log.
     cpu_streams
         On the CPU: batches computed at once, each on its own thread with torch using
         ``cores // cpu_streams`` threads (default: one stream per core; see
@@ -197,13 +197,15 @@ def landed(future: Future[Any]) -> bool:
 
 
 class Progress:
-    """A tqdm bar of tiles on stderr that several threads may advance; a context manager.
+    """Progress of tiles on stderr that several threads may advance; a context manager.
+
+    A bar on a terminal, log lines in a batch log (:func:`stitchsafe.progress.progress_bar`).
 
     ``count`` is the number of tiles the sink has taken so far (shown or not).
     """
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self._bar = tqdm(total=total, desc="tiles", unit="tile", disable=not enabled, leave=False)
+        self._bar = progress_bar(total, desc="tiles", unit="tile", enabled=enabled)
         self._lock = threading.Lock()
         self.total = total
         self.count = 0

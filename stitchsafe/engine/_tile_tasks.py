@@ -39,7 +39,14 @@ from ._executors import Executor
 from ._normalize import Normalization
 from ._run import Progress, RunStats
 
-__all__ = ["TileJob", "run_batch", "run_plan_distributed", "worker_device", "worker_index"]
+__all__ = [
+    "TileJob",
+    "run_batch",
+    "run_plan_distributed",
+    "tile_output",
+    "worker_device",
+    "worker_index",
+]
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class TileJob:
     model_sha256: str
     volume: Volume
     plan: Plan
-    output: OutputSpec
+    output: OutputSpec | None  # None: the tiles' outputs are returned (tile_output)
     output_dtype: str
     normalization: dict[str, Any]
     pad_mode: str
@@ -151,6 +158,8 @@ def run_batch(job: TileJob, indices: Sequence[int]) -> list[int]:
 
     This runs on a worker. Every chunk of these tiles is written before it returns.
     """
+    if job.output is None:
+        raise ValueError("run_batch writes its tiles: the job needs an output")
     state = _state(job)
     tiles = [job.plan.tile(int(i)) for i in indices]
     x = read_batch(state.volume, tiles, pad_mode=job.pad_mode, transform=state.transform)
@@ -158,6 +167,27 @@ def run_batch(job: TileJob, indices: Sequence[int]) -> list[int]:
         y = state.model(torch.from_numpy(x).to(state.device)).float().cpu().numpy()
     write_batch(job.output, tiles, y, np.dtype(job.output_dtype))
     return [int(i) for i in indices]
+
+
+def tile_output(job: TileJob, index: int, model: Any = None) -> np.ndarray:
+    """The cropped float32 output ``(C, *write)`` of tile ``index`` of ``job.plan``.
+
+    One block of a lazy result (:func:`stitchsafe.engine.lazy_output`). ``model``: the
+    loaded model of the process that planned (on the run's device); without it (a process
+    the block was sent to) the model is loaded once per process and run, as
+    :func:`run_batch` does. The block is returned, not written.
+    """
+    if model is None:
+        state = _state(job)
+        model, device, volume, transform = state.model, state.device, state.volume, state.transform
+    else:
+        device, volume = model.device, job.volume
+        transform = Normalization.from_dict(job.normalization)
+    tile = job.plan.tile(int(index))
+    x = read_batch(volume, [tile], pad_mode=job.pad_mode, transform=transform)
+    with forward_context(job.precision, device):
+        y = model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+    return np.ascontiguousarray(y[0][(slice(None), *tile.crop.to_slices())])
 
 
 def run_plan_distributed(

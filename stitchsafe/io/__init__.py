@@ -18,6 +18,7 @@ inside are private; import from here.
 
 from __future__ import annotations
 
+from ._array_input import ARRAY_NAME, input_name, is_array, volume_from_array
 from ._arrays import (
     mark_complete,
     output_array,
@@ -32,6 +33,7 @@ from ._bookkeeping import (
     done_mask_path,
     existing_done_mask,
 )
+from ._chunk_cache import CACHE_CEILING, CACHE_ENV, CacheStats
 from ._chunks import MAX_CHUNK_BYTES, TARGET_VOXELS, ChunkPolicy, StorageChunks
 from ._downsample import PYRAMID_METHODS, pyramid_factors
 from ._identity import (
@@ -42,21 +44,31 @@ from ._identity import (
     input_identity,
 )
 from ._label_output import (
+    LABELS_OF,
     create_label_image,
     create_labels,
+    labels_of,
     prepare_label_image,
     prepare_labels,
 )
 from ._layout import ImageLayout, OutputSpec
 from ._levels import Pyramid, PyramidLevel, read_pyramid
 from ._lock import LockOwner, OutputLock, OutputLockedError
-from ._ome_image import check_output_group, clear_partial_writes, refuse_replacing_reads
+from ._ome_image import (
+    check_output_group,
+    clear_partial_writes,
+    inner_path,
+    refuse_replacing_reads,
+)
 from ._omero import SAMPLE_ITEMS, channel_names, write_channel_metadata
 from ._open import open_volume
 from ._output import (
+    EMBEDDINGS,
     create_output,
     default_output_location,
     fallback_note,
+    input_image_path,
+    output_image,
     prepare_output,
 )
 from ._padding import (
@@ -83,23 +95,34 @@ from ._resume import (
     run_fingerprint,
     with_sources,
 )
+from ._selection import InputSelection
+from ._series import OME_GROUP, list_images
 from ._settings import (
     OutputSettings,
 )
+from ._stores import is_url, parse_storage_options, use_storage_options
 from ._volume import Volume
 from ._zarr_meta import zarr_node
 
 __all__ = [
+    "ARRAY_NAME",
     "AxesMismatchError",
     "BOOKKEEPING",
+    "CACHE_CEILING",
+    "CACHE_ENV",
+    "CacheStats",
     "ChunkPolicy",
     "DONE",
     "DoneMask",
+    "EMBEDDINGS",
     "ImageLayout",
     "InputIdentity",
+    "InputSelection",
+    "LABELS_OF",
     "LockOwner",
     "MAX_CHUNK_BYTES",
     "MAX_RESUME_TILES",
+    "OME_GROUP",
     "OME_SPACE_UNITS",
     "OutputLock",
     "OutputLockedError",
@@ -112,18 +135,18 @@ __all__ = [
     "Pyramid",
     "PyramidLevel",
     "SAMPLE_BOXES",
-    "SAMPLE_ITEMS",
     "SAMPLE_BOX_BYTES",
+    "SAMPLE_ITEMS",
     "StorageChunks",
     "TARGET_VOXELS",
     "TILE_ARRAY",
     "TileSubset",
     "Volume",
     "bookkeeping_path",
-    "check_fingerprint",
-    "check_finite",
     "canonical_unit",
     "channel_names",
+    "check_fingerprint",
+    "check_finite",
     "check_output_group",
     "clear_partial_writes",
     "create_label_image",
@@ -135,12 +158,21 @@ __all__ = [
     "fallback_note",
     "file_sha256",
     "image_axes",
+    "inner_path",
     "input_differences",
     "input_identity",
+    "input_image_path",
+    "input_name",
+    "is_array",
+    "is_url",
+    "labels_of",
+    "list_images",
     "mark_complete",
     "open_volume",
     "output_array",
+    "output_image",
     "pad_indices",
+    "parse_storage_options",
     "prepare_label_image",
     "prepare_labels",
     "prepare_output",
@@ -150,6 +182,8 @@ __all__ = [
     "refuse_replacing_reads",
     "run_fingerprint",
     "storage_shape",
+    "use_storage_options",
+    "volume_from_array",
     "with_sources",
     "write_block",
     "write_channel_metadata",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import StitchsafeError
+from ._selection import InputSelection
 
 __all__ = ["AxesMismatchError"]
 
@@ -55,6 +56,11 @@ class StoredAxes:
         ``"drop"`` (a size-1 axis indexed away).
     space
         The stored axis of each spatial axis, in order.
+    fixed
+        Per stored axis, the index read where ``selection`` says ``"drop"``: the
+        ``--timepoint`` on the time axis, 0 elsewhere (empty: 0 everywhere).
+    picks
+        The channels read (``--channel``), in order; ``None``: all of them.
 
     Examples
     --------
@@ -67,6 +73,8 @@ class StoredAxes:
     names: tuple[str | None, ...]
     selection: Selection
     space: tuple[int, ...]
+    fixed: tuple[int, ...] = ()
+    picks: tuple[int, ...] | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -80,7 +88,9 @@ class StoredAxes:
 
     @property
     def channels(self) -> int:
-        """Number of channels; 1 without a channel axis."""
+        """Number of channels read (the ``picks``, else all); 1 without a channel axis."""
+        if self.picks is not None:
+            return len(self.picks)
         axis = self.channel_axis
         return self.shape[axis] if axis is not None else 1
 
@@ -101,11 +111,79 @@ def map_axes(
     names: Sequence[str | None],
     spatial_dims: int,
     where: str,
+    chosen: InputSelection | None = None,
 ) -> StoredAxes:
-    """Map the stored axes onto ``(C, *spatial)`` (see :func:`assign_axes`)."""
+    """Map the stored axes onto ``(C, *spatial)`` (see :func:`assign_axes`), reading the
+    channels and the timepoint ``chosen`` (``--channel``, ``--timepoint``).
+
+    >>> a = map_axes((3, 2, 5, 6), [TIME, CHANNEL, SPACE, SPACE], list("tcyx"), 2, "x",
+    ...              InputSelection(channels=1, timepoint=2))
+    >>> a.selection, a.fixed, a.picks, a.channels
+    (('drop', 'c', 0, 1), (2, 0, 0, 0), (1,), 1)
+    """
     check_shape(shape, where)
-    selection, space = assign_axes(shape, roles, names, spatial_dims, where)
-    return StoredAxes(shape=shape, names=tuple(names), selection=selection, space=space)
+    chosen = chosen if chosen is not None else InputSelection()
+    fixed = _time_index(shape, roles, names, chosen.timepoint, where)
+    selection, space = assign_axes(
+        shape, roles, names, spatial_dims, where, timepoint=chosen.timepoint
+    )
+    axes = StoredAxes(shape, tuple(names), selection, space, fixed)
+    if chosen.channels is None:
+        return axes
+    total = axes.channels
+    bad = [c for c in chosen.channels if c >= total]
+    if bad:
+        layout = _axis_list(shape, names)
+        has = (
+            f"has {total} channels (axes {layout}), numbered 0 to {total - 1}"
+            if axes.channel_axis is not None
+            else f"has no channel axis (axes {layout}): its one channel is 0"
+        )
+        raise StitchsafeError(
+            f"{where} {has}; --channel {','.join(map(str, chosen.channels))} asks for "
+            f"channel {bad[0]}, which it does not have."
+        )
+    if axes.channel_axis is None:
+        return axes  # --channel 0 of a one-channel input: the input itself
+    return StoredAxes(shape, tuple(names), selection, space, fixed, chosen.channels)
+
+
+def _axis_list(shape: tuple[int, ...], names: Sequence[str | None]) -> str:
+    """The stored axes in words: ``t=5, c=2, z=8, y=16, x=16`` (``?`` when unnamed)."""
+    return ", ".join(f"{n or '?'}={s}" for n, s in zip(names, shape, strict=True))
+
+
+def _time_index(
+    shape: tuple[int, ...],
+    roles: Sequence[str | None],
+    names: Sequence[str | None],
+    timepoint: int | None,
+    where: str,
+) -> tuple[int, ...]:
+    """Per stored axis the index read when it is indexed away: ``timepoint`` on the time
+    axis, 0 elsewhere; refused when there is no time axis or the timepoint is past it."""
+    fixed = [0] * len(shape)
+    if timepoint is None:
+        return tuple(fixed)
+    times = [a for a, r in enumerate(roles) if r == TIME]
+    if not times:
+        named = (
+            "unnamed axes, so none is known to be time"
+            if all(n is None for n in names)
+            else "no time axis"
+        )
+        raise StitchsafeError(
+            f"{where} has {named} (axes {_axis_list(shape, names)}); --timepoint "
+            f"{timepoint} applies to inputs with a time axis (t). Drop --timepoint."
+        )
+    axis = max(times, key=lambda a: shape[a])
+    if timepoint >= shape[axis]:
+        raise StitchsafeError(
+            f"{where} has {shape[axis]} timepoint(s) (axes {_axis_list(shape, names)}); "
+            f"--timepoint {timepoint} is past them (use 0 to {shape[axis] - 1})."
+        )
+    fixed[axis] = timepoint
+    return tuple(fixed)
 
 
 def assign_axes(
@@ -114,8 +192,12 @@ def assign_axes(
     names: Sequence[str | None],
     spatial_dims: int,
     where: str,
+    *,
+    timepoint: int | None = None,
 ) -> tuple[Selection, tuple[int, ...]]:
     """Map stored axes to ``(C, *spatial)``; returns the selection and spatial axis indices.
+
+    A time axis longer than 1 needs a ``timepoint`` (``--timepoint``).
 
     With unknown roles the layout is positional: ``spatial_dims`` axes, or a leading
     channel axis before them; leading size-1 axes beyond that are squeezed.
@@ -131,7 +213,7 @@ def assign_axes(
     )
     if all(r is UNKNOWN for r in roles):
         return _positional_axes(shape, spatial_dims, f"{where} has shape {shape}", expected)
-    return _axes_by_role(shape, roles, names, spatial_dims, where, expected)
+    return _axes_by_role(shape, roles, names, spatial_dims, where, expected, timepoint)
 
 
 def _positional_axes(
@@ -161,10 +243,12 @@ def _axes_by_role(
     spatial_dims: int,
     where: str,
     expected: str,
+    timepoint: int | None = None,
 ) -> tuple[Selection, tuple[int, ...]]:
-    """At most one channel axis, time of size 1, the last ``spatial_dims`` other axes."""
+    """At most one channel axis, time of size 1 (or a ``timepoint`` chosen), the last
+    ``spatial_dims`` other axes."""
     sel: list[str | int] = ["drop"] * len(shape)
-    axis_list = ", ".join(f"{nm or '?'}={s}" for nm, s in zip(names, shape, strict=True))
+    axis_list = _axis_list(shape, names)
     channel = [a for a, r in enumerate(roles) if r == CHANNEL]
     big_channel = [a for a in channel if shape[a] > 1]
     if len(big_channel) > 1:
@@ -173,10 +257,11 @@ def _axes_by_role(
             "one. Merge them into one channel axis first."
         )
     for a, r in enumerate(roles):
-        if r == TIME and shape[a] > 1:
+        if r == TIME and shape[a] > 1 and timepoint is None:
             raise StitchsafeError(
-                f"{where} has a time axis of size {shape[a]} ({axis_list}); stitchsafe "
-                "processes one time point. Write the time point you want as its own image."
+                f"{where} has a time axis of size {shape[a]} (axes {axis_list}: "
+                f"{shape[a]} timepoints); stitchsafe processes one timepoint: choose one "
+                f"with --timepoint (0 to {shape[a] - 1})."
             )
     if channel:
         sel[big_channel[0] if big_channel else channel[0]] = "c"

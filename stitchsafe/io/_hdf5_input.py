@@ -18,17 +18,24 @@ from ._axes import UNKNOWN, map_axes, role_of_name
 from ._hdf5_file import hdf5_contents, open_hdf5_file
 from ._physical import PhysicalSettings, resolve_physical
 from ._physical_formats import hdf5_values
+from ._selection import InputSelection
 from ._volume import Volume, check_dtype, make_volume
 
 __all__: list[str] = []
 
 
 def open_hdf5(
-    file: str, key: str | None, spatial_dims: int, physical: PhysicalSettings | None = None
+    file: str,
+    key: str | None,
+    spatial_dims: int,
+    physical: PhysicalSettings | None = None,
+    chosen: InputSelection | None = None,
 ) -> Volume:
     """Open the dataset ``key`` of the HDF5 file ``file``.
 
-    ``physical`` (``--voxel-size``, ``--unit``) replaces the dataset's own voxel size or unit.
+    ``physical`` (``--voxel-size``, ``--unit``) replaces the dataset's own voxel size or unit;
+    ``chosen`` (``--channel``, ``--timepoint``) selects channels and a timepoint (a dataset
+    has one resolution level, so ``--level`` is refused).
 
     Examples
     --------
@@ -55,11 +62,21 @@ def open_hdf5(
         where = f"the dataset {key!r} of the HDF5 file {file!r}"
         check_dtype(dtype, where)
         roles, names = _dimension_labels(ds, len(shape))
-        axes = map_axes(shape, roles, names, spatial_dims, where)
+        chosen = chosen if chosen is not None else InputSelection()
+        chosen.refuse_level(where, "an HDF5 dataset")
+        axes = map_axes(shape, roles, names, spatial_dims, where, chosen)
         values = hdf5_values(ds.attrs, axes.space, len(shape), where)
     scale = resolve_physical(values, axes.spatial_names, where, physical)
     return make_volume(
-        file, "hdf5", dtype, axes, file, physical=scale, container=file, array_path=key
+        file,
+        "hdf5",
+        dtype,
+        axes,
+        file,
+        physical=scale,
+        container=file,
+        array_path=key,
+        chosen=chosen,
     )
 
 

@@ -25,6 +25,8 @@ import zarr
 
 from ..geometry import Box
 from ._hdf5_file import open_hdf5_dataset
+from ._selection import InputSelection
+from ._stores import is_url
 from ._volume import Volume
 
 __all__ = [
@@ -49,7 +51,7 @@ class InputIdentity:
     Attributes
     ----------
     path
-        The input's real path (symbolic links resolved; an HDF5 input's file).
+        The input's real path (symbolic links resolved; an HDF5 input's file), or its URL.
     key
         The array inside a zarr group (``None`` for a bare array), the dataset inside an
         HDF5 file, or a TIFF's series.
@@ -63,6 +65,10 @@ class InputIdentity:
         The boxes hashed, as ``[[begin...], [end...]]``.
     sample_sha256
         SHA-256 over each sample box (its corners, then its voxels as stored).
+    selection
+        The channels, timepoint and level read (``--channel``, ``--timepoint``,
+        ``--level``, :meth:`stitchsafe.io.InputSelection.to_dict`); ``None`` when nothing
+        was selected (so fingerprints written before the selection existed still match).
     """
 
     path: str
@@ -77,10 +83,13 @@ class InputIdentity:
     units: tuple[str | None, ...]
     sample_boxes: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
     sample_sha256: str
+    selection: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The identity as JSON-ready values (what the run fingerprint stores)."""
+        selected = {} if self.selection is None else {"selection": self.selection}
         return {
+            **selected,
             "path": self.path,
             "key": self.key,
             "kind": self.kind,
@@ -127,7 +136,9 @@ def input_identity(volume: Volume, *, key: str | None = None) -> InputIdentity:
     else:
         where = volume.array_path if volume.container is not None else None
     return InputIdentity(
-        path=os.path.realpath(volume.path),
+        path=volume.path
+        if is_url(volume.path) or volume.kind == "array"
+        else os.path.realpath(volume.path),
         key=where,
         kind=volume.kind,
         shape=tuple(volume.shape),
@@ -139,6 +150,7 @@ def input_identity(volume: Volume, *, key: str | None = None) -> InputIdentity:
         units=tuple(volume.units),
         sample_boxes=tuple((b.begin, b.end) for b in boxes),
         sample_sha256=digest.hexdigest(),
+        selection=None if volume.selection.is_default else volume.selection.to_dict(),
     )
 
 
@@ -150,6 +162,8 @@ def _stored_layout(
     A zarr input's own; a TIFF's as tifffile's zarr view tiles it (pages, tiles, strips);
     an HDF5 dataset's chunks (``None`` for a contiguous one).
     """
+    if volume.kind == "array":  # in memory: only its data identifies it
+        return None
     try:
         if volume.kind == "hdf5":
             dataset, handle = open_hdf5_dataset(volume.path, str(volume.array_path))
@@ -158,7 +172,8 @@ def _stored_layout(
                 return None if chunks is None else (dataset.shape, tuple(map(int, chunks)))
         if volume.kind == "tiff":
             series = int(key) if key is not None else 0
-            with tifffile.imread(volume.path, aszarr=True, series=series, level=0) as store:
+            level = volume.selection.level or 0
+            with tifffile.imread(volume.path, aszarr=True, series=series, level=level) as store:
                 arr = zarr.open_array(store=store, mode="r")
                 return tuple(map(int, arr.shape)), tuple(map(int, arr.chunks))
         location = volume.path
@@ -224,6 +239,7 @@ _WHAT = {
     "axes": "its axes",
     "scale": "its voxel size",
     "units": "its units",
+    "selection": "the selection (--channel, --timepoint, --level)",
 }
 
 
@@ -243,7 +259,8 @@ def input_differences(stored: Any, current: dict[str, Any]) -> list[str]:
     for name, what in _WHAT.items():
         was, now = stored.get(name), current.get(name)
         if was != now:
-            found.append(f"{what} (was {_show(was)}, now {_show(now)})")
+            show = _show_selection if name == "selection" else _show
+            found.append(f"{what} (was {show(was)}, now {show(now)})")
     was_sample, now_sample = stored.get("sample") or {}, current.get("sample") or {}
     same_boxes = was_sample.get("boxes") == now_sample.get("boxes")
     if same_boxes and was_sample.get("sha256") != now_sample.get("sha256"):
@@ -252,6 +269,18 @@ def input_differences(stored: Any, current: dict[str, Any]) -> list[str]:
         was, now = str(was_sample.get("sha256"))[:12], str(now_sample.get("sha256"))[:12]
         found.append(f"its data (SHA-256 of a sample of {boxes} boxes: was {was}..., now {now}...)")
     return found
+
+
+def _show_selection(value: Any) -> str:
+    """A stored selection in words (``None``: the default, every channel at level 0).
+
+    >>> _show_selection(None), _show_selection({"channels": [1], "timepoint": 2})
+    ("'all channels'", "'channel 1; timepoint 2'")
+    """
+    try:
+        return repr(InputSelection.from_dict(value).describe())
+    except Exception:  # noqa: BLE001 - an unreadable stored value is shown as it is
+        return repr(value)
 
 
 def _show(value: Any) -> str:

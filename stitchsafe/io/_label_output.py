@@ -16,10 +16,48 @@ from zarr.codecs import BloscCodec
 
 from ..errors import StitchsafeError
 from ._layout import ImageLayout, OutputSpec
-from ._ome_image import create_image, create_image_group, image_parts, multiscales, remove_existing
+from ._ome_image import (
+    create_image,
+    create_image_group,
+    image_parts,
+    inner_path,
+    multiscales,
+    remove_existing,
+)
 from ._zarr_meta import zarr_node
 
-__all__ = ["create_label_image", "create_labels", "prepare_label_image", "prepare_labels"]
+__all__ = [
+    "LABELS_OF",
+    "create_label_image",
+    "create_labels",
+    "labels_of",
+    "prepare_label_image",
+    "prepare_labels",
+]
+
+LABELS_OF = "labels_of"
+"""The embeddings' attribute (inside ``stitchsafe``) naming the image whose ``labels``
+group holds their labels: the raw image, for an OME-Zarr input in its own container.
+Without it (the root image of a container stitchsafe made; outputs of earlier versions)
+the labels go under the embeddings image itself."""
+
+
+def labels_of(group: str | os.PathLike[str], image: str) -> str:
+    """The image (path inside ``group``) whose ``labels/`` holds the labels derived from
+    the embeddings image ``image``: its ``stitchsafe.labels_of``, else ``image`` itself.
+
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory(); d = tmp.name
+    >>> _ = zarr.open_group(f"{d}/o.zarr/e", mode="w",
+    ...                     attributes={"stitchsafe": {LABELS_OF: "raw"}})
+    >>> labels_of(f"{d}/o.zarr", "e"), labels_of(f"{d}/o.zarr", "")
+    ('raw', '')
+    >>> tmp.cleanup()
+    """
+    node = zarr_node(os.path.join(os.fspath(group), *image_parts(image)))
+    stored = node[2].get("stitchsafe") if node is not None else None
+    where = stored.get(LABELS_OF) if isinstance(stored, dict) else None
+    return "/".join(image_parts(where)) if isinstance(where, str) else image
 
 
 def _label_compressor() -> Any:
@@ -84,7 +122,7 @@ def create_labels(
     }
     create_image(labels, name, layout, ome=ome, compressors=_label_compressor())
     image_path = "/".join(labels_parts + [name])
-    return OutputSpec(group=group, image=image_path, array=f"{image_path}/0")
+    return OutputSpec(group=group, image=image_path, array=inner_path(image_path, "0"))
 
 
 def _labels_group(group: str, labels_parts: list[str], name: str, *, overwrite: bool) -> Any:
@@ -95,7 +133,8 @@ def _labels_group(group: str, labels_parts: list[str], name: str, *, overwrite: 
     source = zarr_node(os.path.join(group, *labels_parts[:-1]))
     if source is None or source[:2] != ("group", 3):
         raise StitchsafeError(
-            f"{'/'.join(labels_parts[:-1])!r} in {group!r} is not a zarr v3 image group, so "
+            f"{'/'.join(labels_parts[:-1]) or 'the root'!r} in {group!r} is not a zarr v3 "
+            "image group, so "
             "labels cannot be written beside it."
         )
     node = zarr_node(os.path.join(group, *labels_parts))
@@ -152,7 +191,8 @@ def create_label_image(
     image: str = "instances",
     overwrite: bool = False,
 ) -> OutputSpec:
-    """Create an empty stand-alone OME-Zarr 0.5 label image ``image`` (level ``"0"``).
+    """Create an empty stand-alone OME-Zarr 0.5 label image ``image`` (level ``"0"``;
+    ``""``: the group's root is the label image).
 
     For labels-only runs, which have no embeddings image to put labels under: an image
     group with ``multiscales`` (spatial axes only) and ``image-label`` metadata, so OME-Zarr
@@ -175,13 +215,13 @@ def create_label_image(
     ome = {
         "version": "0.5",
         "image-label": {},
-        "multiscales": multiscales(parts[-1], layout),
+        "multiscales": multiscales(parts[-1] if parts else "instances", layout),
     }
     create_image_group(
         group, parts, layout, ome=ome, compressors=_label_compressor(), overwrite=overwrite
     )
     image = "/".join(parts)
-    return OutputSpec(group=group, image=image, array=f"{image}/0")
+    return OutputSpec(group=group, image=image, array=inner_path(image, "0"))
 
 
 def prepare_label_image(

@@ -37,6 +37,7 @@ from typing import Any
 import filelock
 
 from ..errors import StitchsafeError
+from ._stores import refuse_remote_output
 
 __all__ = ["LockOwner", "OutputLock", "OutputLockedError"]
 
@@ -199,6 +200,7 @@ class OutputLock:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "group", os.fspath(self.group))
+        refuse_remote_output(self.group)  # before any lock file or output is made
 
     @property
     def path(self) -> str:

@@ -19,21 +19,36 @@ from ._arrays import forget_arrays
 from ._layout import ImageLayout
 from ._zarr_meta import zarr_node
 
-__all__ = ["check_output_group", "clear_partial_writes", "refuse_replacing_reads"]
+__all__ = [
+    "check_output_group",
+    "clear_partial_writes",
+    "inner_path",
+    "refuse_replacing_reads",
+]
 
 
 def image_parts(image: str) -> list[str]:
-    """The path of an image inside its group, split and checked.
+    """The path of an image inside its group, split and checked; ``[]`` for the group's
+    root (``""``: the container is the image itself).
 
-    >>> image_parts("/labels/instances/")
-    ['labels', 'instances']
+    >>> image_parts("/labels/instances/"), image_parts("")
+    (['labels', 'instances'], [])
     """
     parts = [p for p in image.strip("/").split("/") if p]
-    if not parts or any(p in (".", "..") or p.startswith("__") for p in parts):
+    if any(p in (".", "..") or p.startswith("__") for p in parts):
         raise StitchsafeError(
             f"invalid output image name {image!r}; use a plain name such as 'embeddings'."
         )
     return parts
+
+
+def inner_path(*names: str) -> str:
+    """A path inside a zarr group, from parts of which some may be the root (``""``).
+
+    >>> inner_path("", "0"), inner_path("embeddings", "labels/instances", "0")
+    ('0', 'embeddings/labels/instances/0')
+    """
+    return "/".join(p for name in names for p in name.split("/") if p)
 
 
 def check_output_group(group: str) -> None:
@@ -84,12 +99,18 @@ def clear_partial_writes(folder: str) -> bool:
 
 
 def remove_existing(group: str, parts: Sequence[str], *, overwrite: bool) -> None:
-    """Refuse an existing image, or (``overwrite``) delete it if stitchsafe wrote it."""
-    image = "/".join(parts)
+    """Refuse an existing image, or (``overwrite``) delete it if stitchsafe wrote it.
+
+    The root image (``parts`` empty) exists once the group has OME-Zarr or stitchsafe
+    attributes; deleting it empties the container (its labels and bookkeeping too).
+    """
+    image = "/".join(parts) or "the root image"
     image_dir = os.path.join(group, *parts)
     if not os.path.exists(image_dir):
         return
     existing = zarr_node(image_dir)
+    if not parts and (existing is None or not {"ome", "stitchsafe"} & set(existing[2])):
+        return  # a plain group (or an empty folder): no image at the root yet
     if not overwrite:
         raise StitchsafeError(
             f"the output {group!r} already holds {image!r}. Pass --overwrite to replace "
@@ -101,7 +122,14 @@ def remove_existing(group: str, parts: Sequence[str], *, overwrite: bool) -> Non
             "not delete it. Choose another output image name."
         )
     forget_arrays(group)
-    shutil.rmtree(image_dir)
+    if parts:
+        shutil.rmtree(image_dir)
+        return
+    for entry in os.scandir(group):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.remove(entry.path)
 
 
 def refuse_replacing_reads(
@@ -123,6 +151,7 @@ def refuse_replacing_reads(
     stitchsafe.errors.StitchsafeError: the input 'out.zarr/embeddings/raw' lies inside ...
     """
     image_dir = os.path.join(group, *image_parts(image))
+    image = image or "the root image"
     real_image = os.path.realpath(image_dir)
     for what, path in reads.items():
         if path is None:
@@ -213,8 +242,17 @@ def create_image_group(
     """Create the image group ``parts`` in ``group`` (a zarr v3 group, made if missing)
     with ``ome`` and ``stitchsafe`` attributes and an empty level-0 array ``0``."""
     check_output_group(group)
-    root = zarr.open_group(store=group, mode="a", zarr_format=3)
     remove_existing(group, parts, overwrite=overwrite)
+    if not parts:  # the container is the image: its root holds the metadata and levels
+        attributes = {"ome": ome, "stitchsafe": dict(layout.attributes or {})}
+        if zarr_node(group) is None:  # metadata and attributes in one write
+            root = zarr.create_group(store=group, attributes=attributes, zarr_format=3)
+        else:
+            root = zarr.open_group(store=group, mode="r+", zarr_format=3)
+            root.attrs.update(attributes)
+        _create_level0(root, layout, compressors)
+        return
+    root = zarr.open_group(store=group, mode="a", zarr_format=3)
     parent = root
     for p in parts[:-1]:
         parent = parent.require_group(p)
@@ -228,6 +266,11 @@ def create_image(
     img = parent.create_group(
         name, attributes={"ome": ome, "stitchsafe": dict(layout.attributes or {})}
     )
+    _create_level0(img, layout, compressors)
+
+
+def _create_level0(img: Any, layout: ImageLayout, compressors: Any) -> None:
+    """The empty level-0 array ``0`` of the open image group ``img``."""
     img.create_array(
         "0",
         shape=layout.array_shape,

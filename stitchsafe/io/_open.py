@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Any
 
 from ..errors import StitchsafeError
+from ._array_input import is_array, volume_from_array
+from ._bioio_file import microscope_format
+from ._bioio_input import open_microscope
 from ._hdf5_file import is_hdf5, split_hdf5_path
 from ._hdf5_input import open_hdf5
 from ._physical import PhysicalSettings
+from ._remote import open_remote
+from ._selection import InputSelection
+from ._stores import is_url
 from ._tiff_input import TIFF_MAGIC, open_tiff
 from ._volume import SUPPORTED_INPUTS, Volume
 from ._zarr_input import open_zarr
@@ -17,30 +24,31 @@ __all__ = ["open_volume"]
 
 
 def open_volume(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Any,
     *,
     key: str | None = None,
     spatial_dims: int,
     physical: PhysicalSettings | None = None,
+    selection: InputSelection | None = None,
 ) -> Volume:
     """Open an image for lazy, box-wise reads.
 
     Parameters
     ----------
     path
-        A zarr v2/v3 array, a zarr group (with ``key``), an OME-Zarr image group, or a
-        TIFF/BigTIFF file or an HDF5 file (both recognised by their magic bytes, not their
-        names); an HDF5 dataset also as ``file.h5/path/to/dataset``.
+        A zarr v2/v3 array or group (with ``key``), an OME-Zarr image, a TIFF or HDF5 file
+        (told by their magic bytes); an HDF5 dataset also as ``file.h5/path/to/dataset``;
+        or an array in hand (numpy, dask, an opened zarr array: :func:`volume_from_array`).
     key
         Path of the array (or OME-Zarr image) inside a zarr group, or of the dataset in an
         HDF5 file; for a TIFF file the index of the image series (default 0).
     spatial_dims
-        Number of spatial axes the model expects (2 or 3). A stored array with
-        ``spatial_dims`` axes has no channel axis; one with ``spatial_dims + 1`` axes has a
-        leading channel axis. OME-Zarr axis metadata overrides this positional rule.
+        Spatial axes the model takes (2 or 3); one more stored axis is a leading channel
+        axis. Axis metadata (OME-Zarr, TIFF, HDF5 labels) overrides this positional rule.
     physical
-        ``--voxel-size`` and ``--unit``: replace the input's own voxel size or unit
-        (:attr:`Volume.physical`, read from OME-Zarr, OME-TIFF and ImageJ metadata).
+        ``--voxel-size``, ``--unit``: over the input's own (:attr:`Volume.physical`).
+    selection
+        ``--channel``, ``--timepoint``, ``--level`` (:attr:`Volume.selection`).
 
     Returns
     -------
@@ -59,32 +67,44 @@ def open_volume(
     (2, 2, 3)
     >>> open_volume(f"{d}/raw.zarr", spatial_dims=2, physical=PhysicalSettings(0.5, "um")).physical
     PhysicalScale(scale=(0.5, 0.5), units=('micrometer', 'micrometer'), translation=(0.0, 0.0))
-
     >>> tmp.cleanup()
     """
     if spatial_dims < 1:
         raise StitchsafeError(f"spatial_dims must be at least 1, got {spatial_dims}.")
+    chosen = selection if selection is not None else InputSelection()
+    if is_array(path):  # numpy, dask or an opened zarr array: already in hand
+        return volume_from_array(path, spatial_dims=spatial_dims, physical=physical, chosen=chosen)
     given = os.fspath(path)
+    if is_url(given):  # s3://, gs://, https://...: a zarr input through zarr's store layer
+        return open_remote(given, key, spatial_dims, physical, chosen)
     inside = None if os.path.lexists(given) else split_hdf5_path(given)
     if inside is not None:  # file.h5/path/to/dataset (and --input-key below that)
-        return open_hdf5(inside[0], _join(inside[1], key), spatial_dims, physical)
+        return open_hdf5(inside[0], _join(inside[1], key), spatial_dims, physical, chosen)
     if check_input_path(given) == "directory":
-        return open_zarr(given, key, spatial_dims, physical)
-    return _open_file(given, key, spatial_dims, physical)
+        return open_zarr(given, key, spatial_dims, physical, chosen)
+    return _open_file(given, key, spatial_dims, physical, chosen)
 
 
 def _open_file(
-    given: str, key: str | None, spatial_dims: int, physical: PhysicalSettings | None
+    given: str,
+    key: str | None,
+    spatial_dims: int,
+    physical: PhysicalSettings | None,
+    chosen: InputSelection,
 ) -> Volume:
     """The input ``given`` that is a regular file: TIFF, HDF5 or a zarr metadata file."""
     with open(given, "rb") as f:
         magic = f.read(4)
     if magic in TIFF_MAGIC:
-        return open_tiff(given, key, spatial_dims, physical)
+        return open_tiff(given, key, spatial_dims, physical, chosen)
     if is_hdf5(given):
-        return open_hdf5(given, key, spatial_dims, physical)
+        return open_hdf5(given, key, spatial_dims, physical, chosen)
+    microscope = microscope_format(given)
+    if microscope is not None:  # CZI, ND2, LIF by signature: the optional bioio extra
+        return open_microscope(given, microscope, key, spatial_dims, physical, chosen)
     if os.path.basename(given) in ("zarr.json", ".zarray", ".zgroup"):
-        return open_zarr(os.path.dirname(os.path.abspath(given)), key, spatial_dims, physical)
+        folder = os.path.dirname(os.path.abspath(given))
+        return open_zarr(folder, key, spatial_dims, physical, chosen)
     raise StitchsafeError(
         f"the input {given!r} is a file but neither a TIFF nor an HDF5 file (its first bytes "
         f"are {magic!r}, not a TIFF or HDF5 signature); {SUPPORTED_INPUTS}."

@@ -1,13 +1,20 @@
 """OME-Zarr 0.5 output images on zarr v3: where results go and how the image is created.
 
 Outputs are written chunk by chunk (:func:`stitchsafe.io.write_block`); each chunk is one
-tile's write box, so concurrent writers never share a chunk. Instance labels go beside the
-image they were derived from (:func:`stitchsafe.io.create_labels`).
+tile's write box, so concurrent writers never share a chunk. Instance labels go under the
+image they belong to (:func:`stitchsafe.io.create_labels`, :func:`stitchsafe.io.labels_of`).
+
+Where: a container that stitchsafe makes is the image itself (its root, image path ``""``:
+:func:`output_image`), so that opening the path the user is given shows the results; in
+the input's own zarr v3 container (or a group of the user's) the image is ``embeddings``
+beside the raw image (:func:`default_output_location`), and an OME-Zarr input's labels go
+under the raw image (:func:`input_image_path`).
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,11 +22,23 @@ from zarr.codecs import BloscCodec
 
 from ..errors import StitchsafeError
 from ._layout import ImageLayout, OutputSpec
-from ._ome_image import create_image_group, image_parts, multiscales
+from ._ome_image import create_image_group, image_parts, inner_path, multiscales
+from ._stores import is_url
 from ._volume import Volume
 from ._zarr_meta import zarr_node
 
-__all__ = ["create_output", "default_output_location", "fallback_note", "prepare_output"]
+__all__ = [
+    "EMBEDDINGS",
+    "create_output",
+    "default_output_location",
+    "fallback_note",
+    "input_image_path",
+    "output_image",
+    "prepare_output",
+]
+
+EMBEDDINGS = "embeddings"
+"""The embeddings image's name in a container that holds other images (the input's own)."""
 
 
 def _stem(path: str) -> str:
@@ -35,13 +54,14 @@ def _writable(folder: str) -> bool:
     return os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
 
 
-def default_output_location(volume: Volume) -> tuple[str, str]:
-    """``(group_path, image_name)`` where results go by default.
+def default_output_location(volume: Volume, default: str = EMBEDDINGS) -> tuple[str, str]:
+    """``(group_path, image_path)`` where results go by default.
 
-    Into the input's own zarr v3 container, beside the raw image, when that container (and
-    the folder holding it, where the run's lock file goes) is writable; otherwise (TIFF, a
-    bare array, a zarr v2 container, a read-only container) into a new
-    ``<stem>.stitchsafe.zarr`` beside the input.
+    Into the input's own zarr v3 container, as the image ``default`` beside the raw image,
+    when that container (and the folder holding it, where the run's lock file goes) is
+    writable; otherwise (TIFF, a bare array, a zarr v2 container, a read-only container)
+    into a new ``<stem>.stitchsafe.zarr`` beside the input, whose root is the image
+    (:func:`output_image`: ``""``).
 
     Raises
     ------
@@ -58,16 +78,23 @@ def default_output_location(volume: Volume) -> tuple[str, str]:
     >>> tifffile.imwrite(f"{d}/vol.tif", np.zeros((4, 4), "uint8"))
     >>> g, image = default_output_location(open_volume(f"{d}/vol.tif", spatial_dims=2))
     >>> os.path.basename(g), image
-    ('vol.stitchsafe.zarr', 'embeddings')
+    ('vol.stitchsafe.zarr', '')
 
     >>> tmp.cleanup()
     """
+    if volume.kind == "array" or is_url(volume.path):
+        what = "an array in memory" if volume.kind == "array" else "in a remote store"
+        raise StitchsafeError(
+            f"the input is {what}, so there is no folder beside it for the results: give "
+            "the output's place (--output, or output= in Python), a local zarr group "
+            "(remote outputs are not supported yet; write locally and copy)."
+        )
     base = os.path.abspath(volume.container or volume.path)
     folder = os.path.dirname(base)
     if volume.container is not None:
         node = zarr_node(volume.container)
         if node is not None and node[:2] == ("group", 3) and _writable(base) and _writable(folder):
-            return volume.container, "embeddings"
+            return volume.container, default
     beside = os.path.join(folder, _stem(base) + ".stitchsafe.zarr")
     if not _writable(folder):
         raise StitchsafeError(
@@ -76,7 +103,60 @@ def default_output_location(volume: Volume) -> tuple[str, str]:
             "can hold them. Choose a writable place with --output, e.g. --output "
             f"{os.path.join('<writable folder>', os.path.basename(beside))}."
         )
-    return beside, "embeddings"
+    return beside, output_image(beside, default)
+
+
+def output_image(group: str | os.PathLike[str], default: str = EMBEDDINGS) -> str:
+    """Where in the output ``group`` a run puts its image: ``""`` (the root) in a container
+    that stitchsafe makes, else ``default``.
+
+    The root when ``group`` does not exist yet, is an empty folder or a group without
+    metadata or members, or its root already is an image that stitchsafe wrote: opening
+    the container then opens the results. ``default`` (``"embeddings"``; a labels-only
+    run's ``"instances"``) in any other group (the input's own container, a group of the
+    user's, or an output of an earlier version that kept its image there).
+
+    >>> import tempfile, zarr
+    >>> tmp = tempfile.TemporaryDirectory(); d = tmp.name
+    >>> output_image(f"{d}/new.zarr")
+    ''
+    >>> g = zarr.open_group(f"{d}/old.zarr", mode="w"); _ = g.create_group("embeddings")
+    >>> output_image(f"{d}/old.zarr")
+    'embeddings'
+    >>> tmp.cleanup()
+    """
+    group = os.fspath(group)
+    if not os.path.isdir(group):
+        return ""
+    node = zarr_node(group)
+    if node is None:  # empty, or holding only zarr's partial writes of a stopped creation
+        return "" if all(n.endswith(".partial") for n in os.listdir(group)) else default
+    if "stitchsafe" in node[2]:
+        return ""
+    members = [e for e in os.listdir(group) if e != "zarr.json" and not e.startswith(".")]
+    return "" if not members and not node[2] else default
+
+
+def input_image_path(volume: Volume, group: str | os.PathLike[str]) -> str | None:
+    """The path of the input's OME-Zarr image inside ``group``, when ``group`` is the
+    input's own container (its labels then go under that image's ``labels/``); else
+    ``None``.
+
+    >>> import tempfile, numpy as np
+    >>> from stitchsafe.io import open_volume
+    >>> tmp = tempfile.TemporaryDirectory(); d = tmp.name
+    >>> layout = ImageLayout(shape=(4, 4), chunks=(4, 4), axes=("y", "x"), channels=1)
+    >>> _ = create_output(f"{d}/vol.zarr", layout, image="raw")
+    >>> volume = open_volume(f"{d}/vol.zarr", key="raw", spatial_dims=2)
+    >>> input_image_path(volume, f"{d}/vol.zarr"), input_image_path(volume, f"{d}/o.zarr")
+    ('raw', None)
+    >>> tmp.cleanup()
+    """
+    if volume.kind != "ome-zarr" or volume.container is None or volume.array_path is None:
+        return None
+    if os.path.abspath(os.fspath(group)) != os.path.abspath(volume.container):
+        return None
+    return posixpath.dirname(volume.array_path.strip("/"))
 
 
 def fallback_note(volume: Volume, group: str) -> str | None:
@@ -142,11 +222,12 @@ def create_output(
     group = os.fspath(group)
     parts = image_parts(image)
     image = "/".join(parts)
-    ome = {"version": "0.5", "multiscales": multiscales(parts[-1], layout)}
+    name = parts[-1] if parts else EMBEDDINGS
+    ome = {"version": "0.5", "multiscales": multiscales(name, layout)}
     create_image_group(
         group, parts, layout, ome=ome, compressors=_default_compressor(), overwrite=overwrite
     )
-    return OutputSpec(group=group, image=image, array=f"{image}/0")
+    return OutputSpec(group=group, image=image, array=inner_path(image, "0"))
 
 
 def prepare_output(  # noqa: PLR0913 - the keyword form callers use; builds an ImageLayout

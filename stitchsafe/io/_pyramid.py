@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 import zarr
-from tqdm.auto import tqdm
 
 from ..errors import StitchsafeError
 from ..geometry import Box
+from ..progress import progress_bar
 from ._arrays import storage_shape
 from ._downsample import PYRAMID_METHODS, downsample, piece_shape, pyramid_factors
 from ._layout import ImageLayout, OutputSpec
-from ._levels import Pyramid, level_transform, pyramid_of
+from ._levels import Pyramid, level_transform, pyramid_of, read_pyramid
 from ._ome_image import multiscales
 from ._zarr_meta import zarr_node
 
@@ -76,6 +76,7 @@ def write_pyramid(
     method: str | None = None,
     progress: bool = False,
     workers: int | None = None,
+    like: str | None = None,
 ) -> Pyramid:
     """Write the levels ``1``, ``2``... of the complete image ``spec``, or finish them.
 
@@ -93,6 +94,10 @@ def write_pyramid(
         Threads computing blocks; default: the CPU count, at most 4, and at most as many
         as hold three blocks each in :data:`BLOCKS_BYTES` (3 GiB). Memory grows with them:
         about three blocks and a piece each.
+    like
+        The path (in ``spec.group``) of the image a label image belongs to: its levels
+        follow that image's, as many (as OME-Zarr asks) and halved alike. Default: levels
+        until the coarsest fits one chunk (:func:`stitchsafe.io.pyramid_factors`).
 
     Returns
     -------
@@ -109,9 +114,7 @@ def write_pyramid(
         method = "stride" if "image-label" in image.attrs["ome"] else "mean"
     if method not in PYRAMID_METHODS:
         raise ValueError(f"unknown pyramid method {method!r}; use one of {PYRAMID_METHODS}")
-    steps = pyramid_factors(
-        image.layout.shape, image.layout.scale, image.level0.chunks[image.lead :]
-    )
+    steps = _steps(spec.group, image, like)
     start = _first_to_write(image, steps, method)
     if start == 1:
         image = _record(image, steps, method, written=1)
@@ -127,6 +130,40 @@ def write_pyramid(
         image = _record(image, steps, method, written=k + 1)
     _remove_stale_levels(image.path, len(steps) + 1)
     return pyramid_of(spec.image, image.path, image.attrs)
+
+
+def _steps(group: str, image: _Image, like: str | None) -> list[tuple[int, ...]]:
+    """Each level's factors: those of the image ``like``, else until one chunk holds all."""
+    steps = _steps_like(group, like, image.layout.shape)
+    if steps is None:
+        steps = pyramid_factors(
+            image.layout.shape, image.layout.scale, image.level0.chunks[image.lead :]
+        )
+    return steps
+
+
+def _steps_like(group: str, like: str | None, shape: Sequence[int]) -> list[tuple[int, ...]] | None:
+    """The factors of each level of the image ``like`` over the level before it (from
+    the spatial shapes it lists), when its level 0 has ``shape``; else ``None``.
+
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> layout = ImageLayout(shape=(40, 50), chunks=(16, 16), axes=("y", "x"), channels=1)
+    >>> from ._output import create_output
+    >>> spec = create_output(f"{tmp.name}/o.zarr", layout, image="raw")
+    >>> _ = write_pyramid(spec)
+    >>> _steps_like(spec.group, "raw", (40, 50)), _steps_like(spec.group, "raw", (4, 5))
+    ([(2, 2), (2, 2)], None)
+    >>> tmp.cleanup()
+    """
+    pyramid = read_pyramid(group, like) if like is not None else None
+    if pyramid is None or not pyramid.levels or pyramid.levels[0].shape != tuple(shape):
+        return None
+    shapes = [level.shape for level in pyramid.levels]
+    return [
+        tuple(max(1, round(a / b)) for a, b in zip(finer, coarser, strict=True))
+        for finer, coarser in itertools.pairwise(shapes)
+    ]
 
 
 def _open_image(spec: OutputSpec) -> _Image:
@@ -250,7 +287,7 @@ def _write_level(
     block = storage_shape(dst) or dst.shape
     piece = piece_shape(block, src.chunks, factors)
     count = math.prod(-(-n // b) for n, b in zip(dst.shape, block))
-    bar = tqdm(total=count, desc=f"pyramid level {k}", unit="block", disable=not progress)
+    bar = progress_bar(count, desc=f"pyramid level {k}", unit="block", enabled=progress)
     with bar:
 
         def one(box: Box) -> None:

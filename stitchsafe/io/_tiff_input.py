@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import struct
 import xml.etree.ElementTree as ET
@@ -15,7 +16,9 @@ from ..errors import StitchsafeError
 from ._axes import CHANNEL, SPACE, TIME, UNKNOWN, map_axes
 from ._physical import AxisValue, PhysicalSettings, resolve_physical
 from ._physical_formats import tiff_values
-from ._volume import Volume, check_dtype, make_volume, quiet_tifffile
+from ._selection import InputSelection
+from ._tiff_log import quiet_tifffile
+from ._volume import Volume, check_dtype, make_volume
 
 __all__: list[str] = []
 
@@ -23,12 +26,19 @@ TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def open_tiff(
-    given: str, key: str | None, spatial_dims: int, physical: PhysicalSettings | None = None
+    given: str,
+    key: str | None,
+    spatial_dims: int,
+    physical: PhysicalSettings | None = None,
+    chosen: InputSelection | None = None,
 ) -> Volume:
     """Open image series ``key`` (default 0) of the TIFF file ``given``.
 
-    ``physical`` (``--voxel-size``, ``--unit``) replaces the file's own voxel size or unit.
+    ``physical`` (``--voxel-size``, ``--unit``) replaces the file's own voxel size or unit;
+    ``chosen`` (``--channel``, ``--timepoint``, ``--level``) selects what is read: a
+    pyramid level's voxel size is level 0's times the level's reduction on each axis.
     """
+    chosen = chosen if chosen is not None else InputSelection()
     try:
         series_index = int(key) if key is not None else 0
     except ValueError:
@@ -36,21 +46,43 @@ def open_tiff(
             f"the input {given!r} is a TIFF file; --input-key must be the index of an image "
             f"series (0, 1, ...), not {key!r}."
         ) from None
-    shape, letters, dtype, found = _series_layout(given, key, series_index)
+    level = chosen.level or 0
+    shape, letters, dtype, found, shape0 = _series_layout(given, key, series_index, level)
     where = f"the TIFF file {given!r}"
     check_dtype(dtype, where)
-    roles, names = _letter_roles(letters, len(shape))
-    axes = map_axes(shape, roles, names, spatial_dims, where)
+    roles, names = _letter_roles(letters, shape)
+    axes = map_axes(shape, roles, names, spatial_dims, where, chosen)
     spatial = axes.spatial_names
-    scale = resolve_physical([found.get(n, AxisValue()) for n in spatial], spatial, where, physical)
-    return make_volume(given, "tiff", dtype, axes, given, physical=scale, series=series_index)
+    values = [
+        _reduced(found.get(n, AxisValue()), shape0[a], shape[a])
+        for n, a in zip(spatial, axes.space)
+    ]
+    scale = resolve_physical(values, spatial, where, physical)
+    return make_volume(
+        given, "tiff", dtype, axes, given, physical=scale, series=series_index, chosen=chosen
+    )
+
+
+def _reduced(value: AxisValue, size0: int, size: int) -> AxisValue:
+    """``value`` (level 0's) for a pyramid level with ``size`` voxels where level 0 has
+    ``size0``: the voxel size times the reduction, a whole number when the sizes fit one.
+
+    >>> _reduced(AxisValue(0.5, "um"), 33, 17).scale, _reduced(AxisValue(), 30, 20).scale
+    (1.0, 1.5)
+    """
+    if size == size0:
+        return value
+    ratio = size0 / size
+    whole = max(1, round(ratio))
+    factor = whole if size0 // whole <= size <= -(-size0 // whole) else ratio
+    return dataclasses.replace(value, scale=value.scale * factor)
 
 
 def _series_layout(
-    given: str, key: str | None, series_index: int
-) -> tuple[tuple[int, ...], str, np.dtype, dict[str, AxisValue]]:
-    """Shape, axis letters, data type and physical metadata (per axis name) of one image
-    series, read from the TIFF header."""
+    given: str, key: str | None, series_index: int, level: int = 0
+) -> tuple[tuple[int, ...], str, np.dtype, dict[str, AxisValue], tuple[int, ...]]:
+    """Shape, axis letters, data type and physical metadata (per axis name, level 0's) of
+    pyramid ``level`` of one image series, read from the TIFF header, and level 0's shape."""
     try:
         with quiet_tifffile(), tifffile.TiffFile(given) as tf:
             if not tf.series:
@@ -69,7 +101,9 @@ def _series_layout(
                     "again (compare its size with the original's) and run again."
                 )
             found = tiff_values(tf, series_index)
-            return tuple(int(v) for v in s.shape), s.axes, np.dtype(s.dtype), found
+            shape0 = tuple(int(v) for v in s.shape)
+            s = _level(s, level, given)
+            return tuple(int(v) for v in s.shape), s.axes, np.dtype(s.dtype), found, shape0
     except StitchsafeError:
         raise
     except Exception as e:  # tifffile raises TiffFileError, ValueError, struct.error...
@@ -77,6 +111,19 @@ def _series_layout(
             f"cannot read the TIFF file {given!r}: {e}. The file looks truncated or corrupt; "
             "re-export it or convert it to zarr."
         ) from None
+
+
+def _level(series: Any, level: int, given: str) -> Any:
+    """Pyramid ``level`` of the image ``series``; refused listing the levels it has."""
+    levels = series.levels
+    if level < len(levels):
+        return levels[level]
+    listed = ", ".join(f"{i} ({' x '.join(map(str, v.shape))})" for i, v in enumerate(levels))
+    raise StitchsafeError(
+        f"the TIFF file {given!r} has {len(levels)} resolution level(s) in this image series "
+        f"(axes {series.axes}): {listed}; --level {level} is not one of them (use 0 to "
+        f"{len(levels) - 1})."
+    )
 
 
 def _incomplete(tf: tifffile.TiffFile, series: Any, index: int) -> str | None:
@@ -194,21 +241,27 @@ def _ome_sizes(xml: str | None, index: int) -> dict[str, int] | None:
         return None
 
 
-def _letter_roles(letters: str, n: int) -> tuple[list[str | None], list[str | None]]:
-    """Roles and names of ``n`` stored axes from tifffile's axis letters.
+def _letter_roles(
+    letters: str, shape: tuple[int, ...]
+) -> tuple[list[str | None], list[str | None]]:
+    """Roles and names of the stored axes (``shape``) from tifffile's axis letters.
 
     tifffile writes 'Q' for axes it cannot name; the letters are trusted only when there
-    are channel ('C') or sample ('S', e.g. RGB) axes that the positional rule would
-    misplace.
+    are channel ('C') or sample ('S', e.g. RGB) axes, or a time axis ('T', ImageJ frames
+    and OME SizeT) longer than 1, that the positional rule would misplace.
 
-    >>> _letter_roles("YXS", 3)
+    >>> _letter_roles("YXS", (4, 5, 3))
     (['space', 'space', 'channel'], ['y', 'x', 'S'])
-    >>> _letter_roles("QYX", 3)
+    >>> _letter_roles("TZYX", (3, 2, 4, 5))[0]
+    ['time', 'space', 'space', 'space']
+    >>> _letter_roles("QYX", (2, 4, 5))
     ([None, None, None], [None, None, None])
     """
+    n = len(shape)
     names: list[str | None] = [None] * n
     roles: list[str | None] = [UNKNOWN] * n
-    if len(letters) == n and any(c in letters for c in "CS"):
+    timed = any(c == "T" and s > 1 for c, s in zip(letters, shape))
+    if len(letters) == n and (timed or any(c in letters for c in "CS")):
         for a, c in enumerate(letters):
             names[a] = c.lower() if c in "ZYX" else c
             roles[a] = (

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +24,12 @@ from zarr.core.sync import sync as zarr_sync
 from ..errors import StitchsafeError
 from ..geometry import Box
 from ._axes import StoredAxes
+from ._bioio_file import MICROSCOPE_KINDS, format_of_kind, open_array
+from ._chunk_cache import CacheStats, cache_stats, cached_read, forget_chunks
 from ._hdf5_file import open_hdf5_dataset
 from ._physical import PhysicalScale
+from ._selection import InputSelection
+from ._tiff_log import quiet_tifffile
 
 __all__ = ["Volume"]
 
@@ -58,8 +61,12 @@ class _Source:
         self.series = series
         self.key = key  # an HDF5 dataset's path in the file
         # One entry per stored axis: "c" (channel), an int k (spatial axis k) or "drop"
-        # (a size-1 axis indexed away).
+        # (an axis indexed away: at fixed[axis], the --timepoint on a time axis, else 0).
         self.selection = selection
+        self.fixed: tuple[int, ...] = (0,) * len(selection)
+        self.picks: tuple[int, ...] | None = None  # the --channel channels, in order
+        self.level = 0  # a TIFF's pyramid level
+        self.memory: Any = None  # an in-memory input: pickled with the source
         self._handle: Any = None
         self._closer: Any = None
         self._lock = threading.Lock()
@@ -94,51 +101,27 @@ class _Source:
 
 def _open_handle(source: _Source) -> tuple[Any, Callable[[], None] | None]:
     """The opened array (zarr, HDF5 or a TIFF memory map) and how to close it (or ``None``)."""
-    kind, location, series = source.kind, source.location, source.series
+    kind, location, series, level = source.kind, source.location, source.series, source.level
+    if kind == "array":  # an array in memory (numpy, dask, an opened zarr array)
+        return source.memory, None
     if kind == "hdf5":  # read-only, once per process; h5py serialises the reads
         dataset, handle = open_hdf5_dataset(location, str(source.key))
         return dataset, handle.close
+    if kind in MICROSCOPE_KINDS:  # CZI, ND2, LIF through bioio; reads serialised
+        return open_array(location, kind, series), None
     if kind != "tiff":
         return zarr.open_array(store=location, mode="r"), None
     with quiet_tifffile(), tifffile.TiffFile(location) as tf:
-        s = tf.series[series]
+        s = tf.series[series].levels[level]
         contiguous = s.dataoffset is not None
     if contiguous:
         # Uncompressed contiguous data: a memory map reads only the touched pages, even
         # for a single huge strip that the zarr store would decode as one chunk.
-        mm = tifffile.memmap(location, series=series, mode="r")
+        mm = tifffile.memmap(location, series=series, level=level, mode="r")
         return mm, None
     with quiet_tifffile():
-        store = tifffile.imread(location, aszarr=True, series=series, level=0)
+        store = tifffile.imread(location, aszarr=True, series=series, level=level)
     return zarr.open_array(store=store, mode="r"), store.close
-
-
-class _Collect(logging.Handler):
-    """A log handler that keeps the messages (the errors say what matters of them)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@contextlib.contextmanager
-def quiet_tifffile() -> Iterator[list[str]]:
-    """tifffile's log messages kept in a list instead of printed on stderr.
-
-    tifffile logs what it repairs in a damaged file (``invalid page offset`` ...); printed,
-    those lines would come before stitchsafe's one-paragraph error. An application that
-    configured logging itself still receives them.
-    """
-    handler = _Collect()
-    log = logging.getLogger("tifffile")
-    log.addHandler(handler)
-    try:
-        yield handler.messages
-    finally:
-        log.removeHandler(handler)
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,6 +156,9 @@ class Volume:
         Voxel size, unit and translation per spatial axis: the input's own metadata
         (:mod:`._physical` reads every format's), or ``--voxel-size``/``--unit``; voxel
         size 1, no unit and no translation when unknown.
+    selection
+        The channels, timepoint and resolution level read (``--channel``, ``--timepoint``,
+        ``--level``); :attr:`channels` counts the channels read.
     """
 
     path: str
@@ -186,6 +172,7 @@ class Volume:
     axes: tuple[str, ...]
     physical: PhysicalScale
     _source: _Source = field(repr=False)
+    selection: InputSelection = field(default=InputSelection())
 
     @property
     def ndim(self) -> int:
@@ -212,28 +199,36 @@ class Volume:
         if box.empty:
             return np.zeros((self.channels, *box.shape), dtype=self.dtype)
         index: list[int | slice] = []
-        for role in self._source.selection:
+        picks = self._source.picks
+        for axis, role in enumerate(self._source.selection):
             if role == "drop":
-                index.append(0)
-            elif role == "c":
-                index.append(slice(None))
+                index.append(self._source.fixed[axis])
+            elif role == "c":  # the span of the channels picked, or all
+                index.append(slice(None) if picks is None else slice(min(picks), max(picks) + 1))
             else:
                 index.append(slice(box.begin[int(role)], box.end[int(role)]))
         try:
-            raw = self._source.array()[tuple(index)]
+            raw = cached_read(self._source, self._source.array(), tuple(index))
             # Copy out of a memory map so the caller owns plain memory that outlives close().
             data = np.array(raw) if isinstance(raw, np.memmap) else np.asarray(raw)
-        except MemoryError:
+        except (MemoryError, StitchsafeError):  # e.g. a bad STITCHSAFE_CHUNK_CACHE_MB
             raise
         except Exception as e:  # decoders, stores and files raise many types
             raise _read_failure(self, box, tuple(index), e) from None
         kept = [r for r in self._source.selection if r != "drop"]
         data = np.moveaxis(data, kept.index("c"), 0) if "c" in kept else data[np.newaxis]
+        if picks is not None and "c" in kept:
+            data = data[[c - min(picks) for c in picks]]
         return np.ascontiguousarray(data)
+
+    def chunk_cache_stats(self) -> CacheStats | None:
+        """Counts of this input's chunk cache in this process (``None``: none, or no reads)."""
+        return cache_stats(self._source)
 
     def close(self) -> None:
         """Release file handles (TIFF); reading again reopens them."""
         self._source.close()
+        forget_chunks(self._source)
 
     def __enter__(self) -> Volume:
         return self
@@ -267,6 +262,12 @@ def _read_failure(volume: Volume, box: Box, index: tuple[Any, ...], error: Excep
             f"cannot read {box_text(box, volume.axes)} of the dataset {source.key!r} of the "
             f"HDF5 file {source.location!r} ({reason}). The file is corrupt or truncated; "
             "copy or export it again and run again."
+        )
+    if source.kind in MICROSCOPE_KINDS:
+        return StitchsafeError(
+            f"cannot read {box_text(box, volume.axes)} of the {format_of_kind(source.kind).name} "
+            f"file {source.location!r} ({reason}). The file is corrupt or truncated; copy or "
+            "export it again and run again."
         )
     where = f"the zarr array {source.location!r}"
     bad = _bad_chunk(source, index)
@@ -344,22 +345,32 @@ def make_volume(  # noqa: PLR0913 - the fields of a Volume, each given once by i
     series: int = 0,
     container: str | None = None,
     array_path: str | None = None,
+    chosen: InputSelection | None = None,
+    memory: Any = None,
 ) -> Volume:
-    """A :class:`Volume` of the stored array at ``location`` (a TIFF ``series``).
+    """A :class:`Volume` of the stored array at ``location`` (a TIFF ``series``), or of
+    ``memory``, an array in memory (``kind`` ``"array"``).
 
     ``path`` is what the user passed, ``kind`` ``"zarr"``, ``"ome-zarr"``, ``"tiff"`` or
     ``"hdf5"`` (an HDF5 file's dataset is ``array_path``);
     ``physical`` its spatial axes' physical scale (default: none known); ``container`` and
-    ``array_path`` say where a zarr array lives (see :class:`Volume`).
+    ``array_path`` say where a zarr array lives (see :class:`Volume`); ``chosen`` the
+    selection the reader applied (``axes`` holds its channels and timepoint; a TIFF's
+    ``level`` is read from here).
     """
     spatial = axes.spatial_shape
     if any(s < 1 for s in spatial):
         raise StitchsafeError(f"the input {path!r} is empty (spatial shape {spatial}).")
     if physical is not None and physical.ndim != len(spatial):
         raise ValueError(f"physical scale {physical} for {len(spatial)} spatial axes")
-    source_kind = kind if kind in ("tiff", "hdf5") else "zarr"
+    source_kind = kind if kind in ("tiff", "hdf5", "array", *MICROSCOPE_KINDS) else "zarr"
     key = array_path if kind == "hdf5" else None
+    chosen = chosen if chosen is not None else InputSelection()
     source = _Source(source_kind, location, series=series, key=key, selection=axes.selection)
+    # The channels and timepoint read (._axes), and a TIFF's pyramid level.
+    source.fixed, source.picks = axes.fixed or source.fixed, axes.picks
+    source.level = (chosen.level or 0) if kind == "tiff" else 0
+    source.memory = memory
     return Volume(
         path=path,
         kind=kind,
@@ -372,6 +383,7 @@ def make_volume(  # noqa: PLR0913 - the fields of a Volume, each given once by i
         axes=axes.spatial_names,
         physical=physical if physical is not None else PhysicalScale.default(len(spatial)),
         _source=source,
+        selection=chosen,
     )
 
 

@@ -15,6 +15,7 @@ from ..errors import StitchsafeError
 from ._axes import CHANNEL, SPACE, TIME, UNKNOWN, map_axes, role_of_name
 from ._physical import AxisValue, PhysicalSettings, resolve_physical
 from ._physical_formats import ome_zarr_values
+from ._selection import InputSelection
 from ._volume import SUPPORTED_INPUTS, Volume, check_dtype, make_volume
 from ._zarr_meta import checked_multiscale, container_of, list_arrays, malformed, zarr_node
 
@@ -25,12 +26,18 @@ _AxisMeta = tuple[list[str | None], list[str | None], list[AxisValue]]
 
 
 def open_zarr(
-    given: str, key: str | None, spatial_dims: int, physical: PhysicalSettings | None = None
+    given: str,
+    key: str | None,
+    spatial_dims: int,
+    physical: PhysicalSettings | None = None,
+    chosen: InputSelection | None = None,
 ) -> Volume:
     """Open the zarr array, OME-Zarr image or array ``key`` in a group at ``given``.
 
-    ``physical`` (``--voxel-size``, ``--unit``) replaces the input's own voxel size or unit.
+    ``physical`` (``--voxel-size``, ``--unit``) replaces the input's own voxel size or unit;
+    ``chosen`` (``--channel``, ``--timepoint``, ``--level``) selects what is read.
     """
+    chosen = chosen if chosen is not None else InputSelection()
     node = zarr_node(given)
     if node is None:
         raise StitchsafeError(
@@ -44,17 +51,12 @@ def open_zarr(
                 "drop the key, or pass the group that contains the array."
             )
         container, array_path = container_of(given)
-        return _zarr_volume(
-            given,
-            given,
-            spatial_dims,
-            container=container,
-            array_path=array_path,
-            physical=physical,
-        )
+        chosen.refuse_level(repr(given), "a zarr array")
+        kw = dict(container=container, array_path=array_path, physical=physical, chosen=chosen)
+        return _zarr_volume(given, given, spatial_dims, **kw)  # type: ignore[arg-type]
     if key is None:
         where = repr(given)
-        return _ome_image(given, given, node[2], spatial_dims, where, physical, keyed=False)
+        return _ome_image(given, given, node[2], spatial_dims, where, physical, chosen, keyed=False)
     key = key.strip("/")
     target = os.path.join(given, *key.split("/"))
     node = zarr_node(target) if key else None
@@ -65,11 +67,11 @@ def open_zarr(
             f"{', '.join(found) or 'none'}. Pass one of them with --input-key."
         )
     if node[0] == "array":
-        return _zarr_volume(
-            given, target, spatial_dims, container=given, array_path=key, physical=physical
-        )
+        chosen.refuse_level(f"{given!r} key {key!r}", "a zarr array")
+        kw = dict(container=given, array_path=key, physical=physical, chosen=chosen)
+        return _zarr_volume(given, target, spatial_dims, **kw)  # type: ignore[arg-type]
     where = f"{given!r} key {key!r}"
-    return _ome_image(given, target, node[2], spatial_dims, where, physical, keyed=True)
+    return _ome_image(given, target, node[2], spatial_dims, where, physical, chosen, keyed=True)
 
 
 def _ome_image(
@@ -79,10 +81,12 @@ def _ome_image(
     spatial_dims: int,
     where: str,
     physical: PhysicalSettings | None,
+    chosen: InputSelection,
     *,
     keyed: bool,
 ) -> Volume:
-    """The level-0 array of the OME-Zarr image group ``target`` inside ``group``."""
+    """The level-0 array (or level ``chosen.level``) of the OME-Zarr image group ``target``
+    inside ``group``."""
     checked = checked_multiscale(attrs, where)
     # A bioformats2raw layout keeps the image in the subgroup "0".
     ome = attrs.get("ome", attrs)
@@ -101,21 +105,43 @@ def _ome_image(
             f"{found[0] if found else 'raw'})."
         )
     ms, field = checked
-    level0 = ms["datasets"][0]["path"].strip("/")
-    array_dir = os.path.join(target, *level0.split("/"))
+    level = chosen.level or 0
+    path = _level_path(ms, field, where, level, target)
+    array_dir = os.path.join(target, *path.split("/"))
     if zarr_node(array_dir) is None:
-        malformed(where, f"{field}.datasets[0].path", f"is {level0!r}, which names no array")
+        malformed(where, f"{field}.datasets[{level}].path", f"is {path!r}, which names no array")
     rel = os.path.relpath(array_dir, group).replace(os.sep, "/")
     return _zarr_volume(
         group,
         array_dir,
         spatial_dims,
-        kind="ome-zarr",
         container=group,
         array_path=rel,
-        multiscale=(ms, field, where),
+        multiscale=(ms, field, where, level),
         physical=physical,
+        chosen=chosen,
     )
+
+
+def _level_path(ms: dict[str, Any], field: str, where: str, level: int, target: str) -> str:
+    """The array path of resolution ``level`` of the checked multiscale ``ms``; a level
+    past the ones listed is refused listing them (path and shape)."""
+    datasets = ms["datasets"]
+    if level >= len(datasets):
+        listed = []
+        for i, d in enumerate(datasets):
+            path = str(d.get("path", "?")) if isinstance(d, dict) else "?"
+            listed.append(f"{i} (array {path!r}, shape {_shape_of(target, path)})")
+        raise StitchsafeError(
+            f"the OME-Zarr image {where} has {len(datasets)} resolution level(s): "
+            f"{', '.join(listed)}; --level {level} is not one of them (use 0 to "
+            f"{len(datasets) - 1})."
+        )
+    entry = datasets[level]
+    found = entry.get("path") if isinstance(entry, dict) else None
+    if not isinstance(found, str) or not found.strip("/") or ".." in found.split("/"):
+        malformed(where, f"{field}.datasets[{level}].path", f"is {found!r}, not an array path")
+    return found.strip("/")
 
 
 def _zarr_volume(
@@ -123,13 +149,16 @@ def _zarr_volume(
     array_dir: str,
     spatial_dims: int,
     *,
-    kind: str = "zarr",
     container: str | None,
     array_path: str | None,
-    multiscale: tuple[dict[str, Any], str, str] | None = None,
+    multiscale: tuple[dict[str, Any], str, str, int] | None = None,
     physical: PhysicalSettings | None = None,
+    chosen: InputSelection | None = None,
 ) -> Volume:
-    """The volume of the zarr array at ``array_dir`` (``given`` is what the user passed)."""
+    """The volume of the zarr array at ``array_dir`` (``given`` is what the user passed);
+    ``multiscale`` is the OME-Zarr image's (its field name, where, and the level read),
+    ``None`` for a plain zarr array."""
+    kind = "zarr" if multiscale is None else "ome-zarr"
     where = f"the array {array_dir!r}"
     try:
         arr = zarr.open_array(store=array_dir, mode="r")
@@ -143,7 +172,7 @@ def _zarr_volume(
         roles, names, values = _ome_axes(*multiscale, shape, where)
     else:
         roles, names, values = _dimension_names(arr, len(shape))
-    axes = map_axes(shape, roles, names, spatial_dims, where)
+    axes = map_axes(shape, roles, names, spatial_dims, where, chosen)
     scale = resolve_physical(
         [values[a] for a in axes.space],
         axes.spatial_names,
@@ -159,13 +188,19 @@ def _zarr_volume(
         physical=scale,
         container=container,
         array_path=array_path,
+        chosen=chosen,
     )
 
 
 def _ome_axes(
-    multiscale: dict[str, Any], field: str, where: str, shape: tuple[int, ...], array: str
+    multiscale: dict[str, Any],
+    field: str,
+    where: str,
+    level: int,
+    shape: tuple[int, ...],
+    array: str,
 ) -> _AxisMeta:
-    """Roles, names and physical metadata (level 0's) of the axes an OME-Zarr image lists.
+    """Roles, names and physical metadata (``level``'s) of the axes an OME-Zarr image lists.
 
     The entries were checked by :func:`checked_multiscale`; here their count is checked
     against the level-0 ``array``'s (``where`` is the image, ``field`` its multiscale).
@@ -183,7 +218,16 @@ def _ome_axes(
         roles[a] = {"channel": CHANNEL, "time": TIME}.get(kind_) or (
             SPACE if kind_ == "space" else role_of_name(names[a])
         )
-    return roles, names, ome_zarr_values(multiscale, field, where, len(shape))
+    return roles, names, ome_zarr_values(multiscale, field, where, len(shape), level=level)
+
+
+def _shape_of(target: str, path: str) -> str:
+    """The shape of the array ``path`` inside ``target`` in words, ``?`` if unreadable."""
+    try:
+        arr = zarr.open_array(store=os.path.join(target, *path.strip("/").split("/")), mode="r")
+    except Exception:  # noqa: BLE001 - only for a message listing the levels
+        return "?"
+    return " x ".join(str(int(n)) for n in arr.shape)
 
 
 def _dimension_names(arr: Any, n: int) -> _AxisMeta:

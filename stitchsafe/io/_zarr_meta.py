@@ -1,10 +1,11 @@
-"""Zarr metadata read from disk: node type, format and attributes, without opening zarr.
+"""Zarr metadata: node type, format and attributes, without opening zarr arrays.
 
-Reading the ``zarr.json`` / ``.zarray`` / ``.zgroup`` / ``.zattrs`` files directly is
+Reading the ``zarr.json`` / ``.zarray`` / ``.zgroup`` / ``.zattrs`` keys directly is
 cheap and tells zarr v2 from v3, arrays from groups, and finds the container around an
-array; the OME-Zarr ``multiscales`` are read from the attributes found here and checked
-field by field (:func:`checked_multiscale`), so that malformed metadata is refused naming
-the field rather than failing somewhere later.
+array; on a local disk as files, at a URL (``s3://``, ``https://``...) through zarr's
+store layer (:mod:`._stores`); the OME-Zarr ``multiscales`` are read from the attributes
+found here and checked field by field (:func:`checked_multiscale`), so that malformed
+metadata is refused naming the field rather than failing somewhere later.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
 import stat
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ..errors import StitchsafeError
+from ._stores import is_url, list_children, read_key
 
 __all__ = ["zarr_node"]
 
@@ -57,7 +61,34 @@ def zarr_node(path: str) -> tuple[str, int, dict[str, Any]] | None:
 
     >>> tmp.cleanup()
     """
-    meta = _read_json(os.path.join(path, "zarr.json"))
+    if is_url(path):
+        return _node(lambda name: _remote_json(path, name), f"{path}/zarr.json")
+    return _node(lambda name: _read_json(os.path.join(path, name)), os.path.join(path, "zarr.json"))
+
+
+def _remote_json(url: str, name: str) -> dict[str, Any] | None:
+    """The JSON object stored as ``name`` at ``url``, ``None`` when there is none."""
+    data = read_key(url, name)
+    if data is None:
+        return None
+    try:
+        meta = json.loads(data)
+    except ValueError as e:
+        raise StitchsafeError(
+            f"cannot read the zarr metadata {url}/{name}: {e}. The zarr store looks corrupt; "
+            "rewrite it or point to a different input."
+        ) from None
+    if not isinstance(meta, dict):
+        raise StitchsafeError(f"the zarr metadata {url}/{name} does not hold a JSON object.")
+    return meta
+
+
+def _node(
+    read: Callable[[str], dict[str, Any] | None], meta_file: str
+) -> tuple[str, int, dict[str, Any]] | None:
+    """The node that ``read`` (a metadata key's JSON, or ``None``) describes."""
+    path = os.path.dirname(meta_file)
+    meta = read("zarr.json")
     if meta is not None:
         node_type = meta.get("node_type")
         if node_type not in ("array", "group"):
@@ -67,20 +98,21 @@ def zarr_node(path: str) -> tuple[str, int, dict[str, Any]] | None:
         attrs = meta.get("attributes") or {}
         if not isinstance(attrs, dict):
             raise StitchsafeError(
-                f"the zarr metadata file {os.path.join(path, 'zarr.json')!r} has "
+                f"the zarr metadata file {meta_file!r} has "
                 f"'attributes' of type {type(attrs).__name__}, not a JSON object; the zarr "
                 "store looks corrupt. Fix or remove the attributes, or rewrite the store."
             )
         return node_type, 3, dict(attrs)
     for name, node_type in ((".zarray", "array"), (".zgroup", "group")):
-        if _read_json(os.path.join(path, name)) is not None:
-            attrs = _read_json(os.path.join(path, ".zattrs")) or {}
-            return node_type, 2, attrs
+        if read(name) is not None:
+            return node_type, 2, read(".zattrs") or {}
     return None
 
 
 def container_of(array_dir: str) -> tuple[str | None, str | None]:
     """The outermost zarr group above ``array_dir`` and the array's path inside it."""
+    if is_url(array_dir):
+        return _remote_container_of(array_dir)
     current = os.path.abspath(array_dir)
     container = None
     parent = os.path.dirname(current)
@@ -96,8 +128,41 @@ def container_of(array_dir: str) -> tuple[str | None, str | None]:
     return container, rel.replace(os.sep, "/")
 
 
+def _remote_container_of(url: str) -> tuple[str | None, str | None]:
+    """:func:`container_of` at a URL: the groups above it, up to the bucket or host."""
+    scheme, _, rest = url.partition("://")
+    root, *parts = rest.split("/")
+    container = None
+    for n in range(len(parts) - 1, 0, -1):
+        parent = f"{scheme}://{root}/" + "/".join(parts[:n])
+        node = zarr_node(parent)
+        if node is None or node[0] != "group":
+            break
+        container = parent
+    if container is None:
+        return None, None
+    return container, url[len(container) + 1 :]
+
+
+def _remote_arrays(url: str, limit: int, depth: int = 4) -> list[str]:
+    """:func:`list_arrays` at a URL (nothing where the store cannot list: https)."""
+    found: list[str] = []
+    for name in list_children(url):
+        node = zarr_node(posixpath.join(url, name))
+        if node is not None and node[0] == "array":
+            found.append(name)
+        elif node is not None and depth > 1:
+            inner = _remote_arrays(posixpath.join(url, name), limit - len(found), depth - 1)
+            found.extend(f"{name}/{a}" for a in inner)
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
 def list_arrays(group: str, limit: int = 20) -> list[str]:
     """Paths of the first ``limit`` arrays inside ``group`` (for error messages)."""
+    if is_url(group):
+        return _remote_arrays(group, limit)
     found: list[str] = []
     for root, dirs, _files in os.walk(group):
         dirs.sort()

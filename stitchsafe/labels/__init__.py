@@ -22,6 +22,7 @@ from ._blockwise import (
     LabelStats,
     label_blocks,
 )
+from ._fragments import CodeBlocks, label_from_fragments
 from ._instances import (
     Fragments,
     first_voxel_order,
@@ -40,10 +41,8 @@ from ._labels_only import (
     CODES,
     FRAGMENTS,
     LABELS_IMAGE,
-    CodeBlocks,
     LabelsOnlyResult,
     LabelsOnlyRun,
-    label_from_fragments,
     run_labels_only,
 )
 from ._merge import (

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..engine import cpu_count, drive
 from ..geometry import Box
+from ..progress import progress_bar
 
 __all__ = [
     "BlockGrid",
@@ -208,7 +208,7 @@ def run_blocks(
     not started is cancelled, and on threads the tasks running are waited for, before the
     exception is raised.
     """
-    bar = tqdm(total=n, desc=desc, unit="block", disable=not progress, leave=False)
+    bar = progress_bar(n, desc=desc, unit="block", enabled=progress)
     try:
         if executor is not None and hasattr(executor, "share"):
             return _run_on_cluster(fn, n, executor, bar, stage=desc)

@@ -23,6 +23,7 @@ from ..io import (
     PhysicalScale,
     create_labels,
     image_axes,
+    inner_path,
     mark_complete,
     storage_shape,
     write_pyramid,
@@ -111,7 +112,7 @@ def open_embeddings(group: str | os.PathLike[str], *, image: str = "embeddings")
     return EmbeddingsImage(
         group=group,
         image=image,
-        array=f"{image}/{level}",
+        array=inner_path(image, level),
         channels=int(arr.shape[0]),
         shape=tuple(int(s) for s in arr.shape[1:]),
         chunks=(storage_shape(arr) or arr.shape)[1:],
@@ -129,7 +130,7 @@ def _image_group(group: str, image: str) -> tuple[list[str], dict[str, Any]]:
         what = "does not exist" if not os.path.exists(group) else "is not a zarr v3 group"
         raise StitchsafeError(f"the input {group!r} {what}; {_HINT}.")
     parts = [p for p in image.strip("/").split("/") if p and p not in (".", "..")]
-    img_node = zarr_node(os.path.join(group, *parts)) if parts else None
+    img_node = zarr_node(os.path.join(group, *parts)) if parts else node  # "": the root
     if img_node is None or img_node[0] != "group":
         raise StitchsafeError(
             f"{group!r} holds no embeddings image {'/'.join(parts)!r} (the embeddings array "
@@ -207,8 +208,8 @@ def write_labels(
         stats = _label_into(spec, source, place, params, max_id=max_id, runner=runner)
         done = {"complete": True, "objects": stats.objects, "seconds": round(stats.seconds, 3)}
         mark_complete(spec, {**attrs, **done})
-        if pyramid:
-            write_pyramid(spec, progress=runner.progress)
+        if pyramid:  # as many levels as the image the labels belong to
+            write_pyramid(spec, progress=runner.progress, like=place.home)
     except KeyboardInterrupt as stop:
         # Ctrl-C or SIGTERM: leave at once; the next run clears the scratch group.
         stop.add_note(place.interrupted())

@@ -9,17 +9,18 @@ Three passes over those — fragment tables, links across block faces, relabelli
 growth) — give the labels :func:`stitchsafe.labels.write_labels` would derive from a full
 run's embeddings, identical voxel for voxel. The scratch arrays go when the labels are done.
 
-Layout: a stand-alone OME-Zarr 0.5 label image ``<group>/instances`` (``multiscales`` and
-``image-label`` metadata, so napari opens it as labels), one shard (or chunk) per tile
-write box, with the run's attributes and its done mask, so ``--resume`` works as for embeddings.
+Layout: an OME-Zarr 0.5 label image with ``image-label`` metadata, one shard per tile
+write box, the run's attributes and its done mask (``--resume`` works as for embeddings).
+With a ``home`` (the raw image of an OME-Zarr input in its own container) it goes to
+``<home>/labels/instances``: built in the bookkeeping folder and swapped in whole when
+complete, as :func:`stitchsafe.labels.write_labels` does. Otherwise it stands alone: a new
+container's root, or ``instances`` where an earlier version put it.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ import zarr
 
 from ..engine import PipelineOptions, RunStats, run_plan
 from ..errors import StitchsafeError
-from ..geometry import Box, Plan, Tile
+from ..geometry import Plan, Tile
 from ..io import (
     DoneMask,
     ImageLayout,
@@ -37,17 +38,16 @@ from ..io import (
     PhysicalScale,
     bookkeeping_path,
     create_label_image,
+    create_labels,
     mark_complete,
-    storage_shape,
+    write_pyramid,
 )
-from ._blocks import BlockGrid, BlockRunner, block_runner, face_plane
 from ._blockwise import LabelStats
-from ._instances import first_voxel_order
-from ._merge import FaceLinks, merge_and_relabel
+from ._fragments import label_from_fragments
 from ._params import LabelParams, check_label_dtype, max_label
+from ._swap import LabelPlace
 from ._tile_labels import (
     ExtendedTiles,
-    grow_by_codes,
     labelling_margin,
     lattice_margin,
     tile_fragments,
@@ -57,10 +57,8 @@ __all__ = [
     "CODES",
     "FRAGMENTS",
     "LABELS_IMAGE",
-    "CodeBlocks",
     "LabelsOnlyResult",
     "LabelsOnlyRun",
-    "label_from_fragments",
     "run_labels_only",
 ]
 
@@ -75,8 +73,9 @@ class LabelsOnlyRun:
 
     Attributes
     ----------
-    group
-        The zarr v3 group the label image ``instances`` goes into.
+    group, image
+        The zarr v3 group the label image goes into, and its path there: ``instances``, or
+        ``""`` (the root) in a container the run makes.
     params
         The labelling parameters.
     attributes
@@ -93,6 +92,16 @@ class LabelsOnlyRun:
     physical
         Voxel size, units and translation of the volume, written into the label image's
         metadata; ``None``: voxel size 1, no unit.
+    image
+        Where the label image is written in place (without ``home``).
+    home
+        The raw image (path in ``group``) the labels belong to: the label image goes to
+        ``<home>/labels/<LABELS_IMAGE>``, built in the bookkeeping folder and swapped in
+        whole when complete (:class:`~stitchsafe.labels.LabelPlace`; ``image`` is then
+        not used). ``previous`` is then the label image being built, or the complete one.
+    pyramid
+        With ``home``: write the label image's levels (as many as ``home`` has) before
+        it is swapped in.
     """
 
     group: str
@@ -103,6 +112,9 @@ class LabelsOnlyRun:
     check_previous: Callable[[dict[str, Any]], None] | None = None
     overwrite: bool = False
     physical: PhysicalScale | None = None
+    image: str = LABELS_IMAGE
+    home: str | None = None
+    pyramid: bool = False
 
     def __post_init__(self) -> None:
         check_label_dtype(self.label_dtype)
@@ -121,10 +133,11 @@ class LabelsOnlyResult:
 
 @dataclass(frozen=True)
 class _Scratch:
-    """A labels-only run's label image, its two scratch arrays, its done mask, the tiles
-    left to compute (None: all)."""
+    """A labels-only run's label image, scratch arrays, done mask, tiles left (None: all),
+    and the image (path in the group) whose bookkeeping holds them."""
 
     spec: OutputSpec
+    book: str
     fragments: Any
     codes: Any
     done: DoneMask
@@ -140,7 +153,7 @@ def run_labels_only(
     options: PipelineOptions,
     transform: Any = None,
 ) -> LabelsOnlyResult:
-    """Compute ``plan``'s tiles and write only their instance labels to ``group/instances``.
+    """Compute ``plan``'s tiles and write only their instance labels to ``run.image``.
 
     Parameters
     ----------
@@ -156,8 +169,9 @@ def run_labels_only(
     """
     margin = _tile_margin(plan, run.params)
     attrs = {**run.attributes, "labels_only": True, "label_margin": list(margin)}
+    place = None if run.home is None else LabelPlace(run.group, run.home, LABELS_IMAGE)
     if run.previous is None:
-        scratch = _create_scratch(plan, run, attrs)
+        scratch = _create_scratch(plan, run, attrs, place)
     else:
         spec, stored = run.previous
         if run.check_previous is not None:
@@ -167,14 +181,14 @@ def run_labels_only(
             objects = int(stored.get("objects", 0))
             empty = LabelStats(0, 0, 0, 0.0)
             return LabelsOnlyResult(spec, 0, objects, str(options.device), empty)
-        scratch = _reopen_scratch(spec, plan, options.batch_size)
+        scratch = _reopen_scratch(spec, plan, options.batch_size, place)
     stats = _compute_tiles(volume, model, plan, run, scratch, margin, options, transform)
     spec = scratch.spec
     try:
         label_stats = label_from_fragments(
             scratch.fragments,
             scratch.codes,
-            _array(spec, "0", create=False),
+            zarr.open_array(store=os.path.join(spec.group, *spec.array.split("/")), mode="r+"),
             params=run.params,
             progress=options.progress,
         )
@@ -185,17 +199,29 @@ def run_labels_only(
             "labels it again from them."
         )
         raise
-    _finish(spec, attrs, stats.seconds + label_stats.seconds, label_stats.objects)
+    _finish(scratch, attrs, stats.seconds + label_stats.seconds, label_stats.objects)
+    spec = _swap_in(spec, place, pyramid=run.pyramid, progress=options.progress)
     return LabelsOnlyResult(spec, stats.tiles, label_stats.objects, stats.device, label_stats)
 
 
-def _finish(spec: OutputSpec, attrs: dict[str, Any], seconds: float, objects: int) -> None:
+def _swap_in(
+    spec: OutputSpec, place: LabelPlace | None, *, pyramid: bool, progress: bool
+) -> OutputSpec:
+    """The complete label image ``spec``, moved to ``place`` if it was built there (with
+    its levels first, as many as the raw image's: labels and levels appear together)."""
+    if place is None:
+        return spec
+    if pyramid:
+        write_pyramid(spec, progress=progress, like=place.home)
+    return place.swap_in()
+
+
+def _finish(scratch: _Scratch, attrs: dict[str, Any], seconds: float, objects: int) -> None:
     """Remove the scratch arrays and mark the label image complete."""
     for name in (FRAGMENTS, CODES):
-        shutil.rmtree(_scratch_path(spec, name), ignore_errors=True)
-    mark_complete(
-        spec, {**attrs, "complete": True, "objects": objects, "seconds": round(seconds, 3)}
-    )
+        shutil.rmtree(_scratch_path(scratch.spec.group, scratch.book, name), ignore_errors=True)
+    done = {"complete": True, "objects": objects, "seconds": round(seconds, 3)}
+    mark_complete(scratch.spec, {**attrs, **done})
 
 
 def _tile_margin(plan: Plan, params: LabelParams) -> tuple[int, ...]:
@@ -211,8 +237,12 @@ def _tile_margin(plan: Plan, params: LabelParams) -> tuple[int, ...]:
     return margin
 
 
-def _create_scratch(plan: Plan, run: LabelsOnlyRun, attrs: dict[str, Any]) -> _Scratch:
-    """A new label image (marked incomplete), its scratch arrays and done mask."""
+def _create_scratch(
+    plan: Plan, run: LabelsOnlyRun, attrs: dict[str, Any], place: LabelPlace | None
+) -> _Scratch:
+    """A new label image (marked incomplete), its scratch arrays and done mask: in place,
+    or (``place``) built in the bookkeeping folder, with its bookkeeping under the label
+    image's final path."""
     physical = run.physical or PhysicalScale.default(len(plan.volume_shape))
     layout = ImageLayout(
         shape=plan.volume_shape,
@@ -224,34 +254,44 @@ def _create_scratch(plan: Plan, run: LabelsOnlyRun, attrs: dict[str, Any]) -> _S
         units=physical.units,
         translation=physical.translation,
     )
-    spec = create_label_image(run.group, layout, image=LABELS_IMAGE, overwrite=run.overwrite)
+    if place is None:
+        spec = create_label_image(run.group, layout, image=run.image, overwrite=run.overwrite)
+        book = spec.image
+    else:  # old labels (refused without overwrite) stay until the new ones are complete
+        place.prepare(overwrite=run.overwrite)
+        spec = create_labels(run.group, layout, image=place.scratch, name=place.name)
+        book = place.final
     return _Scratch(
         spec,
-        _array(spec, FRAGMENTS, create=True, dtype=run.label_dtype),
-        _array(spec, CODES, create=True),
-        DoneMask.create(spec.group, spec.image, plan.grid_shape),
+        book,
+        _array(spec, book, FRAGMENTS, create=True, dtype=run.label_dtype),
+        _array(spec, book, CODES, create=True),
+        DoneMask.create(spec.group, book, plan.grid_shape),
         None,
     )
 
 
-def _reopen_scratch(spec: OutputSpec, plan: Plan, batch_size: int) -> _Scratch:
+def _reopen_scratch(
+    spec: OutputSpec, plan: Plan, batch_size: int, place: LabelPlace | None
+) -> _Scratch:
     """An interrupted run's scratch arrays and done mask, and the tiles it left (in batches)."""
-    fragments = _array(spec, FRAGMENTS, create=False)
-    codes = _array(spec, CODES, create=False)
-    done = DoneMask.open(spec.group, spec.image, plan.grid_shape)
-    return _Scratch(spec, fragments, codes, done, done.remaining(plan, batch_size))
+    book = spec.image if place is None else place.final
+    fragments = _array(spec, book, FRAGMENTS, create=False)
+    codes = _array(spec, book, CODES, create=False)
+    done = DoneMask.open(spec.group, book, plan.grid_shape)
+    return _Scratch(spec, book, fragments, codes, done, done.remaining(plan, batch_size))
 
 
-def _scratch_path(spec: OutputSpec, name: str) -> str:
-    """The scratch array ``name``: in the bookkeeping folder, or in the label image where
-    an interrupted run of an earlier version left it."""
-    legacy = os.path.join(spec.group, *spec.image.split("/"), name)
-    return legacy if os.path.exists(legacy) else bookkeeping_path(spec.group, spec.image, name)
+def _scratch_path(group: str, book: str, name: str) -> str:
+    """The scratch array ``name`` in the bookkeeping of the image ``book``, or in that
+    label image where an interrupted run of an earlier version left it."""
+    legacy = os.path.join(group, *book.split("/"), name)
+    return legacy if os.path.exists(legacy) else bookkeeping_path(group, book, name)
 
 
-def _array(spec: OutputSpec, name: str, *, create: bool, dtype: str = "uint32") -> Any:
+def _array(spec: OutputSpec, book: str, name: str, *, create: bool, dtype: str = "uint32") -> Any:
     """The scratch array ``name`` of the label image; new (like level 0) or opened."""
-    path = _scratch_path(spec, name)
+    path = _scratch_path(spec.group, book, name)
     if not create:
         return zarr.open_array(store=path, mode="r+")
     out = zarr.open_array(store=os.path.join(spec.group, *spec.array.split("/")), mode="r")
@@ -320,80 +360,3 @@ def _compute_tiles(
         )
     finally:
         scratch.done.flush()  # what finished is kept, whatever stopped the run
-
-
-@dataclass(frozen=True)
-class CodeBlocks:
-    """A labels-only run's voxel codes read block by block: the links across a block's
-    faces and the growth of a window's labels (:mod:`stitchsafe.labels`)."""
-
-    codes: Any
-    grid: BlockGrid
-    grow_steps: int
-
-    def face_links(self, i: int) -> FaceLinks:
-        """Which pairs across block ``i``'s faces are linked: its link bits."""
-        box = self.grid.boxes[i]
-
-        def linked(axis: int, hi_box: Box, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-            slab = face_plane(box, axis, box.end[axis] - 1)
-            bits = (np.asarray(self.codes[slab.to_slices()]).squeeze(axis) >> (1 + axis)) & 1
-            return (bits > 0) & (lo > 0) & (hi > 0)
-
-        return linked
-
-    def grow(self, labels: np.ndarray, window: Box) -> np.ndarray:
-        """``labels`` of ``window`` grown in the growth order of its codes."""
-        return grow_by_codes(labels, np.asarray(self.codes[window.to_slices()]), self.grow_steps)
-
-
-def label_from_fragments(
-    fragments: Any,
-    codes: Any,
-    out: Any,
-    *,
-    params: LabelParams,
-    runner: BlockRunner | None = None,
-    **run: Any,
-) -> LabelStats:
-    """Merge block-local ``fragments`` across faces and relabel (and grow) into ``out``.
-
-    The passes of :func:`stitchsafe.labels.label_blocks` after its components pass,
-    reading the links and growth order from ``codes`` instead of embeddings. All three
-    arrays share the block grid (``out``'s shards, or chunks). ``runner`` and the keywords
-    ``num_workers`` and ``progress`` are those of :class:`~stitchsafe.labels.BlockRunner`.
-    """
-    start = time.perf_counter()
-    runner = block_runner(runner, run, "label_from_fragments")
-    grid = BlockGrid(tuple(out.shape), storage_shape(out) or tuple(out.shape))
-    table = functools.partial(_fragment_table, fragments, grid)
-    tables = runner(table, len(grid), "labels: fragments")
-    objects, count = merge_and_relabel(
-        fragments,
-        out,
-        tables,
-        grid=grid,
-        params=params,
-        limit=max_label(np.dtype(out.dtype)),
-        runner=runner,
-        source=CodeBlocks(codes, grid, params.grow),
-    )
-    return LabelStats(
-        objects=objects,
-        fragments=count,
-        blocks=len(grid),
-        seconds=time.perf_counter() - start,
-    )
-
-
-def _fragment_table(fragments: Any, grid: BlockGrid, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """Block ``i``'s fragment sizes and global first voxels, from its local ids."""
-    box = grid.boxes[i]
-    flat = np.asarray(fragments[box.to_slices()]).reshape(-1).astype(np.int64)
-    count = int(flat.max()) if flat.size else 0
-    if count == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    # label_block numbers fragments by first voxel, so this only finds those voxels.
-    flat, first_local = first_voxel_order(flat, count)
-    sizes = np.bincount(flat, minlength=count + 1)[1:].astype(np.int64)
-    return sizes, grid.global_index(i, first_local)

@@ -10,7 +10,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..engine import open_executor, parse_scheduler
-from ..io import OutputLock, PhysicalSettings, refuse_replacing_reads, zarr_node
+from ..io import (
+    EMBEDDINGS,
+    OutputLock,
+    PhysicalSettings,
+    inner_path,
+    labels_of,
+    refuse_replacing_reads,
+    zarr_node,
+)
 from ._labelling import LABELS_NAME, open_embeddings, write_labels
 from ._settings import LabelSettings
 
@@ -54,7 +62,7 @@ class SegmentResult:
 def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettings at once
     input: PathLike,
     *,
-    image: str = "embeddings",
+    image: str | None = None,
     threshold: float | None = None,
     min_size: int | None = None,
     foreground_threshold: float | None = None,
@@ -81,7 +89,9 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
     input
         The zarr v3 group predict wrote into (its ``output``).
     image
-        Path of the embeddings image inside ``input``.
+        Path of the embeddings image inside ``input``. Default: the container's root when
+        it is the embeddings image (a container predict made), else ``embeddings``; an
+        ``embeddings`` that is not there means the root too.
     threshold
         Embedding distance below which neighbours join (> 0). Default: stored with the
         embeddings from the model's metadata (``labels.threshold``, else the
@@ -143,7 +153,7 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
             # Before reading: a predict still writing this group must not be reported as
             # "incomplete embeddings", and its labels must not be replaced under it.
             stack.enter_context(OutputLock(group, advice=_WAIT).hold())
-        source = open_embeddings(group, image=image)
+        source = open_embeddings(group, image=_embeddings_image(group, image))
         what = f"the embeddings image {source.image!r} in {source.group!r}"
         source = replace(source, physical=physical.apply(source.physical, source.axes, what))
         params = settings.resolve(
@@ -153,7 +163,7 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
         )
         refuse_replacing_reads(
             source.group,
-            f"{source.image}/labels/{LABELS_NAME}",
+            inner_path(labels_of(source.group, source.image), "labels", LABELS_NAME),
             {"the embeddings": os.path.join(source.group, *source.array.split("/"))},
             overwrite=overwrite,
         )
@@ -179,3 +189,15 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
         seconds=time.perf_counter() - start,
         params=params.to_dict(),
     )
+
+
+def _embeddings_image(group: str, image: str | None) -> str:
+    """``image``, or the root when predict made the container (its root is the embeddings
+    image) and ``image`` is the default ``embeddings`` that it does not hold."""
+    if image not in (None, EMBEDDINGS):
+        return image
+    inside = os.path.join(group, EMBEDDINGS)
+    root = zarr_node(group) if os.path.isdir(group) else None
+    if root is not None and "stitchsafe" in root[2] and not os.path.isdir(inside):
+        return ""
+    return EMBEDDINGS

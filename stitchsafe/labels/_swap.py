@@ -5,7 +5,10 @@ The new label image is built at ``.stitchsafe/<image>/new-labels/labels/<name>``
 container's bookkeeping folder (:func:`stitchsafe.io.bookkeeping_path`: outside every
 OME-Zarr image, so no reader takes it for one; the same depth below the scratch group as
 below the image at its final place, so its relative OME-Zarr metadata holds), marked
-complete there, and only then moved to ``<image>/labels/<name>``:
+complete there, and only then moved to ``<home>/labels/<name>``, where ``<home>`` is the
+image the labels belong to (:func:`stitchsafe.io.labels_of`: the raw image of an OME-Zarr
+input in its own container, else the embeddings image itself, the container's root in a
+container stitchsafe made):
 
 1. the old label image (if any) is renamed into the scratch group,
 2. the new one is renamed into its place (a rename on one file system: all or nothing),
@@ -23,13 +26,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import zarr
 
 from ..errors import StitchsafeError
-from ..io import OutputSpec, bookkeeping_path, zarr_node
+from ..io import OutputSpec, bookkeeping_path, inner_path, labels_of, zarr_node
 
 __all__ = ["NEW_LABELS", "LabelPlace"]
 
@@ -44,8 +47,12 @@ _OLD = "previous-"
 
 @dataclass(frozen=True)
 class LabelPlace:
-    """Where the label image ``name`` of ``image`` (in the zarr v3 ``group``) goes, and
-    where it is built until it is complete.
+    """Where the label image ``name`` derived from the embeddings image ``image`` (in the
+    zarr v3 ``group``) goes, and where it is built until it is complete.
+
+    ``home`` is the image whose ``labels`` group receives it, read once from the
+    embeddings' attributes (:func:`stitchsafe.io.labels_of`); the scratch group is in the
+    embeddings' bookkeeping.
 
     Examples
     --------
@@ -54,6 +61,9 @@ class LabelPlace:
     ('embeddings/labels/instances', '.stitchsafe/embeddings/new-labels')
     >>> place.building
     '.stitchsafe/embeddings/new-labels/labels/instances'
+    >>> root = LabelPlace("out.zarr", "", "instances")
+    >>> root.final, root.scratch
+    ('labels/instances', '.stitchsafe/new-labels')
     >>> LabelPlace("out.zarr", "embeddings", "a/b")
     Traceback (most recent call last):
     ...
@@ -63,15 +73,22 @@ class LabelPlace:
     group: str
     image: str
     name: str
+    home: str = field(init=False)
 
     def __post_init__(self) -> None:
         if "/" in self.name or self.name in ("", ".", "..") or self.name.startswith("__"):
             raise StitchsafeError(f"invalid label image name {self.name!r}; use e.g. 'instances'.")
+        object.__setattr__(self, "home", labels_of(self.group, self.image))
+
+    @property
+    def labels(self) -> str:
+        """The ``labels`` group's path inside ``group``: ``<home>/labels``."""
+        return inner_path(self.home, "labels")
 
     @property
     def final(self) -> str:
-        """The label image's path inside ``group``: ``<image>/labels/<name>``."""
-        return f"{self.image}/labels/{self.name}"
+        """The label image's path inside ``group``: ``<home>/labels/<name>``."""
+        return inner_path(self.labels, self.name)
 
     @property
     def scratch(self) -> str:
@@ -99,10 +116,10 @@ class LabelPlace:
             then (beyond restoring old labels that an interrupted swap set aside).
         """
         self.clear_leftovers()
-        labels_dir = self.path(f"{self.image}/labels")
+        labels_dir = self.path(self.labels)
         if os.path.exists(labels_dir) and (zarr_node(labels_dir) or ())[:2] != ("group", 3):
             raise StitchsafeError(
-                f"{self.image}/labels in {self.group!r} exists but is not a zarr v3 group; "
+                f"{self.labels} in {self.group!r} exists but is not a zarr v3 group; "
                 "move it away to write labels there."
             )
         self._check_existing(overwrite)
@@ -137,7 +154,7 @@ class LabelPlace:
     def clear_leftovers(self) -> None:
         """Finish what an interrupted swap left (old labels put back, or the new ones
         listed), then remove the scratch group (and one an earlier version left)."""
-        for inner in (f"{self.image}/{_LEGACY_NEW_LABELS}", self.scratch):
+        for inner in (inner_path(self.image, _LEGACY_NEW_LABELS), self.scratch):
             self._clear_scratch(self.path(inner))
 
     def _clear_scratch(self, scratch: str) -> None:
@@ -160,7 +177,7 @@ class LabelPlace:
         Returns
         -------
         OutputSpec
-            The label image at ``<image>/labels/<name>``.
+            The label image at ``<home>/labels/<name>``.
         """
         final, new = self.path(self.final), self.path(self.building)
         old = os.path.join(self.path(self.scratch), _OLD + self.name)
@@ -173,7 +190,7 @@ class LabelPlace:
             if not os.path.lexists(final) and os.path.isdir(old):
                 os.rename(old, final)
             raise
-        _list_label(self.path(f"{self.image}/labels"), self.name)
+        _list_label(self.path(self.labels), self.name)
         self.discard()
         return OutputSpec(group=self.group, image=self.final, array=f"{self.final}/0")
 

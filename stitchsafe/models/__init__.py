@@ -34,12 +34,14 @@ from ._save import save_checkpoint, save_export, save_torchscript
 from ._size_scan import DEFAULT_CAP, SizeScan, scan_sizes
 from ._unet import ConvBlock, UNet, UNetConfig, Upsample, build_unet, center_crop
 from ._untrusted import check_export_archive, check_torchscript, untrusted_error
+from .bioimageio import ExportResult, export_bioimageio
 
 __all__ = [
     "BUNDLED",
     "CHECKPOINT_FORMAT",
     "ConvBlock",
     "DEFAULT_CAP",
+    "ExportResult",
     "FORMATS",
     "Lattice",
     "LoadedModel",
@@ -63,6 +65,7 @@ __all__ = [
     "detect_format",
     "dims_from_program",
     "dims_from_weights",
+    "export_bioimageio",
     "load_model",
     "measure_period",
     "metadata_geometry",

@@ -11,21 +11,25 @@ The public :func:`predict` takes convenient keywords and turns them into one
 5. :func:`label_output`: instance labels from the written embeddings.
 
 Labels-only runs (``embeddings=False``) branch after step 2 into
-:func:`stitchsafe.labels.run_labels_only`.
+:func:`stitchsafe.labels.run_labels_only`. :func:`predict_lazy` stops after step 1 and the
+normalisation: the result as a lazy dask array, one block per tile, nothing written.
 """
 
 from __future__ import annotations
 
+from ._lazy import LazyPrediction, predict_lazy
 from ._predict import predict, run_predict
 from ._settings import SPATIAL_AXES, PredictResult, PredictSettings
 from ._steps import PreparedRun, Target
 
 __all__ = [
     "SPATIAL_AXES",
+    "LazyPrediction",
     "PredictResult",
     "PredictSettings",
     "PreparedRun",
     "Target",
     "predict",
+    "predict_lazy",
     "run_predict",
 ]

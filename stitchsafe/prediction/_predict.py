@@ -11,16 +11,20 @@ from ..approximate import ApproximateSettings
 from ..engine import RunSettings, SlurmOptions
 from ..geometry import TilingSettings
 from ..io import (
+    LABELS_OF,
+    InputSelection,
     OutputLock,
     OutputSettings,
     PhysicalSettings,
     check_output_group,
+    list_images,
     mark_complete,
     refuse_replacing_reads,
     write_channel_metadata,
     write_pyramid,
 )
-from ..labels import LABELS_IMAGE, LabelSettings
+from ..labels import LabelSettings
+from ..model import Model
 from ..session import Session, Sources, open_session
 from ._labels_only import predict_labels_only
 from ._settings import PathLike, PredictResult, PredictSettings
@@ -37,7 +41,7 @@ __all__ = ["predict", "run_predict"]
 
 
 def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSettings at once
-    model: PathLike | None,
+    model: PathLike | Model | None,
     input: PathLike,
     *,
     output: PathLike | None = None,
@@ -71,6 +75,9 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
     pyramid: bool = True,
     voxel_size: float | Sequence[float] | str | None = None,
     unit: str | None = None,
+    channel: int | Sequence[int] | str | None = None,
+    timepoint: int | None = None,
+    level: int | None = None,
 ) -> PredictResult:
     """Run ``model`` over ``input`` tile by tile; the result equals one whole-volume pass.
 
@@ -79,8 +86,9 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
     model, input, input_key, tile_shape, pooling_factors, depth, device
         As for :func:`stitchsafe.plan`.
     output
-        Zarr v3 group to write into. Default: the input's own zarr v3 container, or
-        ``<input stem>.stitchsafe.zarr`` beside a TIFF, a bare array or a zarr v2 input.
+        Zarr v3 group to write into. Default: the input's own zarr v3 container (the image
+        ``embeddings``), or ``<input stem>.stitchsafe.zarr`` beside a TIFF, a bare array or
+        a zarr v2 input. A container that predict makes (or made) is the image itself.
     batch_size
         Tiles per forward pass, or ``"auto"``: on a CUDA device (threads scheduler) as many
         tiles as fit half of the free device memory (measured with one small forward pass,
@@ -96,8 +104,9 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
     progress
         Show a progress bar on stderr.
     labels
-        Also write instance labels (see :func:`stitchsafe.segment`) under
-        ``<embeddings image>/labels/instances``.
+        Also write instance labels (see :func:`stitchsafe.segment`) at ``labels/instances``
+        of the image they belong to: the raw image of an OME-Zarr input in its own
+        container, else the embeddings image.
     precision
         ``fp32`` (default; exact to float rounding), ``bf16`` or ``fp16`` (autocast: faster
         on GPUs, but stitched results then differ from a whole-volume pass by ~1e-2).
@@ -130,8 +139,9 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
         scheduler only.
     embeddings
         ``False``: a labels-only run (:mod:`stitchsafe.labels`) — the labels are
-        computed from each tile in memory and written to the stand-alone label image
-        ``<output>/instances``; no embeddings are written. Identical labels, exact; the
+        computed from each tile in memory and written to a stand-alone label image (the
+        container predict makes, or ``instances`` in an existing one); no embeddings are
+        written. Identical labels, exact; the
         ``threads`` scheduler only, float32 embeddings, and not with approximate mode.
     trust_model
         As for :func:`stitchsafe.plan`: let the model file run code of its own when loaded.
@@ -146,6 +156,9 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
         own metadata. Every image written (embeddings, labels) carries the voxel size,
         units and translation in its OME-Zarr ``coordinateTransformations`` and axes; a
         ``resume`` with other values is refused.
+    channel, timepoint, level
+        As for :func:`stitchsafe.plan`: the channels, timepoint and resolution level read;
+        part of the run's fingerprint (``resume`` refuses another selection).
 
     Returns
     -------
@@ -182,17 +195,19 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
         embeddings=embeddings,
         trust_model=trust_model,
         physical=PhysicalSettings(voxel_size=voxel_size, unit=unit),
+        selection=InputSelection.parse(channel, timepoint, level),
     )
     return run_predict(model, input, settings)
 
 
 def run_predict(
-    model: PathLike | None, input: PathLike, settings: PredictSettings
+    model: PathLike | Model | None, input: PathLike, settings: PredictSettings
 ) -> PredictResult:
     """:func:`predict` with its settings already made: the steps, in order."""
     start = time.perf_counter()
+    s = settings
     session = open_session(
-        Sources(model, input, settings.input_key, settings.trust_model, settings.physical),
+        Sources(model, input, s.input_key, s.trust_model, s.physical, s.selection),
         tiling=settings.tiling,
         run=settings.run,
         approximate=settings.approximate,
@@ -208,7 +223,7 @@ def run_predict(
         stack.enter_context(OutputLock(prepared.group).hold())
         refuse_replacing_reads(
             prepared.group,
-            prepared.image if settings.embeddings else LABELS_IMAGE,
+            prepared.image,
             _reads(session),
             overwrite=settings.output.overwrite,
         )
@@ -220,13 +235,16 @@ def run_predict(
         stats = execute(session, prepared, target, executor, settings)
         mark_complete(
             target.spec,
-            {**prepared.attributes, "complete": True, "seconds": round(stats.seconds, 3)},
+            {**target.attributes, "complete": True, "seconds": round(stats.seconds, 3)},
         )
         if settings.output.pyramid:
             write_pyramid(target.spec, progress=settings.run.progress)
         write_channel_metadata(target.spec)
         session.volume.close()
         labels_path, objects = label_output(target.spec, prepared, executor, settings)
+        raw = target.attributes.get(LABELS_OF)
+        if isinstance(raw, str):  # the input's container: its root lists raw + embeddings
+            list_images(target.spec.group, [raw, target.spec.image])
     return PredictResult(
         output=target.spec.group,
         embeddings=target.spec.array,

@@ -10,7 +10,7 @@ from ..approximate import ApproximateSettings
 from ..engine import RunSettings, SlurmOptions
 from ..errors import StitchsafeError
 from ..geometry import TilingSettings
-from ..io import OutputSettings, PhysicalSettings
+from ..io import InputSelection, OutputSettings, PhysicalSettings
 from ..labels import LabelSettings
 from ..session import PlanResult
 
@@ -28,7 +28,8 @@ class PredictSettings:
     ``labels``/``embeddings`` say what is written; ``cluster`` starts SLURM workers instead
     of ``run.scheduler``; ``trust_model`` lets the model file run code of its own when it is
     loaded (here and on the workers); ``physical`` (``--voxel-size``, ``--unit``) replaces
-    the input's own voxel size or unit in what is written.
+    the input's own voxel size or unit in what is written; ``selection`` (``--channel``,
+    ``--timepoint``, ``--level``) says what of the input is read.
     """
 
     input_key: str | None = None
@@ -42,6 +43,7 @@ class PredictSettings:
     embeddings: bool = True
     trust_model: bool = False
     physical: PhysicalSettings = PhysicalSettings()
+    selection: InputSelection = InputSelection()
 
     def __post_init__(self) -> None:
         if not self.embeddings:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Any
-
-import zarr
 
 from ..engine import (
     Normalization,
@@ -26,16 +24,16 @@ from ..engine import (
 from ..errors import StitchsafeError
 from ..geometry import Tile
 from ..io import (
+    LABELS_OF,
     TILE_ARRAY,
     DoneMask,
     OutputSpec,
     check_fingerprint,
     clear_partial_writes,
-    default_output_location,
     existing_done_mask,
-    fallback_note,
     file_sha256,
     input_identity,
+    input_image_path,
     prepare_output,
     run_fingerprint,
     with_sources,
@@ -47,6 +45,7 @@ from ..labels import (
     write_labels,
 )
 from ..session import Session, session_normalization
+from ._location import output_location, previous_run, refuse_foreign_labels
 from ._settings import SPATIAL_AXES, PredictSettings
 
 __all__ = [
@@ -58,7 +57,6 @@ __all__ = [
     "open_workers",
     "pipeline_options",
     "prepare_run",
-    "previous_run",
     "refuse_remote_approximate",
 ]
 
@@ -79,11 +77,13 @@ class PreparedRun:
 
 @dataclass(frozen=True)
 class Target:
-    """Step 3 of :func:`run_predict`: the output image, its done-mask, the tiles to run."""
+    """Step 3 of :func:`run_predict`: the output image, its done-mask, the tiles to run,
+    and the attributes it gets when complete."""
 
     spec: OutputSpec
     done: DoneMask
     todo: Sequence[Tile] | None
+    attributes: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 # How predict continues after its workers were lost (engine.WorkersLost), per stage.
@@ -121,7 +121,7 @@ def prepare_run(session: Session, settings: PredictSettings) -> PreparedRun:
     # Bad label flags fail now, before the network runs.
     params = settings.label.resolve(defaults, roles, channels=session.geometry.channels_out)
     norm = session_normalization(session.model, session.volume, settings.run.normalize)
-    group, image = _output_location(session, settings)
+    group, image = output_location(session, settings)
     if settings.remote:
         group = os.path.abspath(group)  # workers write here from their own directories
     model_sha256, fingerprint = _run_fingerprint(session, settings, norm)
@@ -138,21 +138,14 @@ def prepare_run(session: Session, settings: PredictSettings) -> PreparedRun:
     if settings.embeddings:
         # The embeddings' tiles write level 0: a resume checks its chunks against the mask.
         attributes[TILE_ARRAY] = "0"
+        raw = input_image_path(session.volume, group)
+        if raw is not None:  # the labels belong to the raw image, in its labels/ group
+            attributes[LABELS_OF] = raw
+            if settings.labels:
+                refuse_foreign_labels(group, raw)
     return PreparedRun(
         params, norm, group, image, model_sha256, fingerprint, attributes, batch_size
     )
-
-
-def _output_location(session: Session, settings: PredictSettings) -> tuple[str, str]:
-    """``--output``, or the default place (:func:`stitchsafe.io.default_output_location`);
-    a note on the session's plan says so when a read-only input container moved it."""
-    if settings.output.output is not None:
-        return os.fspath(settings.output.output), "embeddings"
-    group, image = default_output_location(session.volume)
-    note = fallback_note(session.volume, group)
-    if note is not None:
-        session.result = replace(session.result, notes=(*session.result.notes, note))
-    return group, image
 
 
 def _run_fingerprint(
@@ -214,22 +207,6 @@ def _batch_size(session: Session, settings: PredictSettings) -> int:
     return auto_batch_size(budget, plan.read_shape, len(plan))
 
 
-def previous_run(group: str, image: str) -> tuple[OutputSpec, dict[str, Any]] | None:
-    """The output image an interrupted run left at ``group/image``, with its attributes."""
-    path = os.path.join(group, *image.split("/"))
-    if not os.path.exists(os.path.join(path, "zarr.json")):
-        return None
-    try:
-        attrs = zarr.open_group(store=path, mode="r").attrs.asdict().get("stitchsafe")
-    except Exception:  # noqa: BLE001 - unreadable: not ours to resume
-        attrs = None
-    if not isinstance(attrs, dict):
-        raise StitchsafeError(
-            f"{path} exists but was not written by stitchsafe; choose another --output."
-        )
-    return OutputSpec(group=group, image=image, array=f"{image}/0"), attrs
-
-
 def open_target(session: Session, prepared: PreparedRun, settings: PredictSettings) -> Target:
     """A new output image, or the interrupted one to continue (its fingerprint checked).
 
@@ -258,12 +235,18 @@ def open_target(session: Session, prepared: PreparedRun, settings: PredictSettin
             units=physical.units,
             translation=physical.translation,
         )
-        return Target(spec, DoneMask.create(spec.group, spec.image, the_plan.grid_shape), None)
+        done = DoneMask.create(spec.group, spec.image, the_plan.grid_shape)
+        return Target(spec, done, None, prepared.attributes)
     spec, stored = previous
-    check_fingerprint(stored.get("run"), prepared.fingerprint, f"{group}/{image}")
+    where = os.path.join(group, image) if image else group
+    check_fingerprint(stored.get("run"), prepared.fingerprint, where)
     done = DoneMask.open(spec.group, spec.image, the_plan.grid_shape)
+    # An output of an earlier version keeps its labels where it had them (under itself).
+    attributes = dict(prepared.attributes)
+    if LABELS_OF not in stored:
+        attributes.pop(LABELS_OF, None)
     # Labels from before the interruption (if any) are derived anew afterwards.
-    return Target(spec, done, done.remaining(the_plan, prepared.batch_size))
+    return Target(spec, done, done.remaining(the_plan, prepared.batch_size), attributes)
 
 
 def _made(group: str, image: str) -> bool:

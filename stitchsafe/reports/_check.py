@@ -31,6 +31,8 @@ from ..approximate import ApproximateSettings
 from ..engine import RunSettings, default_max_input_voxels
 from ..errors import StitchsafeError
 from ..geometry import TilingSettings
+from ..io import InputSelection
+from ..model import Model
 from ..session import Session, Sources, open_session
 from ._crop import MAX_CROP_INPUT_VOXELS, CropPlans, centred_crop, crop_plans
 from ._deviation import measure_deviation
@@ -46,7 +48,7 @@ PathLike = str | os.PathLike[str]
 
 
 def check_stitching(  # noqa: PLR0913 - the public keywords; they become settings values at once
-    model: PathLike | None,
+    model: PathLike | Model | None,
     input: PathLike,
     *,
     input_key: str | None = None,
@@ -63,6 +65,9 @@ def check_stitching(  # noqa: PLR0913 - the public keywords; they become setting
     allow_approximate: bool = False,
     tolerance: float | None = None,
     trust_model: bool = False,
+    channel: int | Sequence[int] | str | None = None,
+    timepoint: int | None = None,
+    level: int | None = None,
 ) -> CheckResult:
     """Compare stitched tiles with one whole-volume pass on a centred crop of ``input``.
 
@@ -70,6 +75,8 @@ def check_stitching(  # noqa: PLR0913 - the public keywords; they become setting
     ----------
     model, input, input_key, pooling_factors, depth, device, trust_model
         As for :func:`stitchsafe.plan` (``model=None``: the bundled model).
+    channel, timepoint, level
+        As for :func:`stitchsafe.plan`: the channels, timepoint and resolution level read.
     crop
         Spatial shape of the centred crop, e.g. ``(64, 256, 256)`` or ``128`` for all axes
         (clipped to the volume). Default: the whole volume if its forward pass reads at
@@ -111,9 +118,10 @@ def check_stitching(  # noqa: PLR0913 - the public keywords; they become setting
     _check_picture(picture)
     tiling = TilingSettings(tile_shape=tile_shape, pooling_factors=pooling_factors, depth=depth)
     approximate = ApproximateSettings(allow=allow_approximate, tolerance=tolerance)
+    selection = InputSelection.parse(channel, timepoint, level)
     start = time.perf_counter()
     session = open_session(
-        Sources(model, input, input_key, trust_model),
+        Sources(model, input, input_key, trust_model, selection=selection),
         tiling=tiling,
         run=run,
         approximate=approximate,

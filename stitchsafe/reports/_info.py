@@ -19,11 +19,14 @@ import zarr
 
 from ..errors import StitchsafeError
 from ..io import (
+    BOOKKEEPING,
     PhysicalScale,
     Pyramid,
     done_mask_path,
     existing_done_mask,
     image_axes,
+    inner_path,
+    labels_of,
     read_pyramid,
     zarr_node,
 )
@@ -44,12 +47,15 @@ def _is_output_image(attrs: dict[str, Any]) -> bool:
 
 
 def find_images(group: str | os.PathLike[str]) -> list[str]:
-    """Paths (inside ``group``) of the image groups that ``predict`` wrote, sorted.
+    """Paths (inside ``group``) of the image groups that ``predict`` wrote, sorted: ``""``
+    first when the group's root is one (a container that predict made).
 
-    Arrays and non-zarr directories are not descended into, nor are the images found.
+    Arrays and non-zarr directories are not descended into, nor are the images found
+    (below the root image too, only its ``labels`` are).
     """
     root = os.fspath(group)
-    found: list[str] = []
+    node = zarr_node(root) if os.path.isdir(root) else None
+    found: list[str] = [""] if node is not None and _is_output_image(node[2]) else []
     for here, dirs, _files in os.walk(root):
         depth = 0 if here == root else os.path.relpath(here, root).count(os.sep) + 1
         keep = []
@@ -77,6 +83,10 @@ def _locate(path: str, image: str | None) -> tuple[str, str]:
         return path, _named_image(path, image)
     if _is_output_image(node[2]):
         parent, name = os.path.split(os.path.normpath(path))
+        above = zarr_node(parent or ".")
+        made = os.path.isdir(os.path.join(path, BOOKKEEPING))  # its own bookkeeping
+        if made or above is None or above[0] != "group":  # the container is the image
+            return path, ""
         return parent or ".", name
     return path, _only_image(path)
 
@@ -84,7 +94,7 @@ def _locate(path: str, image: str | None) -> tuple[str, str]:
 def _named_image(path: str, image: str) -> str:
     """``image`` (``--image``) cleaned up, if it is an output image inside ``path``."""
     parts = [p for p in image.strip("/").split("/") if p and p not in (".", "..")]
-    inner = zarr_node(os.path.join(path, *parts)) if parts else None
+    inner = zarr_node(os.path.join(path, *parts))
     if inner is None or not _is_output_image(inner[2]):
         others = find_images(path)
         listed = f" It holds: {', '.join(others)}." if others else ""
@@ -103,12 +113,14 @@ def _only_image(path: str) -> str:
             f"{path!r} holds no output written by stitchsafe predict (no image group with a "
             f"stitchsafe plan in its attributes); {_HINT}."
         )
-    if len(images) > 1 and "embeddings" not in images:
-        raise StitchsafeError(
-            f"{path!r} holds several stitchsafe outputs ({', '.join(images)}); choose one with "
-            "--image."
-        )
-    return "embeddings" if len(images) > 1 else images[0]
+    if len(images) == 1:
+        return images[0]
+    for preferred in ("", "embeddings"):  # the root image, else predict's default name
+        if preferred in images:
+            return preferred
+    raise StitchsafeError(
+        f"{path!r} holds several stitchsafe outputs ({', '.join(images)}); choose one with --image."
+    )
 
 
 def _array_info(group: str, inner: str) -> ArrayInfo | None:
@@ -145,8 +157,10 @@ def _level0(attrs: dict[str, Any]) -> str:
 
 
 def _labels(group: str, image: str) -> list[LabelsInfo]:
-    """The label images listed in ``<image>/labels``."""
-    labels_dir = os.path.join(group, *image.split("/"), "labels")
+    """The label images listed in the ``labels`` group of the image they belong to
+    (:func:`stitchsafe.io.labels_of`: the raw image's, or ``image``'s own)."""
+    home = inner_path(labels_of(group, image), "labels")
+    labels_dir = os.path.join(group, *home.split("/"))
     node = zarr_node(labels_dir) if os.path.isdir(labels_dir) else None
     if node is None or node[0] != "group":
         return []
@@ -158,8 +172,10 @@ def _labels(group: str, image: str) -> list[LabelsInfo]:
         if label_node is None or label_node[0] != "group":
             continue
         attrs = label_node[2]
+        if home != inner_path(image, "labels") and "stitchsafe" not in attrs:
+            continue  # the raw image's own labels, not derived from these embeddings
         s: dict[str, Any] = attrs["stitchsafe"] if isinstance(attrs.get("stitchsafe"), dict) else {}
-        array = f"{image}/labels/{name}/{_level0(attrs)}"
+        array = inner_path(home, name, _level0(attrs))
         physical = _physical(attrs, array, _ndim(group, array), 0)
         out.append(LabelsInfo.from_record(name, array, s, physical))
     return out
@@ -251,13 +267,14 @@ def read_info(path: str | os.PathLike[str], *, image: str | None = None) -> Outp
     stored_plan = dict(s.get("plan") or {})
     run: dict[str, Any] = s["run"] if isinstance(s.get("run"), dict) else {}
     labels = _labels(group, image)
-    inner = [f"{image}/{_level0(attrs)}", _done_mask(group, image), *(lab.array for lab in labels)]
+    level0 = inner_path(image, _level0(attrs))
+    inner = [level0, _done_mask(group, image), *(lab.array for lab in labels)]
     arrays = [_array_info(group, a) for a in inner]
     ndim = None if arrays[0] is None else len(arrays[0].shape)
     physical = _physical(attrs, image, ndim, 0 if s.get("labels_only") else 1)
     if s.get("labels_only"):
         # A labels-only run (predict --no-embeddings): the image is the labels themselves.
-        record = LabelsInfo.from_record(image, f"{image}/{_level0(attrs)}", s, physical)
+        record = LabelsInfo.from_record(image or "instances", level0, s, physical)
         labels = [record, *labels]
     tiles_done, tiles_total = _tiles(group, image, stored_plan.get("tiles"))
     seconds, complete = s.get("seconds"), s.get("complete")
@@ -277,7 +294,7 @@ def read_info(path: str | os.PathLike[str], *, image: str | None = None) -> Outp
         labels=tuple(labels),
         approximate=s.get("approximate"),
         physical=physical,
-        pyramids=_pyramids(group, [image, *(lab.array.rsplit("/", 1)[0] for lab in labels)]),
+        pyramids=_pyramids(group, [image, *(lab.array.rpartition("/")[0] for lab in labels)]),
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..io import PhysicalScale, Pyramid
+from ..io import InputSelection, PhysicalScale, Pyramid
 
 __all__ = ["ArrayInfo", "LabelsInfo", "OutputInfo"]
 
@@ -55,7 +55,7 @@ class ArrayInfo:
 
 @dataclass(frozen=True)
 class LabelsInfo:
-    """One label image beside the embeddings (``<image>/labels/<name>``), with its voxel
+    """One label image (``<image>/labels/<name>`` of the image it belongs to), with its voxel
     size, units and translation (``None`` when its metadata is unreadable)."""
 
     name: str
@@ -107,7 +107,8 @@ class OutputInfo:
     Attributes
     ----------
     group, image
-        The output group's path and the image's path inside it.
+        The output group's path and the image's path inside it (``""``: the group's root
+        is the image, in a container that predict made).
     arrays
         Embeddings, done mask and label arrays.
     plan
@@ -174,9 +175,10 @@ class OutputInfo:
         """Human-readable report (what ``stitchsafe info`` prints)."""
         state = {True: "complete", False: "INCOMPLETE", None: "completeness unknown"}
         rows = [*self._run_rows(), self._exactness_row(), *self._label_rows()]
-        rows += [("pyramid", f"{p.image}: {p.describe()}") for p in self.pyramids]
+        rows += [("pyramid", f"{p.image or '(root)'}: {p.describe()}") for p in self.pyramids]
         width = max(len(k) for k, _ in [*rows, ("arrays", "")])
-        lines = [f"stitchsafe output {self.group}, image {self.image}: {state[self.complete]}"]
+        image = self.image or "(the container's root)"
+        lines = [f"stitchsafe output {self.group}, image {image}: {state[self.complete]}"]
         lines.append("  arrays")
         lines += self._array_lines()
         lines += [f"  {k:<{width}}  {v}" for k, v in rows]
@@ -199,8 +201,13 @@ class OutputInfo:
         where = f"{m.get('path')} ({m.get('format')}, geometry from {m.get('geometry_source')})"
         rows += [("model", where), ("model sha256", str(m.get("sha256")))]
         if self.input:
+            chosen = InputSelection.from_dict(self.input.get("selection"))
+            picked = "" if chosen.is_default else f" ({chosen.describe()})"
             rows.append(
-                ("input", f"{self.input.get('path')}, {self.input.get('channels')} channel(s)")
+                (
+                    "input",
+                    f"{self.input.get('path')}, {self.input.get('channels')} channel(s){picked}",
+                )
             )
         if self.physical is not None:
             rows.append(("voxel size", self.physical.describe()))

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..io import PhysicalScale
+from ..io import InputSelection, PhysicalScale
 
 __all__ = ["describe_plan"]
+
+
+def _selection_rows(selection: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The row ``selection  channel 1; timepoint 2`` when --channel/--timepoint/--level
+    chose part of the input; none otherwise."""
+    chosen = InputSelection.from_dict(selection)
+    return [] if chosen.is_default else [("selection", chosen.describe())]
 
 
 def describe_plan(d: dict[str, Any]) -> str:
@@ -21,6 +28,7 @@ def describe_plan(d: dict[str, Any]) -> str:
             f"{d['model']['path']} ({d['model']['format']}, geometry from {d['geometry_source']})",
         ),
         ("volume", f"{fmt(d['volume_shape'])}, {d['input']['channels']} channel(s)"),
+        *_selection_rows(d["input"].get("selection")),
         *([("voxel size", PhysicalScale(**d["physical"]).describe())] if d.get("physical") else []),
         ("period", fmt(d["period"])),
         ("halo (lo, hi)", ", ".join(f"({lo}, {hi})" for lo, hi in d["halo"])),

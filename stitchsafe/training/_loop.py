@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,10 +18,10 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..engine import cpu_count
 from ..errors import StitchsafeError
+from ..progress import progress_bar
 from ._data import augment, sample_origin
 from ._losses import DiscriminativeLoss
 from ._settings import TrainingSettings
@@ -103,13 +102,7 @@ def fit(
     start = time.perf_counter()
     with (
         open(settings.log_path, "w", encoding="utf-8") as log,
-        tqdm(
-            total=iterations,
-            desc="train",
-            unit="it",
-            file=sys.stderr,
-            disable=not settings.progress,
-        ) as bar,
+        progress_bar(iterations, desc="train", unit="step", enabled=settings.progress) as bar,
     ):
         for it in range(1, iterations + 1):
             values = _step(net, batches, loss_fn, optimiser, schedule)

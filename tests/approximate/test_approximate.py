@@ -76,7 +76,7 @@ def _deviation_from_whole_pass(inp: Path, out: Path, attrs: dict[str, Any]) -> d
         pad_mode=attrs["pad_mode"],
         transform=Normalization.from_dict(attrs["normalization"]),
     )
-    stitched = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    stitched = np.asarray(zarr.open_array(out / "0", mode="r"))
     assert stitched.shape == whole.shape
     diff = np.abs(stitched - whole) / np.abs(whole).max()
     band = np.ones(diff.shape[1:], bool)
@@ -139,7 +139,7 @@ def test_predict_stays_within_the_tolerance(
         note = next(line for line in proc.stderr.splitlines() if "APPROXIMATE" in line)
         assert f"{a['measured_deviation']:.1e}" in note and f"{tolerance:.0e}" in note
         assert f"Halo ({a['halo'][0][0]}, {a['halo'][1][0]})" in note
-        attrs = zarr.open_group(out / "embeddings", mode="r").attrs.asdict()["stitchsafe"]
+        attrs = zarr.open_group(out, mode="r").attrs.asdict()["stitchsafe"]
         assert attrs["approximate"] == a and attrs["run"]["approximate"] == {
             "tolerance": tolerance,
             "border": "inside",

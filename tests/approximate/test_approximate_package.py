@@ -53,7 +53,7 @@ def test_package_test_tensors_are_reproduced(tmp_path: Path, pad_mode: str) -> N
     assert d["normalization"]["method"] == "none"  # the package has no preprocessing
     assert d["plan"]["border"] == "inside" and d["plan"]["tiles"] == 7 * 9
     halo = d["approximate"]["halo"][0][0]
-    stitched = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    stitched = np.asarray(zarr.open_array(out / "0", mode="r"))
     assert stitched.shape == expected.shape
     diff = np.abs(stitched - expected) / np.abs(expected).max()
     band = np.ones(x.shape, bool)

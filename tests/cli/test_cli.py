@@ -107,15 +107,16 @@ def test_predict_json_subprocess(setup: dict[str, Path]) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
-    assert d["output"] == str(out) and d["embeddings"] == "embeddings/0"
+    # The container predict makes is the embeddings image; its labels under it.
+    assert d["output"] == str(out) and d["embeddings"] == "0"
     assert d["tiles"] == 3 * 6 and d["seconds"] > 0
-    assert d["labels"] == "embeddings/labels/instances/0" and d["objects"] >= 1
-    labels = zarr.open_array(out / "embeddings" / "labels" / "instances" / "0", mode="r")
+    assert d["labels"] == "labels/instances/0" and d["objects"] >= 1
+    labels = zarr.open_array(out / "labels" / "instances" / "0", mode="r")
     assert labels.shape == (40, 50) and labels.chunks == (18, 9) and labels.dtype == np.uint32
     assert int(np.asarray(labels).max()) == d["objects"]
-    arr = zarr.open_array(out / "embeddings" / "0", mode="r")
+    arr = zarr.open_array(out / "0", mode="r")
     assert arr.shape == (1, 40, 50) and arr.chunks == (1, 18, 9)
-    attrs = zarr.open_group(out / "embeddings", mode="r").attrs.asdict()
+    attrs = zarr.open_group(out, mode="r").attrs.asdict()
     assert attrs["ome"]["version"] == "0.5"
     assert attrs["stitchsafe"]["complete"] is True
 
@@ -137,10 +138,10 @@ def test_existing_output_is_refused_and_kept(setup: dict[str, Path]) -> None:
         "--no-progress",
     ]
     assert CliRunner().invoke(cli, args).exit_code == 0
-    before = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    before = np.asarray(zarr.open_array(out / "0", mode="r"))
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 2 and "--overwrite" in r.output and "Traceback" not in r.output
-    after = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    after = np.asarray(zarr.open_array(out / "0", mode="r"))
     np.testing.assert_array_equal(before, after)
     assert CliRunner().invoke(cli, [*args, "--overwrite"]).exit_code == 0
 
@@ -207,7 +208,7 @@ def test_python_api_matches_cli(setup: dict[str, Path]) -> None:
             "cpu",
         ],
     )
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert d["plan"] == p.to_dict()
 
 
@@ -219,7 +220,8 @@ def test_demo_runs_and_is_exact(tmp_path: Path) -> None:
     assert d["exact"] is True and d["relative_deviation"] <= 1e-4
     assert d["naive_relative_deviation"] > 1e-2
     assert (tmp_path / "demo" / "sample.zarr" / "embeddings" / "0").exists()
-    assert d["model"].endswith("cells3d.pt") and d["labels"] == "embeddings/labels/instances/0"
+    # The labels belong to the sample's raw image: opening it shows raw + labels.
+    assert d["model"].endswith("cells3d.pt") and d["labels"] == "raw/labels/instances/0"
     # The bundled model really segments the held-out sample (measured 0.9 at release).
     assert d["objects"] > 0.5 * d["true_objects"] and d["ap50"] >= 0.5
     assert len(d["pictures"]) == 2
@@ -267,7 +269,7 @@ def test_segment_json_subprocess(setup: dict[str, Path]) -> None:
     out = setup["tmp"] / "out.zarr"
     r = CliRunner().invoke(cli, _predict_args(setup, out, "--threshold", "0.05", "--json"))
     assert r.exit_code == 0, r.output
-    predicted = json.loads(r.output)
+    predicted = json.loads(r.stdout)
     first = np.asarray(zarr.open_array(out / predicted["labels"], mode="r"))
     args = ["segment", "--input", str(out), "--threshold", "0.05", "--json", "--no-progress"]
     proc = run_cli(*args)
@@ -275,7 +277,7 @@ def test_segment_json_subprocess(setup: dict[str, Path]) -> None:
     proc = run_cli(*args, "--overwrite", "--label-dtype", "uint64")
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
-    assert d["labels"] == predicted["labels"] == "embeddings/labels/instances/0"
+    assert d["labels"] == predicted["labels"] == "labels/instances/0"
     assert d["objects"] == predicted["objects"] > 1 and d["params"]["threshold"] == 0.05
     again = np.asarray(zarr.open_array(out / d["labels"], mode="r"))
     assert again.dtype == np.uint64
@@ -291,12 +293,12 @@ def test_predict_no_labels_and_human_readable_segment(setup: dict[str, Path]) ->
     out = setup["tmp"] / "out.zarr"
     r = CliRunner().invoke(cli, _predict_args(setup, out, "--no-labels", "--json"))
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert d["labels"] is None and d["objects"] is None
-    assert not (out / "embeddings" / "labels").exists()
+    assert not (out / "labels").exists()
     r = CliRunner().invoke(cli, ["segment", "--input", str(out), "--min-size", "3"])
     assert r.exit_code == 0, r.output
-    assert "embeddings/labels/instances/0" in r.output and "objects" in r.output
+    assert f"{out}/labels/instances/0" in r.output and "objects" in r.output
 
 
 @pytest.mark.parametrize(
@@ -328,7 +330,7 @@ def test_segment_bad_input_exit_2(setup: dict[str, Path], args: list[str], words
     r = CliRunner().invoke(cli, ["segment", "--input", str(out), *args])
     assert r.exit_code == 2, r.output
     assert words in r.output and "Traceback" not in r.output
-    assert not (out / "embeddings" / "labels" / "instances").exists()
+    assert not (out / "labels" / "instances").exists()
 
 
 def test_segment_bad_input_subprocess(setup: dict[str, Path]) -> None:
@@ -344,7 +346,7 @@ def test_predict_bad_label_flags_fail_before_running(setup: dict[str, Path]) -> 
     out = setup["tmp"] / "out.zarr"
     r = CliRunner().invoke(cli, _predict_args(setup, out, "--threshold", "0"))
     assert r.exit_code == 2 and "--threshold must be a positive" in r.output
-    assert not (out / "embeddings").exists()
+    assert not out.exists()
 
 
 @pytest.fixture()

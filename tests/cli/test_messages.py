@@ -44,6 +44,7 @@ OPTION = re.compile(r"--[a-z][a-z0-9-]+")
 NOT_OURS = {
     "--gres": "SLURM's sbatch directive in a job script (#SBATCH --gres=gpu:N)",
     "--resources": "the dask worker command's option (--resources GPU=1) in a job script",
+    "--plugin": "napari's option (napari --plugin napari-ome-zarr PATH) in the demo's summary",
 }
 
 # Modules whose messages only some commands' users see (checked, docstrings aside, by

@@ -108,9 +108,9 @@ def test_every_output_image_carries_the_input_scale(runs: dict[str, Any]) -> Non
     expected = (*FROM_FILE, runs["t"])
     full, only = runs["full"], runs["labels_only"]
     images = [
-        Path(full["output"], "embeddings"),
-        Path(full["output"], "embeddings/labels/instances"),
-        Path(only["output"], "instances"),
+        Path(full["output"]),  # the containers predict made are the images
+        Path(full["output"], "labels/instances"),
+        Path(only["output"]),
     ]
     for image in images:
         assert written(image) == expected, image
@@ -150,14 +150,14 @@ def test_resume_with_another_voxel_size_is_refused(runs: dict[str, Any]) -> None
     # The same settings resume (nothing is left to do); the metadata is unchanged.
     result = _invoke(*again)
     assert result.exit_code == 0, result.output
-    assert written(Path(out, "embeddings/labels/instances")) == (*FROM_FILE, runs["t"])
+    assert written(Path(out, "labels/instances")) == (*FROM_FILE, runs["t"])
 
 
 def test_voxel_size_overrides(tmp_path: Path) -> None:
     inp = _ome_zarr(tmp_path / "img.zarr")
     result = _predict(inp, tmp_path / "out.zarr", "--voxel-size", "1,0.25,0.25", "--unit", "nm")
     expected = ([1.0, 0.25, 0.25], ["nanometer"] * 3, [10.0, -3.0, 4.5])
-    for image in ("embeddings", "embeddings/labels/instances"):
+    for image in ("", "labels/instances"):
         assert written(tmp_path / "out.zarr" / image) == expected
     assert result["physical"]["scale"] == [1.0, 0.25, 0.25]
     # segment relabels with its own override; the embeddings keep theirs.
@@ -165,9 +165,9 @@ def test_voxel_size_overrides(tmp_path: Path) -> None:
     args = ("segment", "--input", out, "--overwrite", "--no-progress")
     segmented = _invoke(*args, "--voxel-size", "3", "--unit", "micron")
     assert segmented.exit_code == 0, segmented.output
-    labels = tmp_path / "out.zarr" / "embeddings/labels/instances"
+    labels = tmp_path / "out.zarr" / "labels/instances"
     assert written(labels) == ([3.0] * 3, MICRONS, [10.0, -3.0, 4.5])
-    assert written(tmp_path / "out.zarr" / "embeddings") == expected
+    assert written(tmp_path / "out.zarr") == expected
 
 
 def test_plan_shows_the_scale(tmp_path: Path) -> None:

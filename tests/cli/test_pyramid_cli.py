@@ -17,7 +17,7 @@ from nets import make_net
 from stitchsafe.models import save_checkpoint, unet_metadata
 
 ROLES = ["embedding", "embedding", "foreground"]
-LABELS = "embeddings/labels/instances"
+LABELS = "labels/instances"  # the output container is the embeddings image
 
 
 @pytest.fixture(scope="module")
@@ -59,24 +59,24 @@ def reference(setup: dict[str, Path]) -> Path:
 
 
 def test_predict_writes_levels_of_embeddings_and_labels(reference: Path) -> None:
-    assert _listed(reference / "embeddings") == ["0", "1", "2", "3"]
+    assert _listed(reference) == ["0", "1", "2", "3"]
     assert _listed(reference / LABELS) == ["0", "1", "2", "3"]
-    emb, lab = _levels(reference / "embeddings"), _levels(reference / LABELS)
+    emb, lab = _levels(reference), _levels(reference / LABELS)
     assert [e.shape for e in emb] == [(3, 8, 40, 36), (3, 4, 20, 18), (3, 2, 10, 9), (3, 1, 5, 5)]
     np.testing.assert_array_equal(lab[3], lab[0][::8, ::8, ::8])
     info = run_cli("info", str(reference), "--json")
     assert info.returncode == 0, info.stderr
     pyramids = {p["image"]: p for p in json.loads(info.stdout)["pyramids"]}
-    assert pyramids["embeddings"]["complete"] and pyramids["embeddings"]["method"] == "mean"
+    assert pyramids[""]["complete"] and pyramids[""]["method"] == "mean"
     assert [lv["shape"] for lv in pyramids[LABELS]["levels"]][-1] == [1, 5, 5]
-    emb_shapes = [lv["shape"] for lv in pyramids["embeddings"]["levels"]]
+    emb_shapes = [lv["shape"] for lv in pyramids[""]["levels"]]
     assert emb_shapes == [[8, 40, 36], [4, 20, 18], [2, 10, 9], [1, 5, 5]]
 
 
 def test_labels_only_levels_equal_the_full_runs(setup: dict[str, Path], reference: Path) -> None:
     out = setup["tmp"] / "labels-only.zarr"
     _predict(setup, out, "--no-embeddings")
-    only, full = _levels(out / "instances"), _levels(reference / LABELS)
+    only, full = _levels(out), _levels(reference / LABELS)
     assert len(only) == len(full) == 4
     for a, b in zip(only, full):
         np.testing.assert_array_equal(a, b)
@@ -87,23 +87,23 @@ def test_no_pyramid_then_a_failed_pyramid_pass_is_finished_by_resume(
 ) -> None:
     out = setup["tmp"] / "levels.zarr"
     _predict(setup, out, "--no-pyramid")
-    for image in ("embeddings", LABELS):
+    for image in ("", LABELS):
         assert _listed(out / image) == ["0"]
         assert not (out / image / "1").exists()
     # Something not written by stitchsafe where level 2 goes: the pass stops there.
-    (out / "embeddings" / "2").mkdir()
-    (out / "embeddings" / "2" / "keep.txt").write_text("mine")
+    (out / "2").mkdir()
+    (out / "2" / "keep.txt").write_text("mine")
     args = [
         "predict", "--model", str(setup["model"]), "--input", str(setup["input"]),
         "--output", str(out), "--tile-shape", "4,8,8", "--device", "cpu", "--no-progress",
         "--resume",
     ]  # fmt: skip
     assert_bad_input(run_cli(*args), "level 2", "move it away")
-    assert _listed(out / "embeddings") == ["0", "1"]  # only whole levels are listed
+    assert _listed(out) == ["0", "1"]  # only whole levels are listed
     assert "INCOMPLETE (2 of 4 levels written)" in run_cli("info", str(out)).stdout
-    shutil.rmtree(out / "embeddings" / "2")
+    shutil.rmtree(out / "2")
     assert _predict(setup, out, "--resume")["tiles"] == 0  # only what was left
-    for image in ("embeddings", LABELS):
+    for image in ("", LABELS):
         done, clean = _levels(out / image), _levels(reference / image)
         assert len(done) == len(clean) == 4
         for a, b in zip(done, clean):

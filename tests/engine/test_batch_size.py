@@ -58,8 +58,8 @@ def test_auto_on_the_cpu_is_one_and_numbers_are_used(setup: dict[str, Path]) -> 
     three = run_cli(*_args(setup, "three.zarr", "3"))
     assert three.returncode == 0, three.stderr
     assert json.loads(three.stdout)["batch_size"] == 3
-    a = np.asarray(zarr.open_array(setup["tmp"] / "auto.zarr/embeddings/0"))
-    b = np.asarray(zarr.open_array(setup["tmp"] / "three.zarr/embeddings/0"))
+    a = np.asarray(zarr.open_array(setup["tmp"] / "auto.zarr/0"))
+    b = np.asarray(zarr.open_array(setup["tmp"] / "three.zarr/0"))
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(a).max())
 
 

@@ -86,10 +86,10 @@ def _predict(s: dict[str, Path], out: Path, **kwargs: Any) -> stitchsafe.Predict
 
 
 def _read(out: Path, labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    emb = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    emb = np.asarray(zarr.open_array(out / "0", mode="r"))
     if not labels:
         return emb, None
-    lab = np.asarray(zarr.open_array(out / "embeddings/labels/instances/0", mode="r"))
+    lab = np.asarray(zarr.open_array(out / "labels/instances/0", mode="r"))
     return emb, lab
 
 
@@ -153,10 +153,10 @@ def test_local_cluster_equals_threads(
     assert np.array_equal(lab, ref_lab)
     assert result.tiles == 120 and result.objects == int(ref_lab.max())
     # Every tile is marked done, and the image complete.
-    assert np.all(np.asarray(zarr.open_array(done_mask_path(out, "embeddings"))) == 1)
-    assert zarr.open_group(out / "embeddings").attrs["stitchsafe"]["complete"] is True
+    assert np.all(np.asarray(zarr.open_array(done_mask_path(out, ""))) == 1)
+    assert zarr.open_group(out).attrs["stitchsafe"]["complete"] is True
     # The label scratch array is gone once the labels are final.
-    assert not os.path.exists(bookkeeping_path(out, "embeddings", "new-labels"))
+    assert not os.path.exists(bookkeeping_path(out, "", "new-labels"))
 
 
 def test_segment_on_a_cluster_equals_threads(
@@ -200,7 +200,7 @@ def test_console_script_local_cluster(setup: dict[str, Path], reference: dict[st
 
 
 def _chunks_written(out: Path) -> int:
-    where = out / "embeddings" / "0" / "c"
+    where = out / "0" / "c"
     return sum(len(files) for _, _, files in os.walk(where)) if where.exists() else 0
 
 
@@ -234,7 +234,7 @@ def test_a_worker_killed_mid_run_has_its_work_redone(
         assert victim not in client.run(os.getpid).values()
     emb, _ = _read(out, labels=False)
     assert np.array_equal(emb, reference["plain"][0])
-    assert np.all(np.asarray(zarr.open_array(done_mask_path(out, "embeddings"))) == 1)
+    assert np.all(np.asarray(zarr.open_array(done_mask_path(out, ""))) == 1)
 
 
 def test_resume_on_a_cluster_recomputes_only_unfinished_tiles(
@@ -244,13 +244,13 @@ def test_resume_on_a_cluster_recomputes_only_unfinished_tiles(
     with one_torch_thread():
         _predict(setup, out, labels=False)
     # Pretend the run died after half the tiles: clear their flags, spoil their chunks.
-    done = zarr.open_array(done_mask_path(out, "embeddings"), mode="r+")
+    done = zarr.open_array(done_mask_path(out, ""), mode="r+")
     flags = np.asarray(done[...])
     flags.reshape(-1)[60:] = 0
     done[...] = flags
-    arr = zarr.open_array(out / "embeddings" / "0", mode="r+")
+    arr = zarr.open_array(out / "0", mode="r+")
     arr[:, 8:] = -1.0  # tiles 60.. are the grid's last two planes: z 8..16
-    before = {p: p.stat().st_mtime_ns for p in (out / "embeddings/0/c").rglob("*") if p.is_file()}
+    before = {p: p.stat().st_mtime_ns for p in (out / "0/c").rglob("*") if p.is_file()}
     time.sleep(0.05)
     _predict(setup, out, scheduler=cluster.scheduler_address, resume=True, **SEEDED)
     emb, lab = _read(out)
@@ -260,7 +260,7 @@ def test_resume_on_a_cluster_recomputes_only_unfinished_tiles(
     rewritten = {p for p in before if after[p] != before[p]}
     # Only the chunks of the 60 unfinished tiles were written again.
     assert len(rewritten) == 60
-    assert all(p.relative_to(out / "embeddings/0/c").parts[1] in ("2", "3") for p in rewritten)
+    assert all(p.relative_to(out / "0/c").parts[1] in ("2", "3") for p in rewritten)
 
 
 # -- bad input -------------------------------------------------------------------------

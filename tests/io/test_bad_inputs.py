@@ -173,7 +173,7 @@ def test_corrupt_chunk_met_while_tiles_run_loses_nothing(tmp_path: Path) -> None
     out = tmp_path / "in.zarr.out.zarr"
     assert_bad_input(_predict(path, *args), "chunk 'c/7/6'", "in.zarr")
     assert out.exists(), "the chunk was read before the tiles (in a sample); pick another"
-    done = zarr.open_array(done_mask_path(out, "embeddings"), mode="r")[...]
+    done = zarr.open_array(done_mask_path(out, ""), mode="r")[...]
     assert 0 < np.count_nonzero(done) < done.size  # some tiles were written, and kept
     chunk.write_bytes(good)
     proc = _predict(path, *args, "--resume")
@@ -181,7 +181,7 @@ def test_corrupt_chunk_met_while_tiles_run_loses_nothing(tmp_path: Path) -> None
     clean = tmp_path / "clean.zarr"
     shutil.copytree(path, clean)
     assert _predict(clean, *args).returncode == 0
-    for image in ("embeddings/0", "embeddings/labels/instances/0"):
+    for image in ("0", "labels/instances/0"):
         got = zarr.open_array(str(out / image), mode="r")[...]
         want = zarr.open_array(str(tmp_path / "clean.zarr.out.zarr" / image), mode="r")[...]
         np.testing.assert_array_equal(got, want)
@@ -314,10 +314,17 @@ def test_impossible_shapes(tmp_path: Path, shape: tuple[int, ...], words: tuple[
 
 @pytest.mark.parametrize(
     "shape,words",
-    [((2, 3, 4, 16, 16), "has shape (2, 3, 4, 16, 16)"), ((2, 3, 16, 16), "has 2 channels")],
+    [
+        # An input that is no image as read: an input problem, whether or not --model.
+        ((2, 3, 4, 16, 16), ("has shape (2, 3, 4, 16, 16)", "not a 2-d or 3-d image", "axes")),
+        # A fine image with more channels than the bundled models take.
+        ((2, 3, 16, 16), ("no bundled model fits", "has 2 channels", "--model")),
+    ],
     ids=["axes", "channels"],
 )
-def test_no_bundled_model_fits_says_why(tmp_path: Path, shape: tuple[int, ...], words: str) -> None:
+def test_no_bundled_model_fits_says_why(
+    tmp_path: Path, shape: tuple[int, ...], words: tuple[str, ...]
+) -> None:
     path = tmp_path / "many.zarr"
     zarr.create_array(str(path), data=np.zeros(shape, np.uint16))
-    assert_bad_input(_predict(path), "no bundled model fits", "many.zarr", words, "--model")
+    assert_bad_input(_predict(path), "many.zarr", *words)

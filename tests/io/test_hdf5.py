@@ -67,7 +67,7 @@ def layout(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     args = ("--model", str(tmp / "model.pt"), *CPU, *extra)
     proc = run_cli("predict", "--input", str(tmp / "vol.zarr"), "--output", str(tmp / "z"), *args)
     assert proc.returncode == 0, proc.stderr
-    reference = zarr.open_array(tmp / "z" / "embeddings" / "0", mode="r")[...]
+    reference = zarr.open_array(tmp / "z" / "0", mode="r")[...]
     dims = cfg.dims
     return dict(tmp=tmp, h5=h5, data=data, dims=dims, args=args, ref=reference, expected=expected)
 
@@ -105,8 +105,8 @@ def test_predict_equals_the_zarr_run_and_carries_the_scale(layout: dict[str, Any
     inp = f"{layout['h5']}/{KEY}"
     proc = run_cli("predict", "--input", inp, "--output", str(out), *layout["args"])
     assert proc.returncode == 0, proc.stderr
-    np.testing.assert_array_equal(zarr.open_array(out / "embeddings" / "0")[...], layout["ref"])
-    assert _scale(out / "embeddings") == layout["expected"]
+    np.testing.assert_array_equal(zarr.open_array(out / "0")[...], layout["ref"])
+    assert _scale(out) == layout["expected"]
 
 
 def test_input_key_and_resume_after_a_tile_is_marked_undone(tmp_path: Path) -> None:
@@ -119,15 +119,15 @@ def test_input_key_and_resume_after_a_tile_is_marked_undone(tmp_path: Path) -> N
     proc = run_cli("predict", *by_key)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tiles"] > 1
-    full = zarr.open_array(out / "embeddings" / "0")[...]
-    zarr.open_array(done_mask_path(out, "embeddings"), mode="r+")[1, 2] = 0
-    image = zarr.open_group(out / "embeddings", mode="r+")
+    full = zarr.open_array(out / "0")[...]
+    zarr.open_array(done_mask_path(out, ""), mode="r+")[1, 2] = 0
+    image = zarr.open_group(out, mode="r+")
     image.attrs["stitchsafe"] = {**image.attrs["stitchsafe"], "complete": False}
     # Resumed through the other addressing: the same input, the same identity.
     proc = run_cli("predict", "--input", f"{h5}/{KEY}", "--output", str(out), *args, "--resume")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tiles"] == 1
-    np.testing.assert_array_equal(zarr.open_array(out / "embeddings" / "0")[...], full)
+    np.testing.assert_array_equal(zarr.open_array(out / "0")[...], full)
     proc = run_cli("info", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     # Another dataset of the same shape in the same file is another input.

@@ -71,7 +71,7 @@ def _args(s: dict[str, Path], out: Path, *extra: str, input: Path | None = None)
 
 
 def _embeddings(out: Path) -> np.ndarray:
-    return np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    return np.asarray(zarr.open_array(out / "0", mode="r"))
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +124,8 @@ def test_resume_recomputes_tiles_marked_done_whose_chunk_is_missing(
     setup: dict[str, Path], reference: np.ndarray, tmp_path: Path
 ) -> None:
     out = _finished_output(setup, tmp_path)
-    image = out / "embeddings"
-    mask = zarr.open_array(done_mask_path(out, "embeddings"), mode="r+")
+    image = out  # the container predict made is the image
+    mask = zarr.open_array(done_mask_path(out, ""), mode="r+")
     assert mask.shape == (2, 4, 4) and np.all(mask[...] == 1)
     lost = [(0, 0, 0), (1, 3, 2), (0, 2, 3)]  # marked done, chunk deleted
     interrupted = [(1, 0, 1), (0, 1, 1)]  # not marked done, chunk deleted
@@ -139,14 +139,14 @@ def test_resume_recomputes_tiles_marked_done_whose_chunk_is_missing(
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tiles"] == len(lost) + len(interrupted)
     np.testing.assert_array_equal(_embeddings(out), reference)  # bit-identical
-    assert np.all(zarr.open_array(done_mask_path(out, "embeddings"), mode="r")[...] == 1)
+    assert np.all(zarr.open_array(done_mask_path(out, ""), mode="r")[...] == 1)
 
 
 def test_resume_refuses_an_output_whose_fingerprint_has_no_input(
     setup: dict[str, Path], reference: np.ndarray, tmp_path: Path
 ) -> None:
     out = _finished_output(setup, tmp_path)
-    group = zarr.open_group(out / "embeddings", mode="r+")
+    group = zarr.open_group(out, mode="r+")
     attrs = group.attrs["stitchsafe"]
     old = {k: v for k, v in attrs["run"].items() if k not in ("input", "model_files")}
     group.attrs["stitchsafe"] = {**attrs, "run": old}
@@ -165,7 +165,7 @@ def test_resume_of_a_plan_too_fine_to_track_exits_2_before_reading_the_mask(
     run = subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while not Path(done_mask_path(out, "embeddings"), "zarr.json").exists():
+        while not Path(done_mask_path(out, ""), "zarr.json").exists():
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()
             time.sleep(0.05)
     finally:

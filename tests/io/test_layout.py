@@ -19,9 +19,10 @@ import zarr
 from cli_helpers import run_cli
 from nets import make_net
 from ome_zarr.io import parse_url
-from ome_zarr.reader import Reader
+from ome_zarr.reader import Label, Reader
 from ome_zarr_models.v05.image import Image
 from ome_zarr_models.v05.image_label import ImageLabel
+from ome_zarr_models.v05.labels import Labels
 
 from stitchsafe.io import BOOKKEEPING, done_mask_path
 from stitchsafe.models import save_checkpoint, unet_metadata
@@ -57,11 +58,24 @@ def _paths(nodes: list[Any]) -> list[str]:
     return [str(node.zarr.path).rstrip("/") for node in nodes]
 
 
+def _as_earlier_version(out: Path, dest: Path) -> Path:
+    """The output ``out`` (its root the image) laid out as earlier versions wrote it: the
+    image at ``embeddings`` (its labels under it), the done mask inside the image
+    (``embeddings/stitchsafe-done``), a root group without metadata."""
+    root = json.loads((out / "zarr.json").read_text())
+    zarr.open_group(dest, mode="w")
+    image = dest / "embeddings"
+    image.mkdir()
+    for name in os.listdir(out):
+        if name not in ("zarr.json", BOOKKEEPING):
+            shutil.copytree(out / name, image / name)
+    (image / "zarr.json").write_text(json.dumps(root))
+    shutil.copytree(done_mask_path(out, ""), image / "stitchsafe-done")
+    return dest
+
+
 def test_the_done_mask_is_in_the_bookkeeping_folder(outputs: dict[str, Any]) -> None:
-    for out, image in (
-        (outputs["full"][0], "embeddings"),
-        (outputs["labels-only"][0], "instances"),
-    ):
+    for out, image in ((outputs["full"][0], ""), (outputs["labels-only"][0], "")):
         mask = zarr.open_array(done_mask_path(out, image), mode="r")
         assert np.all(mask[...] == 1)
         assert Path(done_mask_path(out, image)).is_relative_to(out / BOOKKEEPING)
@@ -69,36 +83,47 @@ def test_the_done_mask_is_in_the_bookkeeping_folder(outputs: dict[str, Any]) -> 
         assert not (out / BOOKKEEPING / "zarr.json").exists()
         assert BOOKKEEPING not in dict(zarr.open_group(out, mode="r").members())
         assert not any(
-            name.startswith("stitchsafe-") for _, _, n in os.walk(out / image) for name in n
-        )
-        assert not any(
-            name.startswith("stitchsafe-") for _, d, _ in os.walk(out / image) for name in d
+            name.startswith("stitchsafe-")
+            for _, dirs, files in os.walk(out)
+            for name in [*dirs, *files]
         )
 
 
 def test_ome_zarr_readers_find_only_images_and_labels(outputs: dict[str, Any]) -> None:
-    out = outputs["full"][0]
-    nodes = _read_nodes(out / "embeddings")
+    """The output path that --json prints is the image: ome-zarr-py's reader opened on it
+    finds the embeddings and their labels, and nothing of the bookkeeping."""
+    out, printed = outputs["full"]
+    assert printed["output"] == str(out) and printed["embeddings"] == "0"
+    assert printed["labels"] == "labels/instances/0"
+    nodes = _read_nodes(Path(printed["output"]))
     paths = _paths(nodes)
-    assert paths[0].endswith("embeddings") and paths[-1].endswith("embeddings/labels/instances")
+    assert paths[0] == str(out) and paths[-1] == str(out / "labels/instances")
     assert not any(BOOKKEEPING in p or "done" in p for p in paths)
     image = nodes[0]
-    levels = zarr.open_group(out / "embeddings", mode="r").attrs["ome"]["multiscales"][0]
+    levels = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
     assert len(image.data) == len(levels["datasets"])
     assert image.data[0].shape == (1, 40, 50)  # the embeddings, level 0
     labels = [n for n in nodes if str(n.zarr.path).rstrip("/").endswith("labels/instances")]
     assert len(labels) == 1 and labels[0].data[0].shape == (40, 50)
-    # Labels-only: the label image and nothing else.
-    only = outputs["labels-only"][0]
-    nodes = _read_nodes(only / "instances")
+    np.testing.assert_array_equal(
+        labels[0].data[0], zarr.open_array(out / printed["labels"], mode="r")[...]
+    )
+    # Labels-only: the container is the label image, and nothing else.
+    only, printed = outputs["labels-only"]
+    assert printed["labels"] == "0"
+    nodes = _read_nodes(Path(printed["output"]))
     assert len(nodes) == 1 and nodes[0].data[0].shape == (40, 50)
+    assert nodes[0].load(Label) is not None  # read as labels, not as an image
 
 
 def test_ome_zarr_models_accepts_the_image_groups(outputs: dict[str, Any]) -> None:
     out = outputs["full"][0]
-    Image.from_zarr(zarr.open_group(out / "embeddings", mode="r"))
-    ImageLabel.from_zarr(zarr.open_group(out / "embeddings/labels/instances", mode="r"))
-    ImageLabel.from_zarr(zarr.open_group(outputs["labels-only"][0] / "instances", mode="r"))
+    image = Image.from_zarr(zarr.open_group(out, mode="r"))
+    assert [d.path for d in image.attributes.ome.multiscales[0].datasets][0] == "0"
+    labels = Labels.from_zarr(zarr.open_group(out / "labels", mode="r"))
+    assert labels.attributes.ome.labels == ["instances"]
+    ImageLabel.from_zarr(zarr.open_group(out / "labels/instances", mode="r"))
+    ImageLabel.from_zarr(zarr.open_group(outputs["labels-only"][0], mode="r"))
 
 
 def test_napari_builtin_zarr_reader_sees_only_resolution_levels(outputs: dict[str, Any]) -> None:
@@ -106,8 +131,8 @@ def test_napari_builtin_zarr_reader_sees_only_resolution_levels(outputs: dict[st
     done mask of a labels-only output used to be one of them."""
     read = pytest.importorskip("napari_builtins.io._read")
     for label_image in (
-        outputs["labels-only"][0] / "instances",
-        outputs["full"][0] / "embeddings/labels/instances",
+        outputs["labels-only"][0],
+        outputs["full"][0] / "labels/instances",
     ):
         levels = zarr.open_group(label_image, mode="r").attrs["ome"]["multiscales"][0]
         arrays, shape = read.read_zarr_dataset(str(label_image))
@@ -119,13 +144,11 @@ def test_napari_builtin_zarr_reader_sees_only_resolution_levels(outputs: dict[st
 def test_an_output_of_an_earlier_version_still_resumes(
     outputs: dict[str, Any], tmp_path: Path
 ) -> None:
-    """Earlier versions kept the done mask inside the image (``embeddings/stitchsafe-done``):
-    ``info`` reads the progress there and ``--resume`` continues with it."""
-    out = tmp_path / "old.zarr"
-    shutil.copytree(outputs["full"][0], out)
+    """Earlier versions kept the image at ``embeddings`` (labels under it) and the done
+    mask inside it (``embeddings/stitchsafe-done``): ``info`` reads the progress there,
+    ``--resume`` continues with it and keeps the labels where they were."""
+    out = _as_earlier_version(outputs["full"][0], tmp_path / "old.zarr")
     legacy = out / "embeddings" / "stitchsafe-done"
-    shutil.move(done_mask_path(out, "embeddings"), legacy)
-    shutil.rmtree(out / BOOKKEEPING)
     zarr.open_array(legacy, mode="r+")[0, 0] = 0
     image = zarr.open_group(out / "embeddings", mode="r+")
     image.attrs["stitchsafe"] = {**image.attrs["stitchsafe"], "complete": False}
@@ -136,6 +159,17 @@ def test_an_output_of_an_earlier_version_still_resumes(
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tiles"] == 1
     assert np.all(zarr.open_array(legacy, mode="r")[...] == 1)
-    before = zarr.open_array(outputs["full"][0] / "embeddings/0", mode="r")[...]
+    before = zarr.open_array(outputs["full"][0] / "0", mode="r")[...]
     after = zarr.open_array(out / "embeddings/0", mode="r")[...]
     assert np.array_equal(after, before)
+    assert json.loads(proc.stdout)["labels"] == "embeddings/labels/instances/0"
+    assert not (out / "labels").exists() and not (out / "0").exists()
+    labels = zarr.open_array(out / "embeddings/labels/instances/0", mode="r")[...]
+    expected = zarr.open_array(outputs["full"][0] / "labels/instances/0", mode="r")[...]
+    assert np.array_equal(labels, expected)
+    info = json.loads(run_cli("info", str(out), "--json").stdout)
+    assert info["image"] == "embeddings" and info["tiles"] == {"done": total, "total": total}
+    assert [lab["array"] for lab in info["labels"]] == ["embeddings/labels/instances/0"]
+    proc = run_cli("segment", "--input", str(out), "--overwrite", "--no-progress", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["labels"] == "embeddings/labels/instances/0"

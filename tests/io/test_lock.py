@@ -31,7 +31,7 @@ from stitchsafe.models import unet_metadata
 
 ROLES = ["embedding", "embedding", "foreground"]
 HOST = socket.gethostname()
-LABELS = "embeddings/labels/instances/0"
+LABELS = "labels/instances/0"  # the container predict made is the image
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def _args(s: dict[str, Path], out: Path, *extra: str, model: Path | None = None)
 
 
 def _arrays(out: Path) -> tuple[np.ndarray, np.ndarray]:
-    emb = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    emb = np.asarray(zarr.open_array(out / "0", mode="r"))
     return emb, np.asarray(zarr.open_array(out / LABELS, mode="r"))
 
 
@@ -74,7 +74,7 @@ def _assert_like_clean(setup: dict[str, Path], out: Path) -> None:
     clean_emb, clean_lab = _arrays(setup["tmp"] / "clean.zarr")
     np.testing.assert_array_equal(emb, clean_emb)
     np.testing.assert_array_equal(lab, clean_lab)
-    for image in ("embeddings", "embeddings/labels/instances"):
+    for image in ("", "labels/instances"):
         attrs = zarr.open_group(out / image, mode="r").attrs.asdict()["stitchsafe"]
         assert attrs["complete"] is True, image
 
@@ -102,7 +102,7 @@ def test_a_second_run_exits_2_naming_the_first_which_finishes_correct(
     )
     try:
         # Pause the first run while it writes its tiles: it holds the output's lock.
-        _wait_for(out / "embeddings" / "0" / "c", first)
+        _wait_for(out / "0" / "c", first)
         first.send_signal(signal.SIGSTOP)
         assert first.poll() is None, "the first run must still be running"
         before = _files(out)
@@ -117,7 +117,7 @@ def test_a_second_run_exits_2_naming_the_first_which_finishes_correct(
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
     _assert_like_clean(setup, out)
-    clean = zarr.open_group(setup["tmp"] / "clean.zarr/embeddings/labels/instances", mode="r")
+    clean = zarr.open_group(setup["tmp"] / "clean.zarr/labels/instances", mode="r")
     assert json.loads(stdout)["objects"] == clean.attrs["stitchsafe"]["objects"]
     assert OutputLock(str(out)).holder() is None  # released, and its record removed
 
@@ -166,15 +166,15 @@ def test_overwrite_refuses_to_delete_the_input_or_the_model(setup: dict[str, Pat
     out = setup["tmp"] / "own.zarr"
     shutil.copytree(setup["tmp"] / "clean.zarr", out)
     raw = zarr.open_array(setup["input"], mode="r")[...]
-    inside = out / "embeddings" / "raw"
+    inside = out / "raw"  # inside the output image: the container's root
     zarr.create_array(inside, data=raw, chunks=(16, 16, 16))
-    model = out / "embeddings" / "model.pt"
+    model = out / "model.pt"
     shutil.copy(setup["model"], model)
     before = _files(out)
     args = _args(setup, out, "--overwrite")
     args[args.index("--input") + 1] = str(inside)
     assert_bad_input(
-        run_cli(*args), "the input", str(inside), "inside", "'embeddings'", "--overwrite",
+        run_cli(*args), "the input", str(inside), "inside", "the root image", "--overwrite",
         "Nothing was deleted", "another --output",
     )  # fmt: skip
     proc = run_cli(*_args(setup, out, "--overwrite", model=model))
@@ -189,18 +189,25 @@ def test_resume_and_labels_only_refuse_an_input_inside_what_they_write(
     out = setup["tmp"] / "inside.zarr"
     shutil.copytree(setup["tmp"] / "clean.zarr", out)
     raw = zarr.open_array(setup["input"], mode="r")[...]
-    zarr.create_array(out / "embeddings" / "raw", data=raw, chunks=(16, 16, 16))
-    zarr.open_group(out / "instances", mode="w")  # a labels-only image holding the input
-    zarr.create_array(out / "instances" / "raw", data=raw, chunks=(16, 16, 16))
-    before = _files(out)
-    keywords = {"output": out, "tile_shape": (4, 8, 8), "device": "cpu", "progress": False}
+    zarr.create_array(out / "raw", data=raw, chunks=(16, 16, 16))
+    # A group of an earlier version (or the user's): a labels-only image holding the input.
+    group = setup["tmp"] / "inside-group.zarr"
+    zarr.open_group(group, mode="w").create_group("instances")
+    zarr.create_array(group / "instances" / "raw", data=raw, chunks=(16, 16, 16))
+    before = {**_files(out), **{f"group/{k}": v for k, v in _files(group).items()}}
+    keywords = {"tile_shape": (4, 8, 8), "device": "cpu", "progress": False}
     with pytest.raises(StitchsafeError, match="would write into while it reads it"):
-        stitchsafe.predict(setup["model"], out / "embeddings" / "raw", resume=True, **keywords)
+        stitchsafe.predict(setup["model"], out / "raw", output=out, resume=True, **keywords)
+    with pytest.raises(StitchsafeError, match="the root image.*--overwrite would delete"):
+        stitchsafe.predict(
+            setup["model"], out / "raw", output=out, overwrite=True, embeddings=False, **keywords
+        )
     with pytest.raises(StitchsafeError, match="'instances'.*--overwrite would delete"):
         stitchsafe.predict(
-            setup["model"], out / "instances" / "raw", overwrite=True, embeddings=False, **keywords
-        )
-    assert _files(out) == before
+            setup["model"], group / "instances" / "raw", output=group, overwrite=True,
+            embeddings=False, **keywords,
+        )  # fmt: skip
+    assert {**_files(out), **{f"group/{k}": v for k, v in _files(group).items()}} == before
 
 
 def test_lock_record_and_stale_records(tmp_path: Path) -> None:

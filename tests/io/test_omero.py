@@ -47,7 +47,7 @@ def test_predict_writes_channel_metadata(setup: dict[str, Path], pyramid: bool) 
         setup["model"], setup["input"], output=out, tile_shape=(4, 8, 8), device="cpu",
         progress=False, labels=False, pyramid=pyramid,
     )  # fmt: skip
-    omero, model = _omero(out / "embeddings")
+    omero, model = _omero(out)  # the container predict made is the image
     channels = omero["channels"]
     assert [c["label"] for c in channels] == ["embedding 0", "embedding 1", "foreground"]
     assert [c["active"] for c in channels] == [False, False, True]
@@ -55,7 +55,7 @@ def test_predict_writes_channel_metadata(setup: dict[str, Path], pyramid: bool) 
     # The windows come from the coarsest level (small here: read whole).
     coarsest = model.attributes.ome.multiscales[0].datasets[-1].path
     assert (coarsest != "0") == pyramid
-    data = np.asarray(zarr.open_array(out / "embeddings" / coarsest, mode="r"))
+    data = np.asarray(zarr.open_array(out / coarsest, mode="r"))
     for c, values in zip(channels, data):
         w = c["window"]
         assert w["min"] == pytest.approx(values.min())

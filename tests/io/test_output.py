@@ -174,15 +174,27 @@ def test_mark_complete_merges_attributes(tmp_path: Path) -> None:
 def test_default_output_location(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "vol.ome.tif", random_image((4, 5)))
     v = open_volume(tmp_path / "vol.ome.tif", spatial_dims=2)
-    assert default_output_location(v) == (str(tmp_path / "vol.stitchsafe.zarr"), "embeddings")
+    # A container stitchsafe makes: its root is the image.
+    assert default_output_location(v) == (str(tmp_path / "vol.stitchsafe.zarr"), "")
     v = open_volume(write_zarr(tmp_path / "raw.zarr", random_image((4, 5))), spatial_dims=2)
-    assert default_output_location(v) == (str(tmp_path / "raw.stitchsafe.zarr"), "embeddings")
+    assert default_output_location(v) == (str(tmp_path / "raw.stitchsafe.zarr"), "")
     for fmt in (2, 3):
         g = zarr.open_group(str(tmp_path / f"c{fmt}.zarr"), mode="w", zarr_format=fmt)
         g.create_array("raw", shape=(4, 5), dtype="uint8")
         v = open_volume(tmp_path / f"c{fmt}.zarr", key="raw", spatial_dims=2)
-        expected = str(tmp_path / "c3.zarr") if fmt == 3 else str(tmp_path / "c2.stitchsafe.zarr")
-        assert default_output_location(v) == (expected, "embeddings")
+        # Beside the raw image in the input's own zarr v3 container; else a new one.
+        expected = (
+            (str(tmp_path / "c3.zarr"), "embeddings")
+            if fmt == 3
+            else (str(tmp_path / "c2.stitchsafe.zarr"), "")
+        )
+        assert default_output_location(v) == expected
+    assert default_output_location(v, "instances") == (str(tmp_path / "c3.zarr"), "instances")
+    # An output of an earlier version beside the input keeps its image where it was.
+    old = zarr.open_group(str(tmp_path / "c2.stitchsafe.zarr"), mode="w")
+    old.create_group("embeddings", attributes={"stitchsafe": {"plan": {}}})
+    v = open_volume(tmp_path / "c2.zarr", key="raw", spatial_dims=2)
+    assert default_output_location(v) == (str(tmp_path / "c2.stitchsafe.zarr"), "embeddings")
 
 
 def test_output_cache_is_thread_safe(tmp_path: Path) -> None:
@@ -259,3 +271,39 @@ def test_prepare_labels_overwrite_and_foreign_labels(tmp_path: Path) -> None:
     with pytest.raises(StitchsafeError, match="not written by stitchsafe"):
         _labels(group, name="cells", overwrite=True)
     assert (group / "embeddings" / "labels" / "cells").exists()
+
+
+def test_the_container_root_as_the_image(tmp_path: Path) -> None:
+    """``image=""``: the group's root is the image (levels ``0``..., labels at
+    ``labels/<name>``), as OME-Zarr readers open it; replaced whole only with overwrite,
+    and only when stitchsafe wrote it."""
+    models = pytest.importorskip("ome_zarr_models.v05")
+    reader = pytest.importorskip("ome_zarr.reader")
+    parse_url = pytest.importorskip("ome_zarr.io").parse_url
+
+    group = tmp_path / "r.zarr"
+    spec = _prepare(group, image="", attributes={"plan": {"tiles": 1}})
+    assert spec == OutputSpec(str(group), "", "0")
+    data = RNG.standard_normal((3, 10, 12, 14)).astype(np.float32)
+    write_block(spec, Box((0, 0, 0), (10, 12, 14)), data)
+    labels = _labels(group, image="")
+    assert labels == OutputSpec(str(group), "labels/instances", "labels/instances/0")
+    image = models.Image.from_zarr(zarr.open_group(str(group), mode="r"))
+    assert image.attributes.ome.multiscales[0].datasets[0].path == "0"
+    nodes = list(reader.Reader(parse_url(str(group)))())
+    assert [str(n.zarr.path).rstrip("/") for n in nodes] == [
+        str(group),
+        str(group / "labels"),
+        str(group / "labels/instances"),
+    ]
+    np.testing.assert_array_equal(np.asarray(nodes[0].data[0]), data)
+    with pytest.raises(StitchsafeError, match="already holds.*--overwrite"):
+        _prepare(group, image="")
+    _prepare(group, image="", overwrite=True)
+    assert sorted(os.listdir(group)) == ["0", "zarr.json"]  # the labels went with it
+    assert zarr.open_array(str(group / "0"), mode="r")[...].max() == 0
+    theirs = tmp_path / "theirs.zarr"
+    zarr.open_group(str(theirs), mode="w", attributes={"ome": {"version": "0.5"}})
+    with pytest.raises(StitchsafeError, match="not written by stitchsafe"):
+        _prepare(theirs, image="", overwrite=True)
+    assert (theirs / "zarr.json").exists()

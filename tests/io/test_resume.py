@@ -52,8 +52,8 @@ def _args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
 
 
 def _read(out: Path) -> tuple[np.ndarray, np.ndarray]:
-    emb = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
-    lab = np.asarray(zarr.open_array(out / "embeddings/labels/instances/0", mode="r"))
+    emb = np.asarray(zarr.open_array(out / "0", mode="r"))  # the container is the image
+    lab = np.asarray(zarr.open_array(out / "labels/instances/0", mode="r"))
     return emb, lab
 
 
@@ -75,10 +75,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     )
     # Wait until tiles are being written, then a little more, then kill without warning.
     deadline = time.monotonic() + 60
-    while (
-        not Path(done_mask_path(out, "embeddings"), "zarr.json").exists()
-        and time.monotonic() < deadline
-    ):
+    while not Path(done_mask_path(out, ""), "zarr.json").exists() and time.monotonic() < deadline:
         if proc.poll() is not None:
             break
         time.sleep(0.02)
@@ -86,7 +83,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     emb_ref, lab_ref, total = reference
-    mask = zarr.open_array(done_mask_path(out, "embeddings"), mode="r")
+    mask = zarr.open_array(done_mask_path(out, ""), mode="r")
     finished = int(np.count_nonzero(mask[...]))
     resumed = run_cli(*_args(setup, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
@@ -95,10 +92,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     emb, lab = _read(out)
     np.testing.assert_array_equal(emb, emb_ref)
     np.testing.assert_array_equal(lab, lab_ref)
-    assert (
-        np.count_nonzero(zarr.open_array(done_mask_path(out, "embeddings"), mode="r")[...]) == total
-    )
-    attrs = zarr.open_group(out / "embeddings", mode="r").attrs.asdict()["stitchsafe"]
+    assert np.count_nonzero(zarr.open_array(done_mask_path(out, ""), mode="r")[...]) == total
+    attrs = zarr.open_group(out, mode="r").attrs.asdict()["stitchsafe"]
     assert attrs["complete"] is True
 
 

@@ -34,7 +34,7 @@ from stitchsafe.models import load_model, save_checkpoint, unet_metadata
 
 ROLES = ["embedding", "embedding", "foreground"]
 SHAPE, TILE = (400, 864), (288, 288)  # 2 x 3 tiles, the last row partial (112 rows)
-LABELS = "embeddings/labels/instances/0"
+LABELS = "labels/instances/0"  # the container predict made is the image
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def _args(s: dict[str, Any], out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _read(out: Path, inner: str = "embeddings/0") -> np.ndarray:
+def _read(out: Path, inner: str = "0") -> np.ndarray:
     return np.asarray(zarr.open_array(out / inner, mode="r")[...])
 
 
@@ -88,12 +88,12 @@ def _params() -> LabelParams:
 
 def test_large_tiles_write_sharded_output_equal_to_an_unsharded_run(setup: dict[str, Any]) -> None:
     out = setup["tmp"] / "sharded.zarr"
-    emb = zarr.open_array(out / "embeddings" / "0", mode="r")
+    emb = zarr.open_array(out / "0", mode="r")
     assert (emb.shards, emb.chunks) == ((3, *TILE), (1, 144, 288))
     labels = zarr.open_array(out / LABELS, mode="r")
     assert (labels.shards, labels.chunks) == (TILE, (144, 288))
     # One stored object per tile: 6 shard files, not one per inner chunk.
-    shard_files = [p for p in (out / "embeddings" / "0" / "c").rglob("*") if p.is_file()]
+    shard_files = [p for p in (out / "0" / "c").rglob("*") if p.is_file()]
     assert len(shard_files) == 6
     np.testing.assert_array_equal(emb[...], _unsharded_reference(setup))
     np.testing.assert_array_equal(labels[...], label_array(emb[...], params=_params()))
@@ -103,8 +103,8 @@ def test_large_tiles_write_sharded_output_equal_to_an_unsharded_run(setup: dict[
     d = json.loads(info.stdout)
     assert d["tiles"] == {"done": 6, "total": 6} and d["complete"] is True
     arrays = {a["path"]: a for a in d["arrays"]}
-    assert arrays["embeddings/0"]["shards"] == [3, *TILE]
-    assert arrays["embeddings/0"]["chunks"] == [1, 144, 288]
+    assert arrays["0"]["shards"] == [3, *TILE]
+    assert arrays["0"]["chunks"] == [1, 144, 288]
 
 
 def test_sharded_output_opens_with_ome_zarr_readers(setup: dict[str, Any]) -> None:
@@ -112,13 +112,13 @@ def test_sharded_output_opens_with_ome_zarr_readers(setup: dict[str, Any]) -> No
     reader = pytest.importorskip("ome_zarr.reader")
     from ome_zarr.io import parse_url
 
-    root = setup["tmp"] / "sharded.zarr" / "embeddings"
+    root = setup["tmp"] / "sharded.zarr"
     models.Image.from_zarr(zarr.open_group(str(root)))
     models.ImageLabel.from_zarr(zarr.open_group(str(root / "labels" / "instances")))
     nodes = list(reader.Reader(parse_url(str(root)))())
-    np.testing.assert_array_equal(np.asarray(nodes[0].data[0]), _read(root.parent))
+    np.testing.assert_array_equal(np.asarray(nodes[0].data[0]), _read(root))
     found = [n for n in nodes if str(n.zarr).split()[0].endswith("instances")]
-    np.testing.assert_array_equal(np.asarray(found[0].data[0]), _read(root.parent, LABELS))
+    np.testing.assert_array_equal(np.asarray(found[0].data[0]), _read(root, LABELS))
 
 
 def test_segment_and_labels_only_read_and_write_shards(setup: dict[str, Any]) -> None:
@@ -132,7 +132,7 @@ def test_segment_and_labels_only_read_and_write_shards(setup: dict[str, Any]) ->
     only = setup["tmp"] / "labels-only.zarr"
     proc = run_cli(*_args(setup, only, "--no-embeddings"))
     assert proc.returncode == 0, proc.stderr
-    labels = zarr.open_array(only / "instances" / "0", mode="r")
+    labels = zarr.open_array(only / "0", mode="r")
     assert (labels.shards, labels.chunks) == (TILE, (144, 288))
     np.testing.assert_array_equal(labels[...], expected)
 
@@ -140,7 +140,7 @@ def test_segment_and_labels_only_read_and_write_shards(setup: dict[str, Any]) ->
 def _kill_while_writing(args: list[str], out: Path) -> None:
     """Start ``stitchsafe ARGS`` and SIGKILL it as soon as its first shard is stored (the
     resume tests' interruption, timed by the shards rather than the done mask)."""
-    shards = out / "embeddings" / "0" / "c"
+    shards = out / "0" / "c"
     proc = subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
@@ -156,7 +156,7 @@ def test_sigkill_then_resume_of_a_sharded_run_equals_the_uninterrupted_run(
 ) -> None:
     out = setup["tmp"] / "killed.zarr"
     _kill_while_writing(_args(setup, out), out)
-    finished = int(np.count_nonzero(_read(out, ".stitchsafe/embeddings/done")))
+    finished = int(np.count_nonzero(_read(out, ".stitchsafe/done")))
     resumed = run_cli(*_args(setup, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["tiles"] == 6 - finished
@@ -168,8 +168,8 @@ def test_sigkill_then_resume_of_a_sharded_run_equals_the_uninterrupted_run(
 def test_resume_recomputes_missing_and_damaged_shards(setup: dict[str, Any]) -> None:
     out = setup["tmp"] / "damaged.zarr"
     shutil.copytree(setup["tmp"] / "sharded.zarr", out)  # a finished sharded run
-    image = out / "embeddings"
-    mask = zarr.open_array(out / ".stitchsafe/embeddings/done", mode="r+")
+    image = out
+    mask = zarr.open_array(out / ".stitchsafe/done", mode="r+")
     lost = [(0, 0), (1, 1)]  # marked done, shard deleted: the cross-check finds them
     damaged = [(1, 2)]  # not marked done, shard left damaged by a crash: rewritten whole
     for y, x in lost:
@@ -183,4 +183,4 @@ def test_resume_recomputes_missing_and_damaged_shards(setup: dict[str, Any]) -> 
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tiles"] == len(lost) + len(damaged)
     np.testing.assert_array_equal(_read(out), _read(setup["tmp"] / "sharded.zarr"))
-    assert np.all(_read(out, ".stitchsafe/embeddings/done") == 1)
+    assert np.all(_read(out, ".stitchsafe/done") == 1)

@@ -31,7 +31,7 @@ from stitchsafe.labels import NEW_LABELS, face_slices
 from stitchsafe.models import load_model, save_checkpoint, unet_metadata
 
 ROLES = ["embedding", "embedding", "foreground"]
-LABELS = "embeddings/labels/instances"
+LABELS = "labels/instances"  # the container predict makes is the embeddings image
 
 
 def _volume(shape: tuple[int, ...]) -> np.ndarray:
@@ -99,7 +99,7 @@ def clean(setup: dict[str, Path]) -> Path:
 def _interrupt_labelling(args: list[str], out: Path, sig: int) -> subprocess.CompletedProcess[str]:
     """Run ``stitchsafe ARGS``, send ``sig`` once labelling threads write into ``out``."""
     proc = subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    scratch = Path(bookkeeping_path(out, "embeddings", NEW_LABELS))
+    scratch = Path(bookkeeping_path(out, "", NEW_LABELS))
     deadline = time.monotonic() + 120
     # A chunk folder ("c") in the scratch group: the components pass has started writing.
     while proc.poll() is None and time.monotonic() < deadline:
@@ -140,7 +140,7 @@ def test_interrupted_labelling_then_resume_gives_the_clean_runs_labels(
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["tiles"] == 0  # every tile was finished before
     np.testing.assert_array_equal(_labels(out), _labels(clean))
-    assert not Path(bookkeeping_path(out, "embeddings", NEW_LABELS)).exists()
+    assert not Path(bookkeeping_path(out, "", NEW_LABELS)).exists()
     assert zarr.open_group(out / LABELS, mode="r").attrs["stitchsafe"]["complete"] is True
 
 
@@ -157,13 +157,13 @@ def test_interrupted_segment_overwrite_keeps_the_old_labels(
     # The old labels are in place, complete, listed, and read back unchanged.
     np.testing.assert_array_equal(_labels(out), old)
     assert zarr.open_group(out / LABELS, mode="r").attrs["stitchsafe"]["complete"] is True
-    listed = zarr.open_group(out / "embeddings/labels", mode="r").attrs["ome"]["labels"]
+    listed = zarr.open_group(out / "labels", mode="r").attrs["ome"]["labels"]
     assert listed == ["instances"]
     # The next --overwrite clears the leftover scratch group and replaces the labels.
     done = run_cli(*args, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["objects"] > int(old.max())  # no size filter: more objects
-    assert not Path(bookkeeping_path(out, "embeddings", NEW_LABELS)).exists()
+    assert not Path(bookkeeping_path(out, "", NEW_LABELS)).exists()
 
 
 @pytest.mark.parametrize("killed", ["between-the-renames", "before-the-listing"])
@@ -176,14 +176,14 @@ def test_what_a_killed_swap_left_is_finished_by_the_next_run(
     out = setup["tmp"] / f"swap-{killed}.zarr"
     shutil.copytree(clean, out)
     before = _labels(out)
-    scratch = Path(bookkeeping_path(out, "embeddings", NEW_LABELS))
+    scratch = Path(bookkeeping_path(out, "", NEW_LABELS))
     (scratch / "labels").mkdir(parents=True)
     shutil.copytree(out / LABELS, scratch / "labels" / "instances")  # complete new labels
     if killed == "between-the-renames":
         os.rename(out / LABELS, scratch / "previous-instances")
     else:
         os.rename(scratch / "labels" / "instances", scratch / "previous-instances")
-        zarr.open_group(out / "embeddings/labels", mode="r+").attrs["ome"] = {
+        zarr.open_group(out / "labels", mode="r+").attrs["ome"] = {
             "version": "0.5",
             "labels": [],
         }
@@ -191,6 +191,6 @@ def test_what_a_killed_swap_left_is_finished_by_the_next_run(
     with pytest.raises(StitchsafeError, match="already holds.*--overwrite"):
         stitchsafe.segment(out, progress=False)
     np.testing.assert_array_equal(_labels(out), before)
-    listed = zarr.open_group(out / "embeddings/labels", mode="r").attrs["ome"]["labels"]
+    listed = zarr.open_group(out / "labels", mode="r").attrs["ome"]["labels"]
     assert listed == ["instances"]
     assert not scratch.exists()

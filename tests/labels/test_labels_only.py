@@ -9,34 +9,39 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import zarr
+from cli_helpers import EXE, assert_bad_input, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nets import make_net
-from cli_helpers import EXE, assert_bad_input, run_cli
 
 import stitchsafe
 from stitchsafe.engine import whole_volume_forward
 from stitchsafe.geometry import Box
+from stitchsafe.io import bookkeeping_path, done_mask_path, read_pyramid
 from stitchsafe.labels import (
+    ExtendedTiles,
     LabelParams,
     face_slices,
+    grow_by_codes,
     grow_labels,
     label_array,
+    lattice_margin,
     link_mask,
     seed_mask,
+    tile_codes,
 )
 from stitchsafe.models import load_model, save_checkpoint, unet_metadata
-from stitchsafe.io import bookkeeping_path, done_mask_path, read_pyramid
-from stitchsafe.labels import ExtendedTiles, grow_by_codes, lattice_margin, tile_codes
 
 ROLES = ("embedding", "embedding", "foreground")
 
@@ -129,7 +134,7 @@ def test_labels_only_equals_labelling_the_whole_volume_pass(
         grow=grow,
         embeddings=False,
     )
-    assert result.embeddings is None and result.labels == "instances/0"
+    assert result.embeddings is None and result.labels == "0"  # the new container is the image
     labels = np.asarray(zarr.open_array(Path(result.output) / result.labels, mode="r"))
     expected = label_array(oracle, params=params)
     assert expected.max() >= 3, "the case must make several objects"
@@ -137,10 +142,10 @@ def test_labels_only_equals_labelling_the_whole_volume_pass(
     assert result.objects == expected.max()
     # Nothing but the labels, their pyramid levels (and, in the bookkeeping folder, the
     # done mask) is left on disk.
-    image = Path(result.output) / "instances"
-    levels = [level.path for level in read_pyramid(result.output, "instances").levels]
-    assert sorted(os.listdir(image)) == sorted([*levels, "zarr.json"])
-    assert os.listdir(bookkeeping_path(result.output, "instances")) == ["done"]
+    image = Path(result.output)
+    levels = [level.path for level in read_pyramid(result.output, "").levels]
+    assert sorted(os.listdir(image)) == sorted([*levels, "zarr.json", ".stitchsafe"])
+    assert os.listdir(bookkeeping_path(result.output, "")) == ["done"]
     assert not (Path(result.output) / "embeddings").exists()
     assert len(result.plan.plan) == result.tiles > 1
 
@@ -257,11 +262,12 @@ def test_console_script_writes_the_full_runs_labels_only(
     proc = run_cli(*_args(cli_setup, out, "--no-embeddings"))
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
-    assert d["embeddings"] is None and d["labels"] == "instances/0" and d["objects"] > 3
+    assert d["embeddings"] is None and d["labels"] == "0" and d["objects"] > 3
     labels = np.asarray(zarr.open_array(out / d["labels"], mode="r"))
     np.testing.assert_array_equal(labels, full_run)
-    assert sorted(os.listdir(out)) == [".stitchsafe", "instances", "zarr.json"]
-    attrs = zarr.open_group(out / "instances", mode="r").attrs.asdict()
+    levels = [level.path for level in read_pyramid(out, "").levels]
+    assert sorted(os.listdir(out)) == sorted([".stitchsafe", *levels, "zarr.json"])
+    attrs = zarr.open_group(out, mode="r").attrs.asdict()
     assert attrs["stitchsafe"]["complete"] is True and attrs["stitchsafe"]["labels_only"] is True
     assert attrs["ome"]["image-label"] == {}
     assert [a["name"] for a in attrs["ome"]["multiscales"][0]["axes"]] == ["z", "y", "x"]
@@ -280,12 +286,12 @@ def test_labels_only_output_opens_as_ome_zarr_labels(cli_setup: dict[str, Path])
 
     out = cli_setup["tmp"] / "ome.zarr"
     assert run_cli(*_args(cli_setup, out, "--no-embeddings")).returncode == 0
-    image_label = models.ImageLabel.from_zarr(zarr.open_group(str(out / "instances")))
+    image_label = models.ImageLabel.from_zarr(zarr.open_group(str(out)))
     assert image_label.attributes.ome.image_label is not None
-    nodes = list(reader.Reader(parse_url(str(out / "instances")))())
+    nodes = list(reader.Reader(parse_url(str(out)))())  # the container is the label image
     assert nodes and nodes[0].load(reader.Label) is not None
     data = np.asarray(nodes[0].data[0])
-    np.testing.assert_array_equal(data, np.asarray(zarr.open_array(out / "instances/0")))
+    np.testing.assert_array_equal(data, np.asarray(zarr.open_array(out / "0")))
 
 
 @pytest.mark.parametrize(
@@ -319,7 +325,7 @@ def test_sigkill_then_resume_gives_the_same_labels(
     args = _args(cli_setup, out, "--no-embeddings")
     proc = subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    done = Path(done_mask_path(out, "instances"))
+    done = Path(done_mask_path(out, ""))
     # Poll the mask's content: a chunk folder or a temporary file (zarr writes chunks
     # atomically, by renaming) appears before any tile is recorded as finished.
     while time.monotonic() < deadline and proc.poll() is None:
@@ -336,7 +342,107 @@ def test_sigkill_then_resume_gives_the_same_labels(
     resumed = run_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["tiles"] == total - finished
-    labels = np.asarray(zarr.open_array(out / "instances/0", mode="r"))
+    labels = np.asarray(zarr.open_array(out / "0", mode="r"))
     np.testing.assert_array_equal(labels, full_run)
-    levels = [level.path for level in read_pyramid(out, "instances").levels]
-    assert sorted(os.listdir(out / "instances")) == sorted([*levels, "zarr.json"])
+    levels = [level.path for level in read_pyramid(out, "").levels]
+    assert sorted(os.listdir(out)) == sorted([*levels, "zarr.json", ".stitchsafe"])
+    assert os.listdir(bookkeeping_path(out, "")) == ["done"]
+
+
+def _kill_mid_way(args: list[str], done: Path, reset: Callable[[], None]) -> int:
+    """Start predict, SIGKILL it once its done mask at ``done`` records a finished tile;
+    the tiles it finished. A run that finished before the kill landed (a fast, idle
+    machine) is undone with ``reset`` and tried again."""
+    for _ in range(3):
+        proc = subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _finished(done):
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        finished = _finished(done)
+        if 0 < finished < 4 * 8 * 8:
+            return finished
+        reset()
+    pytest.fail("the run could not be interrupted mid-way in three tries")
+
+
+def _ome_home(s: dict[str, Path], home: Path) -> list[str]:
+    """``home/raw``: the test volume written by ome-zarr-py; the labels-only predict args
+    for it (with ``--output`` of a group ``mine.zarr`` beside it)."""
+    ome_writer = pytest.importorskip("ome_zarr.writer")
+    data = np.asarray(zarr.open_array(s["input"], mode="r"))
+    raw = zarr.open_group(home, mode="w").create_group("raw")
+    ome_writer.write_image(data, raw, axes="zyx", scale_factors=[])
+    args = _args(s, home.parent / "mine.zarr", "--no-embeddings")
+    args[args.index(str(s["input"]))] = str(home)
+    return [*args, "--input-key", "raw"]
+
+
+def test_labels_only_of_the_earlier_layout_resume_where_they_are(
+    cli_setup: dict[str, Path], full_run: np.ndarray
+) -> None:
+    """An interrupted labels-only image ``instances`` beside the raw image (the earlier
+    layout) resumes there, and ``info`` reads it."""
+    tmp = cli_setup["tmp"]
+    home, mine = tmp / "old-home.zarr", tmp / "mine.zarr"
+    args = _ome_home(cli_setup, home)
+    zarr.open_group(mine, mode="w").create_group("notes")  # a group of the user's
+    finished = _kill_mid_way(
+        args,
+        Path(done_mask_path(mine, "instances")),
+        lambda: [shutil.rmtree(mine / p, ignore_errors=True) for p in ("instances", ".stitchsafe")],
+    )
+    (mine / "instances").rename(home / "instances")
+    (home / ".stitchsafe").mkdir()
+    (mine / ".stitchsafe" / "instances").rename(home / ".stitchsafe" / "instances")
+    here = [a for a in args if a not in ("--output", str(mine))]
+    resumed = run_cli(*here, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    d = json.loads(resumed.stdout)
+    assert d["labels"] == "instances/0" and d["tiles"] == 4 * 8 * 8 - finished
+    np.testing.assert_array_equal(zarr.open_array(home / "instances/0", mode="r"), full_run)
+    assert not (home / "raw" / "labels").exists()
+    info = json.loads(run_cli("info", str(home), "--json").stdout)
+    assert info["image"] == "instances" and info["complete"] is True
+
+
+def test_labels_only_into_an_ome_zarr_input_resume_under_the_raw_image(
+    cli_setup: dict[str, Path], full_run: np.ndarray
+) -> None:
+    """An OME-Zarr input in its own container: the labels are built in the bookkeeping
+    folder and go to ``raw/labels/instances`` when complete, also after a resume."""
+    home = cli_setup["tmp"] / "home.zarr"
+    args = [
+        a
+        for a in _ome_home(cli_setup, home)
+        if a not in ("--output", str(home.parent / "mine.zarr"))
+    ]
+    done = Path(done_mask_path(home, "raw/labels/instances"))
+    _kill_mid_way(
+        args,
+        done,
+        lambda: [
+            shutil.rmtree(home / p, ignore_errors=True) for p in (".stitchsafe", "raw/labels")
+        ],
+    )
+    assert not (home / "raw" / "labels" / "instances").exists()  # not there until complete
+    mask = zarr.open_array(done, mode="r+")
+    flags = mask[...]
+    flags[np.nonzero(flags)[0][::2]] = 0  # half the finished tiles forgotten
+    mask[...] = flags
+    finished = _finished(done)
+    assert_bad_input(run_cli(*args, "--resume", "--threshold", "0.5"), "cannot resume")
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    d = json.loads(resumed.stdout)
+    assert d["labels"] == "raw/labels/instances/0" and d["tiles"] == 4 * 8 * 8 - finished
+    np.testing.assert_array_equal(
+        zarr.open_array(home / "raw/labels/instances/0", mode="r"), full_run
+    )
+    assert zarr.open_group(home / "raw/labels", mode="r").attrs["ome"]["labels"] == ["instances"]
+    assert not (home / "instances").exists()
+    assert sorted(os.listdir(home / ".stitchsafe" / "raw")) == ["labels"]  # no new-labels
+    assert os.listdir(bookkeeping_path(home, "raw/labels/instances")) == ["done"]

@@ -48,14 +48,14 @@ def _predict(
 
 def test_predict_writes_labels_equal_to_whole_array(volume: dict[str, Path]) -> None:
     r = _predict(volume, "a.zarr", (16, 12))
-    assert r.labels == "embeddings/labels/instances/0" and r.objects is not None
+    assert r.labels == "labels/instances/0" and r.objects is not None  # the root is the image
     labels = _labels(r.output, r.labels)
     emb = _labels(r.output, r.embeddings)
     params = LabelParams(0.02, min_size=2, channel_roles=tuple(ROLES))
     np.testing.assert_array_equal(labels, label_array(emb, params=params))
     assert 5 < r.objects == labels.max() and labels.dtype == np.uint32
     assert zarr.open_array(str(Path(r.output) / r.labels)).chunks == (16, 12)
-    attrs = zarr.open_group(str(Path(r.output) / "embeddings")).attrs.asdict()["stitchsafe"]
+    attrs = zarr.open_group(str(Path(r.output))).attrs.asdict()["stitchsafe"]
     assert attrs["channel_roles"] == ROLES
     assert attrs["label_defaults"]["threshold"] == 0.02 and attrs["label_defaults"]["min_size"] == 2
     d = r.to_dict()
@@ -72,8 +72,9 @@ def test_tile_shape_does_not_change_labels(volume: dict[str, Path]) -> None:
 def test_segment_equals_predict_and_respects_overwrite(volume: dict[str, Path]) -> None:
     r = _predict(volume, "s.zarr", (16, 12), labels=False)
     assert r.labels is None and r.objects is None
-    assert not (Path(r.output) / "embeddings" / "labels").exists()
+    assert not (Path(r.output) / "labels").exists()
     s = stitchsafe.segment(r.output, progress=False)
+    assert s.embeddings == "0" and s.labels == "labels/instances/0"
     p = _predict(volume, "p.zarr", (16, 12))
     np.testing.assert_array_equal(_labels(s.output, s.labels), _labels(p.output, p.labels))
     assert s.objects == p.objects and s.params["threshold"] == 0.02
@@ -158,7 +159,8 @@ def test_labels_are_valid_ome_zarr(volume: dict[str, Path]) -> None:
     from ome_zarr.io import parse_url
 
     r = _predict(volume, "ome.zarr", (16, 12))
-    root = Path(r.output) / "embeddings"
+    root = Path(r.output)  # the container predict made is the embeddings image
+    models.Image.from_zarr(zarr.open_group(str(root)))
     labels_group = models.Labels.from_zarr(zarr.open_group(str(root / "labels")))
     assert labels_group.attributes.ome.labels == ["instances"]
     image_label = models.ImageLabel.from_zarr(zarr.open_group(str(root / "labels" / "instances")))

@@ -306,7 +306,7 @@ def test_torchscript_zip_predict_equals_whole_volume(packages: dict[str, Any]) -
         "foreground",
     ]
     norm = _statistics(packages, "percentile", percentiles=(1, 99.8))
-    got = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    got = np.asarray(zarr.open_array(out / "0", mode="r"))
     _assert_exact(got, _oracle(packages, norm))
 
 
@@ -315,7 +315,7 @@ def test_state_dict_folder_predict_equals_whole_volume(packages: dict[str, Any])
     d = _predict(packages, packages["folder"], out, "--no-labels", "--trust-model")
     assert d["normalization"]["method"] == "zscore" and d["tiles"] == 25
     norm = _statistics(packages, "zscore")
-    got = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    got = np.asarray(zarr.open_array(out / "0", mode="r"))
     # scale_linear (gain 2, offset -0.5) runs after the whole-volume z-score
     _assert_exact(got, _oracle(packages, lambda x: norm(x) * 2.0 - 0.5))
     assert not (packages["folder"] / "__pycache__").exists()

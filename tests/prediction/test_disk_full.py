@@ -55,11 +55,11 @@ def fill(pages):
 
 
 def state():
-    image = out / "embeddings"
+    image = out  # the container predict makes is the image
     if not image.is_dir():
         return "nothing"
     for name, meta in (("folder", "zarr.json"), ("metadata", "0/zarr.json"),
-                       ("array", "../.stitchsafe/embeddings/done/zarr.json")):
+                       ("array", ".stitchsafe/done/zarr.json")):
         if not (image / meta).is_file():
             return name
     return "made"
@@ -111,8 +111,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _read(out: Path) -> tuple[np.ndarray, np.ndarray]:
-    emb = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
-    labels = np.asarray(zarr.open_array(out / "embeddings/labels/instances/0", mode="r"))
+    emb = np.asarray(zarr.open_array(out / "0", mode="r"))
+    labels = np.asarray(zarr.open_array(out / "labels/instances/0", mode="r"))
     return emb, labels
 
 

@@ -87,9 +87,9 @@ def test_read_only_container_falls_back_beside_it(setup: dict[str, Path]) -> Non
     assert json.loads(proc.stdout)["output"] == str(beside)
     assert "read-only" in proc.stderr and str(beside) in proc.stderr, proc.stderr
     assert "--output" in proc.stderr
-    embeddings = zarr.open_array(beside / "embeddings/0", mode="r")
+    embeddings = zarr.open_array(beside / "0", mode="r")  # the new container is the image
     assert embeddings.shape == (1, 40, 50)
-    assert zarr.open_array(beside / "embeddings/labels/instances/0", mode="r").shape == (40, 50)
+    assert zarr.open_array(beside / "labels/instances/0", mode="r").shape == (40, 50)
     assert _listing(container) == before  # nothing written into the input's container
 
 

@@ -35,7 +35,7 @@ from stitchsafe.labels import NEW_LABELS
 distributed = pytest.importorskip("distributed")
 
 TILE = (4, 8, 8)
-LABELS = "embeddings/labels/instances/0"
+LABELS = "labels/instances/0"
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def cluster() -> Iterator[Any]:
 
 
 def _read(out: Path) -> tuple[np.ndarray, np.ndarray]:
-    emb = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    emb = np.asarray(zarr.open_array(out / "0", mode="r"))
     return emb, np.asarray(zarr.open_array(out / LABELS, mode="r"))
 
 
@@ -96,7 +96,7 @@ def _args(setup: dict[str, Path], out: Path, scheduler: str) -> list[str]:
 
 
 def _chunks_written(out: Path) -> int:
-    where = out / "embeddings" / "0" / "c"
+    where = out / "0" / "c"
     return sum(len(files) for _, _, files in os.walk(where)) if where.exists() else 0
 
 
@@ -136,14 +136,12 @@ def test_all_workers_lost_in_the_tiles_then_in_the_labels_then_resume(
     # 1. Every worker killed once ten tiles are written.
     stopped = _kill_workers_when(cluster, args, lambda: _chunks_written(out) >= 10)
     _one_paragraph(stopped, "running the tiles", "done mask", "--resume")
-    done = np.asarray(zarr.open_array(done_mask_path(out, "embeddings"), mode="r"))
+    done = np.asarray(zarr.open_array(done_mask_path(out, ""), mode="r"))
     assert 0 < done.sum() < done.size  # some tiles finished, and they are kept
     # 2. --resume continues; its workers are killed once the labelling has started (the
     # scratch group where new labels are built appears).
     again = [*args, "--resume"]
-    stopped = _kill_workers_when(
-        cluster, again, Path(bookkeeping_path(out, "embeddings", NEW_LABELS)).exists
-    )
+    stopped = _kill_workers_when(cluster, again, Path(bookkeeping_path(out, "", NEW_LABELS)).exists)
     _one_paragraph(stopped, "running the labels", "embeddings are complete", "--resume")
     assert not (out / LABELS).exists()  # no half-made labels where labels belong
     # 3. --resume once more: only the labels were left to do, and the output is the clean one.

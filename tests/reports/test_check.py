@@ -113,7 +113,7 @@ def test_check_numbers_match_the_oracle_and_the_png_is_written(setup: dict[str, 
     geometry = make_net("2d-d1-f2")[1].geometry()
     raw = np.asarray(zarr.open_array(setup["input"], mode="r"))[None]
     whole = whole_volume_forward(raw, model, geometry, transform=norm)
-    stitched = np.asarray(zarr.open_array(out / "embeddings" / "0", mode="r"))
+    stitched = np.asarray(zarr.open_array(out / "0", mode="r"))
     naive = _naive_stitch(norm(raw), model, geometry, (19, 23))
     scale = float(np.abs(whole).max())
     assert d["output_scale"] == pytest.approx(scale, rel=1e-6)
@@ -147,7 +147,7 @@ def test_check_3d_text_default_picture_and_crop(
 
     r = CliRunner().invoke(cli, [*args, "--crop", "8,16,20", "--no-picture", "--json"])
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert d["crop"] == {"begin": [3, 7, 7], "shape": [8, 16, 20]}  # centred
     assert d["picture"] is None and d["exact"] is True
     assert d["naive"]["relative"] > 1e-2

@@ -47,18 +47,19 @@ def test_info_json_on_a_finished_output(setup: dict[str, Any]) -> None:
     proc = run_cli("info", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
-    assert d["path"] == str(out) and d["image"] == "embeddings"
+    # The container predict made is the image: its path inside is "" (the root).
+    assert d["path"] == str(out) and d["image"] == ""
     arrays = {a["path"]: a for a in d["arrays"]}
-    done = ".stitchsafe/embeddings/done"
-    assert list(arrays) == ["embeddings/0", done, "embeddings/labels/instances/0"]
+    done = ".stitchsafe/done"
+    assert list(arrays) == ["0", done, "labels/instances/0"]
     for path, a in arrays.items():
         z = zarr.open_array(out / path, mode="r")
         assert a["shape"] == list(z.shape) and a["chunks"] == list(z.chunks)
         assert a["dtype"] == str(z.dtype) and a["shards"] is None
         assert a["stored_bytes"] == _stored_bytes(out / path) > 0
         assert a["bytes"] == z.nbytes
-    assert arrays["embeddings/0"]["shape"] == [1, 40, 50]
-    assert arrays["embeddings/0"]["chunks"] == [1, 18, 9]
+    assert arrays["0"]["shape"] == [1, 40, 50]
+    assert arrays["0"]["chunks"] == [1, 18, 9]
     plan = d["plan"]
     assert plan["tile_shape"] == [18, 9] and plan["grid_shape"] == [3, 6] and plan["tiles"] == 18
     assert plan["period"] == [9, 9] and plan["halo"] == pred["plan"]["halo"]
@@ -76,8 +77,8 @@ def test_info_json_on_a_finished_output(setup: dict[str, Any]) -> None:
     assert labels["name"] == "instances" and labels["complete"] is True
     assert labels["objects"] == pred["objects"] and labels["params"] == pred["label_params"]
 
-    # The image group itself names the same output.
-    again = CliRunner().invoke(cli, ["info", str(out / "embeddings"), "--json"])
+    # The root named as the image gives the same output.
+    again = CliRunner().invoke(cli, ["info", str(out), "--image", "", "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.output)["arrays"] == d["arrays"]
 
@@ -87,9 +88,9 @@ def test_info_text(setup: dict[str, Any]) -> None:
     proc = run_cli("info", out)
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
-    assert text.startswith(f"stitchsafe output {out}, image embeddings: complete")
+    assert text.startswith(f"stitchsafe output {out}, image (the container's root): complete")
     for words in (
-        "embeddings/0",
+        "labels/instances/0",
         "float32",
         "chunks 1 x 18 x 9",
         "on disk",
@@ -108,10 +109,10 @@ def test_info_on_an_interrupted_run(setup: dict[str, Any]) -> None:
     # What a run killed part-way leaves: complete false, some tiles not marked, no labels.
     out = setup["tmp"] / "interrupted.zarr"
     shutil.copytree(setup["out"], out)
-    shutil.rmtree(out / "embeddings" / "labels")
-    mask = zarr.open_array(done_mask_path(out, "embeddings"), mode="r+")
+    shutil.rmtree(out / "labels")
+    mask = zarr.open_array(done_mask_path(out, ""), mode="r+")
     mask[1:, 2:] = 0
-    image = zarr.open_group(out / "embeddings", mode="r+")
+    image = zarr.open_group(out, mode="r+")
     stored: Any = image.attrs.asdict()["stitchsafe"]
     image.attrs["stitchsafe"] = {**stored, "complete": False}
 
@@ -119,23 +120,24 @@ def test_info_on_an_interrupted_run(setup: dict[str, Any]) -> None:
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["complete"] is False and d["tiles"] == {"done": 18 - 2 * 4, "total": 18}
-    assert (
-        d["labels"] == [] and [a["path"] for a in d["arrays"]][-1] == ".stitchsafe/embeddings/done"
-    )
+    assert d["labels"] == [] and [a["path"] for a in d["arrays"]][-1] == ".stitchsafe/done"
     text = CliRunner().invoke(cli, ["info", str(out)]).output
     assert "INCOMPLETE" in text and "10 / 18 tiles done" in text and "--resume" in text
     assert "labels         none" in text
 
 
 def test_info_picks_an_image_by_name(setup: dict[str, Any]) -> None:
+    # Two images in a group (as an earlier version, or the user, put them).
     out = setup["tmp"] / "two.zarr"
-    shutil.copytree(setup["out"], out)
+    zarr.open_group(out, mode="w")
+    keep = shutil.ignore_patterns(".stitchsafe")
+    shutil.copytree(setup["out"], out / "embeddings", ignore=keep)
     shutil.copytree(out / "embeddings", out / "second")
     r = CliRunner().invoke(cli, ["info", str(out), "--image", "second", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["image"] == "second"
+    assert json.loads(r.stdout)["image"] == "second"
     r = CliRunner().invoke(cli, ["info", str(out), "--json"])
-    assert json.loads(r.output)["image"] == "embeddings"  # predict's default name wins
+    assert json.loads(r.stdout)["image"] == "embeddings"  # predict's default name wins
     shutil.rmtree(out / "embeddings")
     os.rename(out / "second", out / "third")
     shutil.copytree(out / "third", out / "fourth")

@@ -64,7 +64,9 @@ SHOTS = (
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """An anisotropic OME-Zarr input (ome-zarr-py) and what `stitchsafe predict` made of it."""
+    """An anisotropic OME-Zarr input (ome-zarr-py) and what `stitchsafe predict` made of it
+    in its container: the labels under the raw image (the container's root), the
+    embeddings beside it (``raw.zarr/embeddings``)."""
     tmp = tmp_path_factory.mktemp("napari")
     # Cells round in voxels (what the bundled model learnt), stored with a coarse z step.
     image, _ = synthetic_cells((16, 64, 64), seed=1)
@@ -103,6 +105,18 @@ def labels_only(demo: dict[str, Any]) -> Path:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return Path(json.loads(proc.stdout)["output"])
+
+
+@pytest.fixture(scope="module")
+def created(demo: dict[str, Any]) -> dict[str, Any]:
+    """predict's output into a new container (``--output``): the container is the image."""
+    out = demo["tmp"] / "created.zarr"
+    proc = run_cli(
+        "predict", "--input", str(demo["raw"]), "--output", str(out), "--device", "cpu",
+        "--no-progress", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
 
 
 @pytest.fixture
@@ -150,6 +164,9 @@ def test_output_opens_right(which: str, request: pytest.FixtureRequest, viewer: 
     demo = request.getfixturevalue("demo" if which == "anisotropic" else "demo_output")
     result = demo["result"]
     raw_layers = _open(viewer, demo["raw"], "napari-ome-zarr")
+    # Opening the raw image shows raw + labels: the labels belong to it.
+    labels = [x for x in raw_layers if type(x).__name__ == "Labels"]
+    assert len(labels) == 1, [type(x).__name__ for x in raw_layers]
     embeddings = os.path.join(result["output"], *result["embeddings"].split("/")[:-1])
     emb_layers = _open(viewer, embeddings, "napari-ome-zarr")
     kinds = {type(layer).__name__ for layer in viewer.layers}
@@ -186,6 +203,42 @@ def test_output_opens_right(which: str, request: pytest.FixtureRequest, viewer: 
     assert overlap > 0.9, f"the labels' colours cover {overlap:.0%} of where the labels are"
     # The full view shows more than the labels: the raw image and the foreground too.
     assert (full[..., :3].max(axis=-1) > 0).sum() > coloured.sum()
+
+
+def test_the_output_path_opens_as_embeddings_and_labels(
+    demo: dict[str, Any], created: dict[str, Any], viewer: Any
+) -> None:
+    """The ``output`` path that --json prints, opened alone in napari-ome-zarr: one layer
+    per embeddings channel (only the foreground visible) and the labels, all where the raw
+    image lies."""
+    assert (created["embeddings"], created["labels"]) == ("0", "labels/instances/0")
+    layers = _open(viewer, created["output"], "napari-ome-zarr")
+    images = [x for x in layers if type(x).__name__ == "Image"]
+    labels = [x for x in layers if type(x).__name__ == "Labels"]
+    assert [x.name.split(": ")[-1] for x in images] == NAMES
+    assert [x.name for x in images if x.visible] == [images[-1].name]
+    assert len(labels) == 1 and len(layers) == len(NAMES) + 1
+    np.testing.assert_allclose(labels[0].scale, demo["scale"])
+    for layer in layers:
+        np.testing.assert_allclose(layer.extent.world, labels[0].extent.world)
+    written = zarr.open_array(Path(created["output"]) / created["labels"], mode="r")[...]
+    shown = labels[0].data[0] if labels[0].multiscale else labels[0].data
+    np.testing.assert_array_equal(np.asarray(shown), written)
+    labels[0].visible = True  # napari-ome-zarr opens labels hidden
+    shot = _shot(viewer, "created.png", demo["tmp"])
+    assert (shot[..., :3].max(axis=-1) > 0).sum() > 1000
+
+
+def test_the_demo_container_opens_whole(demo_output: dict[str, Any], viewer: Any) -> None:
+    """The demo's container (``sample.zarr``: raw, embeddings) opened itself: its root lists
+    both images, so napari-ome-zarr shows the raw image, its labels and the embeddings."""
+    layers = _open(viewer, demo_output["result"]["output"], "napari-ome-zarr")
+    kinds = [type(x).__name__ for x in layers]
+    assert kinds.count("Labels") == 1 and kinds.count("Image") == 1 + len(NAMES), kinds
+    assert [x.name.split(": ")[-1] for x in layers if type(x).__name__ == "Image"][1:] == NAMES
+    world = np.asarray(layers[0].extent.world)
+    for layer in layers:
+        np.testing.assert_allclose(layer.extent.world, world)
 
 
 @pytest.mark.parametrize("which", ["predict", "labels-only"])

@@ -14,6 +14,8 @@ from ._archive import (
     find_yaml,
     open_package,
 )
+from ._export import ExportResult, export_bioimageio
+from ._export_spec import config_metadata
 from ._module import PackageModule
 from ._package import load_package
 from ._parse import parse_description
@@ -23,6 +25,7 @@ from ._spec import WEIGHT_FORMATS, ArchitectureSpec, PackageSpec, WeightsSpec
 
 __all__ = [
     "ArchitectureSpec",
+    "ExportResult",
     "MAX_MEMBER_BYTES",
     "MAX_RATIO",
     "MAX_TOTAL_BYTES",
@@ -33,6 +36,8 @@ __all__ = [
     "WEIGHT_FORMATS",
     "WeightsSpec",
     "YAML_NAMES",
+    "config_metadata",
+    "export_bioimageio",
     "find_yaml",
     "load_package",
     "open_package",

@@ -69,6 +69,7 @@ from .._probe import measure_period
 from .._probe_runner import Lattice, Runner
 from ._archive import open_package
 from ._errors import UnusablePackage, error_line
+from ._export_spec import config_metadata
 from ._module import PackageModule
 from ._parse import parse_description
 from ._read import read_description
@@ -101,14 +102,15 @@ def load_package(path: str | os.PathLike[str], *, trust: bool = False) -> Loaded
         code without ``trust``, and for a zip too large to extract.
     """
     where = f"model package {os.fspath(path)!r}"
-    spec, net, files = _read_package(path, where, trust)
+    spec, net, files, config = _read_package(path, where, trust)
     module = PackageModule(net, spec).eval()
     check_weights_dims(net, spec, where)
     model = LoadedModel(
         os.fspath(path), "bioimageio", module, None, spec.dims, spec.channels_in, _notes(spec)
     )
     geometry = _declared_geometry(model, spec, where)
-    model.metadata = validate_metadata(spec.metadata(geometry))
+    # A package stitchsafe exported carries its full metadata (label defaults, training).
+    model.metadata = config_metadata(validate_metadata(spec.metadata(geometry)), config, where)
     if hasattr(model, "files"):  # every file that feeds the model, for the run fingerprint
         model = dataclasses.replace(model, files=files)
     return model
@@ -116,8 +118,8 @@ def load_package(path: str | os.PathLike[str], *, trust: bool = False) -> Loaded
 
 def _read_package(
     path: str | os.PathLike[str], where: str, trust: bool
-) -> tuple[PackageSpec, nn.Module, tuple[str, ...]]:
-    """``(what the description says, the network, the files that fed it)``."""
+) -> tuple[PackageSpec, nn.Module, tuple[str, ...], Any]:
+    """``(what the description says, the network, the files that fed it, its config)``."""
     with open_package(path, where) as files:
         descr = read_description(files.yaml, where=where)
         try:
@@ -125,7 +127,7 @@ def _read_package(
         except UnusablePackage as e:
             raise StitchsafeError(f"{where} cannot be used: {e}.") from None
         net = load_network(spec.weights, files, trust=trust)
-        return spec, net, files.files()
+        return spec, net, files.files(), getattr(descr, "config", None)
 
 
 def _notes(spec: PackageSpec) -> list[str]:
