@@ -25,10 +25,17 @@ from .engine import Normalization, run_plan, whole_volume_forward
 from .errors import StitchsafeError
 from .geometry import Box, ModelGeometry, Plan
 from .io import open_volume, prepare_output, write_block
-from .labels import average_precision
+from .labels import average_precision, match
 from .models import bundled_model, load_model, resolve_geometry
 from .prediction import PredictResult, predict
-from .reports import EXACT_RTOL, naive_tiling, save_deviation_picture, save_label_overlay
+from .progress import Steps, plural, showing_stages
+from .reports import (
+    EXACT_RTOL,
+    matched_objects,
+    naive_tiling,
+    save_deviation_picture,
+    save_matched_labels,
+)
 from .training import synthetic_cells
 
 __all__ = ["DEMO_SEED", "DEMO_SHAPE", "DEMO_TILE", "describe_demo", "run_demo"]
@@ -36,6 +43,17 @@ __all__ = ["DEMO_SEED", "DEMO_SHAPE", "DEMO_TILE", "describe_demo", "run_demo"]
 DEMO_SHAPE = (32, 96, 96)
 DEMO_TILE = (16, 32, 32)
 DEMO_SEED = 7  # the bundled models were trained on seed 0
+# A nominal voxel size: the synthetic cells' radii (4 to 8 voxels) are those of nuclei
+# at 1 micrometer per voxel. Written into the sample, so every output carries it.
+DEMO_VOXEL_SIZE = (1.0, 1.0, 1.0)
+DEMO_UNIT = "micrometer"
+# The demo's steps, each announced as it starts (the first ones print nothing else).
+_STEPS = (
+    "making the sample",
+    "predicting with the bundled 3-D model",
+    "one whole-volume pass and a naive tiling, for comparison",
+    "drawing the pictures",
+)
 
 
 @dataclass(frozen=True)
@@ -67,27 +85,34 @@ def run_demo(
     """Build the sample under ``output``, predict with the bundled 3-D model, measure.
 
     Returns a JSON-ready summary (paths, tiles, seconds, objects, AP@0.5, deviations).
+    With ``progress``, each step says when it starts (a line in the log or on the
+    terminal) and the long ones show their own progress.
     """
     out, container = _prepare_folder(Path(output), overwrite)
-    torch.manual_seed(0)
-    image, truth = synthetic_cells(DEMO_SHAPE, seed=DEMO_SEED)
-    _write_sample(container, image)
-    start = time.perf_counter()
-    result = predict(
-        bundled_model(3),
-        container,
-        input_key="raw",
-        tile_shape=DEMO_TILE,
-        device="cpu",
-        overwrite=True,
-        progress=progress,
-    )
-    seconds = time.perf_counter() - start
-    assert result.labels is not None and result.embeddings is not None
-    labels = np.asarray(zarr.open_array(os.fspath(container / result.labels), mode="r"))
-    ap50 = average_precision(truth, labels)
-    comparison = _compare(container, image, result)
-    pictures = _pictures(out, image, truth, labels, ap50, comparison, result)
+    with showing_stages(progress), Steps(_STEPS, desc="demo", enabled=progress) as steps:
+        steps.start(0)
+        torch.manual_seed(0)
+        image, truth = synthetic_cells(DEMO_SHAPE, seed=DEMO_SEED)
+        _write_sample(container, image)
+        steps.start(1)
+        start = time.perf_counter()
+        result = predict(
+            bundled_model(3),
+            container,
+            input_key="raw",
+            tile_shape=DEMO_TILE,
+            device="cpu",
+            overwrite=True,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - start
+        assert result.labels is not None and result.embeddings is not None
+        labels = np.asarray(zarr.open_array(os.fspath(container / result.labels), mode="r"))
+        ap50 = average_precision(truth, labels)
+        steps.start(2)
+        comparison = _compare(container, image, result, progress=progress)
+        steps.start(3)
+        pictures = _pictures(out, image, (truth, labels), comparison, result)
     return _summary(result, image, truth, seconds, ap50, comparison, pictures)
 
 
@@ -116,11 +141,15 @@ def _write_sample(group: Path, image: np.ndarray) -> None:
         axes=("z", "y", "x"),
         overwrite=True,
         attributes={"source": f"stitchsafe.training.synthetic_cells(seed={DEMO_SEED})"},
+        scale=DEMO_VOXEL_SIZE,
+        units=(DEMO_UNIT,) * 3,
     )
     write_block(spec, Box.from_shape(image.shape), image[None])
 
 
-def _compare(container: Path, image: np.ndarray, result: PredictResult) -> _Comparison:
+def _compare(
+    container: Path, image: np.ndarray, result: PredictResult, *, progress: bool
+) -> _Comparison:
     """One whole-volume pass and a naive tiling, with predict's own normalisation."""
     assert result.embeddings is not None
     stitched = np.asarray(zarr.open_array(os.fspath(container / result.embeddings), mode="r"))
@@ -142,7 +171,7 @@ def _compare(container: Path, image: np.ndarray, result: PredictResult) -> _Comp
         overwrite=True,
         attributes={"note": "tiles off the period lattice, for comparison only"},
     )
-    run_plan(volume, model, naive_plan, naive_spec, transform=norm, progress=False)
+    run_plan(volume, model, naive_plan, naive_spec, transform=norm, progress=progress)
     volume.close()
     naive = np.asarray(zarr.open_array(os.fspath(container / naive_spec.array), mode="r"))
     return _Comparison(stitched, whole, naive, naive_plan, geometry)
@@ -151,13 +180,12 @@ def _compare(container: Path, image: np.ndarray, result: PredictResult) -> _Comp
 def _pictures(
     out: Path,
     image: np.ndarray,
-    truth: np.ndarray,
-    labels: np.ndarray,
-    ap50: float,
+    objects: tuple[np.ndarray, np.ndarray],
     comparison: _Comparison,
     result: PredictResult,
 ) -> list[str]:
-    """``labels.png`` (a slice, truth and labels) and ``deviation.png`` (both tilings)."""
+    """``labels.png`` (a slice, truth and labels, matched) and ``deviation.png`` (both
+    tilings)."""
     deviation_png, labels_png = out / "deviation.png", out / "labels.png"
     c = comparison
     save_deviation_picture(
@@ -169,15 +197,24 @@ def _pictures(
         c.naive_plan,
         z=c.stitched.shape[1] // 2,
     )
+    truth, labels = objects
     z = image.shape[0] // 2
-    save_label_overlay(
+    scores = match(truth, labels)  # in 3-D, as the colours below
+    physical = result.plan.physical
+    save_matched_labels(
         labels_png,
         image[z],
-        [
-            ("ground truth", truth[z]),
-            (f"stitchsafe, bundled 3-D model (AP@0.5 {ap50:.2f})", labels[z]),
-        ],
-        title=f"Instance labels, slice z = {z} of the 3-D sample",
+        truth[z],
+        labels[z],
+        matches=matched_objects(truth, labels),
+        captions=(
+            f"ground truth: {plural(int(truth.max()), 'object')}, {scores.fn} missed",
+            f"bundled 3-D model: {plural(scores.tp + scores.fp, 'object')}, "
+            f"{plural(scores.fp, 'false positive')}",
+        ),
+        pixel=(1.0, None) if physical is None else (physical.scale[-1], physical.units[-1]),
+        title=f"Instance labels, slice z = {z} of the 3-D sample: AP@0.5 {scores.ap:.2f} "
+        "(objects matched in 3-D)",
     )
     return [os.fspath(labels_png), os.fspath(deviation_png)]
 
@@ -211,13 +248,14 @@ def _summary(
         "exact": dev <= EXACT_RTOL * scale,
         "naive_relative_deviation": comparison.naive_deviation / scale,
         "pictures": pictures,
+        "warnings": list(result.warnings),  # a result that looks wrong (none expected)
     }
 
 
 def describe_demo(summary: dict[str, Any]) -> str:
     """The demo's summary as the few lines ``stitchsafe demo`` prints."""
     return (
-        f"stitchsafe demo: {summary['tiles']} tiles of {summary['tile_shape']} over a "
+        f"stitchsafe demo: {plural(summary['tiles'], 'tile')} of {summary['tile_shape']} over a "
         f"{summary['volume_shape']} sample in {summary['seconds']:.1f} s "
         f"(bundled 3-D model)\n"
         f"  objects found: {summary['objects']} (ground truth {summary['true_objects']}); "

@@ -16,16 +16,38 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import IO, Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["LOG_EVERY", "LogProgress", "duration_text", "progress_bar"]
+__all__ = [
+    "LOG_EVERY",
+    "STAGE_AFTER",
+    "LogProgress",
+    "Steps",
+    "duration_text",
+    "plural",
+    "progress_bar",
+    "showing_stages",
+    "stage_progress",
+]
 
 #: Seconds between two progress lines in a log.
 LOG_EVERY = 30.0
+#: Seconds a stage deep in the library (:func:`stage_progress`) runs before a log says so:
+#: shorter waits stay silent.
+STAGE_AFTER = 3.0
 
 _LOG = logging.getLogger("stitchsafe.progress")
+
+# Whether the stages whose callers take no progress flag (probing, the halo search) show
+# their progress: off in library use, on in a command (``showing_stages``).
+_STAGES: ContextVar[tuple[bool, float]] = ContextVar(
+    "stitchsafe_stages", default=(False, STAGE_AFTER)
+)
 
 
 def duration_text(seconds: float) -> str:
@@ -46,8 +68,30 @@ def duration_text(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``count`` and ``noun``, the noun in the plural unless ``count`` is 1.
+
+    The one place where the words of messages agree with their numbers.
+
+    Examples
+    --------
+    >>> plural(1, "tile"), plural(3, "tile"), plural(0, "object"), plural(2, "axis", "axes")
+    ('1 tile', '3 tiles', '0 objects', '2 axes')
+    >>> plural(2, "forward pass")
+    '2 forward passes'
+    """
+    if count == 1:
+        return f"{count} {noun}"
+    if many is None:
+        many = noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+    return f"{count} {many}"
+
+
 class LogProgress:
     """Progress as a few log lines: at most one per ``every`` seconds, and the end.
+
+    With ``after`` (a stage deep in the library), the first line comes ``after`` seconds
+    in, and a stage that ends sooner logs nothing at all.
 
     The same methods as the tqdm bars this replaces (``update``, ``close``, ``set_postfix``,
     use as a context manager), so callers need not know which they hold. Not thread-safe by
@@ -65,18 +109,29 @@ class LogProgress:
     >>> _LOG.removeHandler(handler); _LOG.setLevel(logging.NOTSET)
     """
 
-    def __init__(self, total: int | None, *, desc: str, unit: str, every: float = LOG_EVERY):
+    def __init__(
+        self,
+        total: int | None,
+        *,
+        desc: str,
+        unit: str,
+        every: float = LOG_EVERY,
+        after: float | None = None,
+    ):
         self.total = total
         self.n = 0
         self.desc = desc
         self.unit = unit
         self.every = every
+        self.after = after or 0.0  # a stage that ends sooner logs nothing
         self._postfix = ""
-        self._start = self._last = time.monotonic()
+        self._start = time.monotonic()
+        # The first line is due ``after`` seconds in (when given), then every ``every``.
+        self._last = self._start if after is None else self._start - every + after
         self._closed = False
 
     def _units(self, n: int | None) -> str:
-        return self.unit if n == 1 else f"{self.unit}s"
+        return plural(n or 0, self.unit).split(" ", 1)[1]
 
     def update(self, n: int = 1) -> None:
         """Advance by ``n``; log a line when ``every`` seconds passed since the last."""
@@ -115,6 +170,8 @@ class LogProgress:
             return
         self._closed = True
         now = time.monotonic()
+        if now - self._start < self.after:
+            return
         total = "" if self.total is None else f" of {self.total}"
         done = "done" if self.total is None or self.n >= self.total else "stopped"
         text = (
@@ -188,3 +245,90 @@ def progress_bar(
     if _is_terminal(sys.stderr):
         return tqdm(total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr)
     return LogProgress(total, desc=desc, unit=unit)
+
+
+@contextmanager
+def showing_stages(enabled: bool = True, *, after: float = STAGE_AFTER) -> Iterator[None]:
+    """Within the block, :func:`stage_progress` shows progress (``enabled``) or not; in
+    a log, of stages that last ``after`` seconds or more.
+
+    Stages deep in the library (probing a model's geometry, the halo search of approximate
+    mode) take no progress flag of their own; the command-line tool and the functions that
+    take one (``run_demo``) switch them on or off for what they run. Off by default.
+
+    Examples
+    --------
+    >>> with showing_stages(False):
+    ...     stage_progress("probing", unit="forward pass").__class__.__name__
+    '_Silent'
+    """
+    token = _STAGES.set((enabled, after))
+    try:
+        yield
+    finally:
+        _STAGES.reset(token)
+
+
+def stage_progress(desc: str, *, unit: str, total: int | None = None) -> Any:
+    """:func:`progress_bar` of a stage whose caller takes no progress flag: shown where
+    :func:`showing_stages` switched stages on, else silent.
+
+    In a batch log a stage that lasts :data:`STAGE_AFTER` seconds or more logs a line
+    then (at its first step after that), every :data:`LOG_EVERY` seconds after, and when
+    it ends; a shorter one logs nothing (probing a small model takes a second).
+    """
+    enabled, after = _STAGES.get()
+    if enabled and not _is_terminal(sys.stderr):
+        return LogProgress(total, desc=desc, unit=unit, after=after)
+    return progress_bar(total, desc=desc, unit=unit, enabled=enabled)
+
+
+class Steps:
+    """A job of a few named steps: a bar over them on a terminal, a line as each starts in
+    a log (so that the steps before the first long stage are not silent), or nothing.
+
+    Examples
+    --------
+    >>> with Steps(["making the sample", "predicting"], desc="demo", enabled=False) as s:
+    ...     s.start(0); s.start(1)
+    >>> s.done
+    2
+    """
+
+    def __init__(self, names: Sequence[str], *, desc: str, enabled: bool = True) -> None:
+        self.names = list(names)
+        self.desc = desc
+        self.done = 0
+        self._now: int | None = None
+        self._start = time.monotonic()
+        terminal = enabled and _is_terminal(sys.stderr)
+        self._bar = progress_bar(len(self.names), desc=desc, unit="step", enabled=terminal)
+        self._log = enabled and not terminal
+
+    def start(self, index: int) -> None:
+        """Step ``index`` starts: the one before (if any) is done."""
+        if self._now is not None:
+            self.done += 1
+            self._bar.update(1)
+        self._now = index
+        self._bar.set_postfix(now=self.names[index])
+        if self._log:
+            n = len(self.names)
+            _LOG.info("%s: step %d of %d: %s", self.desc, index + 1, n, self.names[index])
+
+    def close(self) -> None:
+        """The last step is done."""
+        if self._now is not None:
+            self.done += 1
+            self._bar.update(1)
+            self._now = None
+        self._bar.close()
+        if self._log:
+            took = duration_text(time.monotonic() - self._start)
+            _LOG.info("%s: %s done in %s", self.desc, plural(self.done, "step"), took)
+
+    def __enter__(self) -> Steps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

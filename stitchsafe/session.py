@@ -1,10 +1,10 @@
 """What ``plan``, ``predict`` and ``check`` share: settings -> volume, model, geometry, plan.
 
-:func:`open_session` runs the steps in order — choose the model (the bundled one without
-``--model``), load it, resolve its geometry (metadata, flags, probe; or approximate mode's
-native geometry), open the input, measure the approximate halo if asked, size the tiles and
-make the plan — and returns them together as a :class:`Session`. :func:`plan` is the public
-function that stops there.
+:func:`open_session` runs the steps in order — check the input (its own problems fail
+before any model is opened), choose the model (the bundled one without ``--model``), load
+it, resolve its geometry (metadata, flags, probe; or approximate mode's native geometry),
+open the input, measure the approximate halo if asked, size the tiles and make the plan —
+and returns them together as a :class:`Session`. :func:`plan` stops there.
 
 >>> import stitchsafe
 >>> stitchsafe.plan is plan
@@ -41,6 +41,8 @@ from .io import (
     PhysicalScale,
     PhysicalSettings,
     Volume,
+    channels_mismatch,
+    check_input,
     input_name,
     is_array,
     is_url,
@@ -53,6 +55,7 @@ __all__ = [
     "PlanResult",
     "Session",
     "Sources",
+    "check_sources",
     "default_normalization",
     "open_session",
     "plan",
@@ -149,13 +152,18 @@ def open_session(
     run: RunSettings,
     approximate: ApproximateSettings,
     remote: bool = False,
+    checked: bool = False,
 ) -> Session:
     """Open the input and the model, resolve the geometry and make the plan.
 
     ``remote``: the tiles run on other workers, so this process plans on its CPU and
-    passes absolute paths (workers do not share its working directory).
+    passes absolute paths (workers do not share its working directory). The input is
+    checked first (:func:`stitchsafe.io.check_input`), unless the caller ``checked`` it.
     """
     device = _planning_device(run.device, remote)
+    early = None if checked else check_sources(sources)
+    if early is not None:
+        early.close()
     resolved = _resolve_model(sources, tiling, approximate)
     volume = _open_input(sources, resolved.model.geometry, remote)
     try:
@@ -221,6 +229,19 @@ def _resolve_model(
     return _Resolved(model, tuple(notes))
 
 
+def check_sources(sources: Sources) -> Volume | None:
+    """The input of ``sources`` checked before its model is opened
+    (:func:`stitchsafe.io.check_input`); the caller closes the volume returned."""
+    model = sources.model
+    return check_input(
+        sources.input,
+        key=sources.input_key,
+        physical=sources.physical,
+        selection=sources.selection,
+        dims=(model.geometry.dims,) if isinstance(model, Model) else (3, 2),
+    )
+
+
 def _open_input(sources: Sources, geometry: ModelGeometry, remote: bool) -> Volume:
     """Open the input volume and check its channels against the model's."""
     input = sources.input
@@ -236,21 +257,8 @@ def _open_input(sources: Sources, geometry: ModelGeometry, remote: bool) -> Volu
     )
     if volume.channels != geometry.channels_in:
         volume.close()
-        raise StitchsafeError(_channels_mismatch(input, volume, geometry.channels_in))
+        raise StitchsafeError(channels_mismatch(input, volume, geometry.channels_in))
     return volume
-
-
-def _channels_mismatch(input: PathLike, volume: Volume, expected: int) -> str:
-    """Why the input's channels do not fit a model that expects ``expected``, and what to do."""
-    picked = volume.selection.channels is not None
-    read = "channel(s) selected with --channel" if picked else "channel(s)"
-    text = f"the input {input_name(input)!r} has {volume.channels} {read} but the model expects"
-    text += f" {expected}."
-    if not picked and volume.channels > expected:
-        example = ",".join(map(str, range(expected)))
-        return f"{text} Choose {expected} of them with --channel (e.g. --channel {example})."
-    fix = " or other --channel." if picked else "."
-    return f"{text} Pass an input with {expected} channel(s){fix}"
 
 
 def _plan_session(
@@ -266,6 +274,8 @@ def _plan_session(
     loaded, geometry = resolved.model.loaded.to(device), resolved.model.geometry
     given = tiling.checked_tile_shape(geometry)
     notes = list(resolved.notes)
+    if given is not None:  # before the approximate halo search, which runs such tiles
+        given = _clamped(given, volume.shape, geometry.period, notes)
     approximation = None
     if not resolved.model.exact:
         approximation = _approximate(loaded, geometry, volume, given, run, approximate, device)
@@ -275,13 +285,7 @@ def _plan_session(
     if given is None:
         budget = default_max_input_voxels(loaded, geometry, device)
         given = default_tile_shape(volume.shape, geometry, max_input_voxels=budget)
-    clamped = clamp_tile_shape(given, volume.shape, geometry.period)
-    if clamped != given:
-        notes.append(
-            f"--tile-shape {given} is larger than the volume {volume.shape} needs; using "
-            f"{clamped} (the smallest multiple of the period {geometry.period} that covers it)."
-        )
-        given = clamped
+    given = _clamped(given, volume.shape, geometry.period, notes)
     native = approximation.native if approximation is not None else None
     result = PlanResult(
         plan=make_plan(volume.shape, geometry, tile_shape=given, native=native),
@@ -294,6 +298,17 @@ def _plan_session(
         approximate=approximation.to_dict() if approximation is not None else None,
     )
     return Session(loaded, volume, geometry, result, device, budget)
+
+
+def _clamped(given: Shape, volume: Shape, period: Shape, notes: list[str]) -> Shape:
+    """``given`` no larger than ``volume`` needs (:func:`clamp_tile_shape`); a note says so."""
+    clamped = clamp_tile_shape(given, volume, period)
+    if clamped != given:
+        notes.append(
+            f"--tile-shape {given} is larger than the volume {volume} needs; using "
+            f"{clamped} (the smallest multiple of the period {period} that covers it)."
+        )
+    return clamped
 
 
 def _approximate(
@@ -337,6 +352,7 @@ def plan(  # noqa: PLR0913 - the public keywords; they become settings values at
     channel: int | Sequence[int] | str | None = None,
     timepoint: int | None = None,
     level: int | None = None,
+    axes: str | None = None,
 ) -> PlanResult:
     """Work out the exact tiling of ``input`` for ``model`` without running it.
 
@@ -359,10 +375,9 @@ def plan(  # noqa: PLR0913 - the public keywords; they become settings values at
     trust_model
         Let the model file run code of its own when loaded (pickled objects in a ``.pt2``,
         a bioimage.io architecture as source code); only for files from a trusted source.
-    voxel_size, unit
-        The input's voxel size (``Z,Y,X`` or one for all) and unit, over its own metadata.
-    channel, timepoint, level
-        The channel(s), timepoint and resolution level read (:class:`stitchsafe.io.InputSelection`).
+    voxel_size, unit, channel, timepoint, level, axes
+        The input's voxel size (``Z,Y,X`` or one for all) and unit, over its own metadata;
+        the channel(s), timepoint, level and axes read (:class:`stitchsafe.io.InputSelection`).
 
     Returns
     -------
@@ -371,7 +386,7 @@ def plan(  # noqa: PLR0913 - the public keywords; they become settings values at
         ``approximate`` holds the measured halo and deviation in approximate mode.
     """
     tiling = TilingSettings(tile_shape=tile_shape, pooling_factors=pooling_factors, depth=depth)
-    chosen = InputSelection.parse(channel, timepoint, level)
+    chosen = InputSelection.parse(channel, timepoint, level, axes)
     session = open_session(
         Sources(model, input, input_key, trust_model, PhysicalSettings(voxel_size, unit), chosen),
         tiling=tiling,

@@ -47,6 +47,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +56,7 @@ from ..errors import UnstitchableModelError
 from ..geometry import ModelGeometry
 from ..io import Volume
 from ..models import LoadedModel, suspect_layers
+from ..progress import stage_progress
 from ._deviation import ProbeRun, tiled_deviation
 from ._halo import halo_steps, widen
 from ._probes import Probe, input_probe, structured_probe
@@ -218,6 +220,7 @@ class _Progress:
     forwards: int = 0
     best: Trial | None = None
     stalled: int = 0
+    bar: Any = None  # advanced by each probe run's forward passes
 
     def stall(self, trial: Trial) -> int:
         """Steps without a lower deviation, ``trial`` included."""
@@ -229,6 +232,12 @@ class _Progress:
 
 
 def _search(search: _Search, progress: _Progress) -> Approximation | str:
+    """:func:`_try_halos`, its progress shown where stages show theirs."""
+    with stage_progress("approximate: measuring the halo", unit="forward pass") as progress.bar:
+        return _try_halos(search, progress)
+
+
+def _try_halos(search: _Search, progress: _Progress) -> Approximation | str:
     """Try halos in period steps: the first within the tolerance, or why the search stops."""
     k = 0
     while True:
@@ -275,7 +284,11 @@ def _measure(search: _Search, candidate: _Candidate, progress: _Progress) -> Tri
             search.model, candidate.geometry, data, search.run, native=search.native
         )
         progress.forwards += passes
+        if progress.bar is not None:
+            progress.bar.update(passes)
     trial = Trial(candidate.geometry.halo, deviations, candidate.shapes)
+    if progress.bar is not None:
+        progress.bar.set_postfix(halo=halo_text(trial.halo), deviation=f"{trial.deviation:.2g}")
     progress.trials.append(trial)
     _LOG.info(
         "approximate: halo %s deviates %.2g of max |output| from one whole-image pass "

@@ -10,12 +10,13 @@ import click
 from ..geometry import parse_ints
 from . import _input_options as i
 from . import _options as o
+from ._help import RUN_SECTIONS, Sectioned
 from ._logging import log_options, show_progress
 from ._remote_options import STORAGE_OPTION
 from ._report import emit, notes
 
 
-@click.command()
+@click.command(cls=Sectioned, sections=RUN_SECTIONS)
 @log_options
 @o.model_options
 @STORAGE_OPTION

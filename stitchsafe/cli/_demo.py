@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import click
@@ -28,7 +29,10 @@ def demo(**options: Any) -> None:
     Writes OME-Zarr embeddings and labels, scores the labels against the sample's ground
     truth (AP@0.5), checks exactness against one whole-volume pass, and draws pictures.
     """
+    progress = show_progress()
+    if progress:  # importing torch and the rest takes a while on a cold start: say so
+        logging.getLogger("stitchsafe.progress").info("demo: loading torch and the models")
     from ..demo import describe_demo, run_demo
 
-    summary = run_demo(options["output"], overwrite=options["overwrite"], progress=show_progress())
+    summary = run_demo(options["output"], overwrite=options["overwrite"], progress=progress)
     click.echo(json.dumps(summary) if options["as_json"] else describe_demo(summary))

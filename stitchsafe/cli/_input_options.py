@@ -1,4 +1,4 @@
-"""The options that say what of the input is read: its voxel size, channels, timepoint, level.
+"""The options that say what of the input is read: voxel size, channels, timepoint, level, axes.
 
 Defined once here (the rest are in :mod:`._options`); ``plan``, ``predict`` and ``check``
 stack :data:`selection_options`, ``plan``, ``predict`` and ``segment``
@@ -24,7 +24,7 @@ physical_options = stack(
         help="Voxel size: one per spatial axis (e.g. 2,0.5,0.5 for Z,Y,X; 0.5,0.5 for Y,X) "
         "or one for every axis, in place of the input's own metadata (OME-Zarr scale, "
         "OME-TIFF PhysicalSize, ImageJ spacing and resolution). Written into every image "
-        "stitchsafe writes.",
+        "stitchsafe writes. Default: the input's own.",
     ),
     click.option(
         "--unit",
@@ -57,7 +57,8 @@ selection_options = stack(
         default=None,
         metavar="T",
         help="Timepoint to read of an input with a time axis (OME-Zarr axis of type time, "
-        "OME-TIFF/ImageJ T, HDF5 dimension label t), from 0. Needed when it has several.",
+        "OME-TIFF/ImageJ T, HDF5 dimension label t), from 0. Default: the only one (needed "
+        "when it has several).",
     ),
     click.option(
         "--level",
@@ -66,6 +67,15 @@ selection_options = stack(
         help="Resolution level to read of a multiscale OME-Zarr image or a pyramidal "
         "(OME-)TIFF, with that level's voxel size and translation. Default: 0, the full "
         "resolution.",
+    ),
+    click.option(
+        "--axes",
+        default=None,
+        metavar="LETTERS",
+        help="The input's axes in storage order, one letter each: t (time), c (channel), z, "
+        "y, x; e.g. yxc (channel-last 2-D), czyx, tzyx, zyx. For TIFF, HDF5, bare zarr and "
+        "in-memory arrays that do not name their axes; an OME-Zarr image names its own. "
+        "Default: the input's own names, else by position ((C,) Z, Y, X).",
     ),
 )
 
@@ -76,4 +86,5 @@ def selection_keywords(options: dict[str, Any]) -> dict[str, Any]:
         "channel": options["channel"],
         "timepoint": options["timepoint"],
         "level": options["level"],
+        "axes": options["axes"],
     }

@@ -87,6 +87,7 @@ VERBOSE: Any = click.option(
     count=True,
     expose_value=False,
     callback=_verbose,
+    show_default=False,
     help="Print more: -v how the model's geometry was found and other details, -vv debug.",
 )
 
@@ -97,7 +98,17 @@ def log_options(command: Any) -> Any:
 
 
 def show_progress(no_progress: bool = False) -> bool:
-    """Whether the running command shows progress: not with ``--no-progress``/``--quiet``."""
+    """Whether the running command shows progress: not with ``--no-progress``/``--quiet``.
+
+    Called by every command that runs something: until the command ends, it also shows
+    (or hides) the progress of the library's stages that take no progress flag of their
+    own (probing a model, the halo search: :func:`stitchsafe.progress.showing_stages`).
+    """
     ctx = click.get_current_context(silent=True)
     quiet = bool(ctx is not None and ctx.meta.get("stitchsafe.quiet"))
-    return not (no_progress or quiet)
+    shown = not (no_progress or quiet)
+    if ctx is not None:
+        from ..progress import showing_stages  # noqa: PLC0415 - instant --help
+
+        ctx.with_resource(showing_stages(shown))
+    return shown

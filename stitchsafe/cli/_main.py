@@ -122,7 +122,9 @@ class Group(click.Group):
             raise BadInput(f"writing failed: {exc.strerror or exc}{where}. {advice}") from None
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+)
 @click.version_option(__version__, prog_name="stitchsafe")
 def cli() -> None:
     """Exact tile-and-stitch CNN inference for large 2-D and 3-D images.

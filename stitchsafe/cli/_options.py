@@ -18,6 +18,7 @@ import click
 
 from ..errors import StitchsafeError
 from ..geometry import parse_ints
+from ._role_options import CHANNEL_ROLES
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -90,9 +91,15 @@ POOLING_FACTOR = click.option(
     multiple=True,
     metavar="F",
     help="Pooling factor: one value (with --depth), or one per level, per axis, e.g. "
-    "--pooling-factor 1,2,2 --pooling-factor 2,2,2. For models without metadata.",
+    "--pooling-factor 1,2,2 --pooling-factor 2,2,2. Default: the model's metadata, else "
+    "probed (train: 2,2 twice in 2-D; 1,2,2 then 2,2,2 in 3-D).",
 )
-DEPTH = click.option("--depth", type=int, default=None, help="Number of pooling levels.")
+DEPTH = click.option(
+    "--depth",
+    type=int,
+    default=None,
+    help="Number of pooling levels. Default: the model's metadata, else probed (train: 2).",
+)
 PAD_MODE = click.option(
     "--pad-mode",
     type=click.Choice(["reflect", "constant", "edge"]),
@@ -113,12 +120,6 @@ OUTPUT_GROUP = click.option(
     type=click.Path(),
     help="Zarr v3 group to write into. Default: the input's zarr v3 container, or "
     "<input>.stitchsafe.zarr beside a TIFF or bare array.",
-)
-OUTPUT_IMAGE = click.option(
-    "--image",
-    default="embeddings",
-    show_default=True,
-    help="Path of the embeddings image inside --input.",
 )
 SCHEDULER = click.option(
     "--scheduler",
@@ -212,7 +213,10 @@ model_options = stack(
         "dataset (file.h5 with --input-key, or file.h5/path/to/dataset).",
     ),
     click.option(
-        "--input-key", default=None, help="Array or dataset path in a zarr group or HDF5 file."
+        "--input-key",
+        default=None,
+        help="Array or dataset path in a zarr group or HDF5 file. Default: none (--input "
+        "names the array or image itself).",
     ),
     click.option(
         "--tile-shape",
@@ -275,6 +279,7 @@ label_options = stack(
         "Default: the model's metadata, else 0.5. Without a foreground channel every "
         "voxel is foreground.",
     ),
+    CHANNEL_ROLES,
     click.option(
         "--seed-threshold",
         type=float,
@@ -316,6 +321,7 @@ LABEL_KEYS = (
     "seed_foreground_threshold",
     "grow",
     "label_dtype",
+    "channel_roles",
 )
 
 cluster_options = stack(
@@ -325,7 +331,7 @@ cluster_options = stack(
         type=click.Choice(["slurm"]),
         default=None,
         help="Start dask workers as SLURM batch jobs (dask-jobqueue) for this run; they "
-        "are cancelled when it ends. Replaces --scheduler.",
+        "are cancelled when it ends. Replaces --scheduler. Default: none.",
     ),
     click.option("--cluster-jobs", default=1, show_default=True, type=int, help="SLURM jobs."),
     click.option(
@@ -343,13 +349,15 @@ cluster_options = stack(
         show_default=True,
         help="Time limit per job (--resume continues after it).",
     ),
-    click.option("--cluster-queue", default=None, help="SLURM partition (-p)."),
+    click.option(
+        "--cluster-queue", default=None, help="SLURM partition (-p). Default: SLURM's default."
+    ),
     click.option(
         "--cluster-config",
         default=None,
         type=click.Path(dir_okay=False),
         help="YAML/JSON file of further dask_jobqueue.SLURMCluster options (interface, "
-        "job_script_prologue, account, log_directory...).",
+        "job_script_prologue, account, log_directory...). Default: none.",
     ),
     click.option(
         "--print-job-script",

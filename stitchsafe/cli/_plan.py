@@ -8,19 +8,20 @@ from typing import Any
 
 import click
 
+from ._help import RUN_SECTIONS, Sectioned
 from ._input_options import (
     physical_keywords,
     physical_options,
     selection_keywords,
     selection_options,
 )
-from ._logging import log_options
+from ._logging import log_options, show_progress
 from ._options import model_keywords, model_options
 from ._remote_options import STORAGE_OPTION
 from ._report import notes
 
 
-@click.command()
+@click.command(cls=Sectioned, sections=RUN_SECTIONS)
 @log_options
 @model_options
 @STORAGE_OPTION
@@ -32,6 +33,7 @@ def plan(**options: Any) -> None:
     from ..session import plan as make_plan
 
     start = time.perf_counter()
+    show_progress()  # probing and the halo search show progress (not with --quiet)
     result = make_plan(
         options["model"],
         options["input_path"],

@@ -8,12 +8,13 @@ import click
 
 from . import _input_options as i
 from . import _options as o
+from ._help import RUN_SECTIONS, Sectioned
 from ._logging import log_options, show_progress
 from ._remote_options import STORAGE_OPTION
-from ._report import BadInput, emit, notes
+from ._report import BadInput, emit, notes, warn
 
 
-@click.command()
+@click.command(cls=Sectioned, sections=RUN_SECTIONS)
 @log_options
 @o.model_options
 @STORAGE_OPTION
@@ -75,6 +76,7 @@ def predict(**options: Any) -> None:
     )
     notes(result.plan.notes)
     emit(result, options["as_json"])
+    warn(result.warnings)
 
 
 def slurm_options(options: dict[str, Any]) -> Any:

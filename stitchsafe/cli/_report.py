@@ -1,4 +1,4 @@
-"""How commands report: notes on stderr, one JSON object or a text on stdout."""
+"""How commands report: notes and warnings on stderr, one JSON object or a text on stdout."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ def notes(items: tuple[str, ...] | list[str]) -> None:
     """Each note on its own ``note:`` line on stderr."""
     for note in items:
         click.echo(f"note: {note}", err=True)
+
+
+def warn(items: tuple[str, ...] | list[str]) -> None:
+    """Each warning (a result that looks wrong, exit code still 0) on its own
+    ``warning:`` line on stderr."""
+    for warning in items:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def emit(result: Any, as_json: bool) -> None:

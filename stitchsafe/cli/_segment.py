@@ -8,20 +8,16 @@ import click
 
 from . import _input_options as i
 from . import _options as o
+from . import _predicted_options as p
+from ._help import RUN_SECTIONS, Sectioned
 from ._logging import log_options, show_progress
-from ._report import emit
+from ._report import emit, notes, warn
 
 
-@click.command()
+@click.command(cls=Sectioned, sections=RUN_SECTIONS)
 @log_options
-@click.option(
-    "--input",
-    "input_path",
-    required=True,
-    type=click.Path(),
-    help="The zarr v3 group predict wrote into (its --output).",
-)
-@o.OUTPUT_IMAGE
+@p.PREDICTED
+@p.OUTPUT_KEY
 @o.label_options
 @i.physical_options
 @o.OVERWRITE
@@ -36,14 +32,14 @@ def segment(**options: Any) -> None:
     object; labelled block by block, the result equals labelling the whole volume at once.
     Labels go to labels/instances of the image they belong to, as an OME-Zarr image-label:
     under the container's root in a container predict made, under the raw image when
-    predict wrote into an OME-Zarr input's own container. --image defaults to the root
+    predict wrote into an OME-Zarr input's own container. --input-key defaults to the root
     when it is the embeddings image.
     """
     from ..labels import segment as run
 
     result = run(
         options["input_path"],
-        image=options["image"],
+        image=p.output_key(options),
         **{k: options[k] for k in o.LABEL_KEYS},
         **i.physical_keywords(options),
         overwrite=options["overwrite"],
@@ -51,4 +47,6 @@ def segment(**options: Any) -> None:
         pyramid=options["pyramid"],
         scheduler=options["scheduler"],
     )
+    notes(result.notes)
     emit(result, options["as_json"])
+    warn(result.warnings)

@@ -8,30 +8,55 @@ from typing import Any
 import click
 
 from . import _options as o
+from ._help import TRAIN_SECTIONS, Sectioned
 from ._logging import log_options, show_progress
 from ._report import emit
 
 
-@click.command()
+@click.command(cls=Sectioned, sections=TRAIN_SECTIONS)
 @log_options
 @click.option("--image", required=True, type=click.Path(), help="Training image (zarr, TIFF).")
 @click.option("--labels", required=True, type=click.Path(), help="Instance labels, 0 = background.")
-@click.option("--image-key", default=None, help="Array path inside a zarr group for --image.")
-@click.option("--labels-key", default=None, help="Array path inside a zarr group for --labels.")
+@click.option(
+    "--image-key",
+    default=None,
+    help="Array path inside a zarr group for --image. Default: the image is the array itself.",
+)
+@click.option(
+    "--labels-key",
+    default=None,
+    help="Array path inside a zarr group for --labels. Default: the labels are the array itself.",
+)
 @click.option(
     "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write."
 )
-@click.option("--dims", type=click.Choice(["2", "3"]), default=None, help="Default: the labels'.")
+@click.option(
+    "--dims",
+    type=click.Choice(["2", "3"]),
+    default=None,
+    help="Spatial dimensions of the model. Default: the labels'.",
+)
 @o.DEPTH
 @o.POOLING_FACTOR
-@click.option("--features", type=int, default=None, help="Feature maps at the first level.")
-@click.option("--embedding-dims", type=int, default=None, help="Embedding channels.")
-@click.option("--iterations", type=int, default=None, help="Optimiser steps.")
+@click.option(
+    "--features",
+    type=int,
+    default=None,
+    help="Feature maps at the first level. Default: 16 in 2-D, 8 in 3-D.",
+)
+@click.option("--embedding-dims", type=int, default=6, help="Embedding channels.")
+@click.option(
+    "--iterations",
+    type=int,
+    default=None,
+    help="Optimiser steps. Default: 8000 in 2-D, 1500 in 3-D.",
+)
 @click.option(
     "--window",
     default=None,
     metavar="Z,Y,X",
-    help="Output training window; must be larger than the period on every axis.",
+    help="Output training window; must be larger than the period on every axis. "
+    "Default: 64,64 in 2-D, 16,48,48 in 3-D.",
 )
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Windows per step.")
 @click.option(
@@ -43,21 +68,21 @@ from ._report import emit
     "labelled voxel except where two objects touch (separated: the foreground alone then "
     "splits touching objects, which helps dense 3-D data).",
 )
-@click.option("--lr", type=float, default=None, help="Learning rate.")
+@click.option("--lr", type=float, default=2e-3, help="Learning rate (Adam).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @o.DEVICE
 @click.option(
     "--export-pt2",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Also write a torch.export program here.",
+    help="Also write a torch.export program here. Default: none.",
 )
 @click.option(
     "--init",
     type=click.Path(dir_okay=False),
     default=None,
     help="Start from this stitchsafe checkpoint's weights (continue or fine-tune; same "
-    "architecture flags).",
+    "architecture flags). Default: random weights (seeded by --seed).",
 )
 @o.OVERWRITE
 @o.NO_PROGRESS

@@ -14,7 +14,7 @@ import torch
 from ..errors import StitchsafeError
 from ..geometry import Tile
 from ..io import PAD_MODES, Volume
-from ..progress import progress_bar
+from ..progress import plural, progress_bar
 from ._batch_io import Sink, Transform, iter_batches, read_batch
 from ._device import check_precision, cpu_count
 
@@ -219,8 +219,8 @@ class Progress:
     def stopped(self) -> str:
         """What a run that stopped early had finished, in one sentence."""
         return (
-            f"{self.count} of the {self.total} tiles this run had to compute were finished "
-            "and written."
+            f"{self.count} of the {plural(self.total, 'tile')} this run had to compute "
+            f"{'was' if self.count == 1 else 'were'} finished and written."
         )
 
     def close(self) -> None:

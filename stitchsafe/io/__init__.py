@@ -43,6 +43,7 @@ from ._identity import (
     input_differences,
     input_identity,
 )
+from ._input_checks import channels_mismatch, check_input
 from ._label_output import (
     LABELS_OF,
     create_label_image,
@@ -145,8 +146,10 @@ __all__ = [
     "bookkeeping_path",
     "canonical_unit",
     "channel_names",
+    "channels_mismatch",
     "check_fingerprint",
     "check_finite",
+    "check_input",
     "check_output_group",
     "clear_partial_writes",
     "create_label_image",

@@ -105,24 +105,36 @@ class StoredAxes:
         )
 
 
-def map_axes(
+def map_axes(  # noqa: PLR0913 - the stored axes, what is asked, and whose names they are
     shape: tuple[int, ...],
     roles: Sequence[str | None],
     names: Sequence[str | None],
     spatial_dims: int,
     where: str,
     chosen: InputSelection | None = None,
+    *,
+    declared: bool = False,
 ) -> StoredAxes:
     """Map the stored axes onto ``(C, *spatial)`` (see :func:`assign_axes`), reading the
     channels and the timepoint ``chosen`` (``--channel``, ``--timepoint``).
+
+    ``chosen.axes`` (``--axes``) names the axes of an input that does not (or replaces
+    the names of a TIFF, HDF5 or zarr array); ``declared`` inputs (OME-Zarr images) say
+    their axes themselves, and an ``--axes`` that contradicts them is refused.
 
     >>> a = map_axes((3, 2, 5, 6), [TIME, CHANNEL, SPACE, SPACE], list("tcyx"), 2, "x",
     ...              InputSelection(channels=1, timepoint=2))
     >>> a.selection, a.fixed, a.picks, a.channels
     (('drop', 'c', 0, 1), (2, 0, 0, 0), (1,), 1)
+    >>> map_axes((5, 6, 2), [UNKNOWN] * 3, [None] * 3, 2, "x", InputSelection(axes="yxc")).selection
+    (0, 1, 'c')
     """
     check_shape(shape, where)
     chosen = chosen if chosen is not None else InputSelection()
+    if chosen.axes is not None:
+        roles, names = given_axes(chosen.axes, shape, names if declared else None, where)
+    elif all(r is UNKNOWN for r in roles):
+        refuse_channel_last(shape, where)
     fixed = _time_index(shape, roles, names, chosen.timepoint, where)
     selection, space = assign_axes(
         shape, roles, names, spatial_dims, where, timepoint=chosen.timepoint
@@ -146,6 +158,66 @@ def map_axes(
     if axes.channel_axis is None:
         return axes  # --channel 0 of a one-channel input: the input itself
     return StoredAxes(shape, tuple(names), selection, space, fixed, chosen.channels)
+
+
+def given_axes(
+    letters: str, shape: tuple[int, ...], declared: Sequence[str | None] | None, where: str
+) -> tuple[list[str | None], list[str | None]]:
+    """Roles and names of the stored axes from ``--axes`` ``letters``; one letter per
+    stored axis, and the same axes as the input's ``declared`` names, if any.
+
+    >>> given_axes("yxc", (5, 6, 2), None, "x")
+    (['space', 'space', 'channel'], ['y', 'x', 'c'])
+    >>> given_axes("zyxc", (5, 6, 2), None, "x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: --axes zyxc names 4 axes and x has shape (5, 6, 2)...
+    """
+    if len(letters) != len(shape):
+        raise StitchsafeError(
+            f"--axes {letters} names {len(letters)} axes and {where} has shape {shape}: "
+            f"{len(shape)} axes. Give one letter per stored axis, in storage order (t, c, z, "
+            "y, x; e.g. --axes yxc for a channel-last 2-D image)."
+        )
+    if declared is not None:
+        own = "".join((n or "?").lower()[:1] for n in declared)
+        if own != letters:
+            raise StitchsafeError(
+                f"{where} names its axes itself ({_axis_list(shape, declared)}), and "
+                f"--axes {letters} says otherwise. Drop --axes: the image's own metadata "
+                "says what its axes are (fix the metadata if it is wrong)."
+            )
+    return [role_of_name(c) for c in letters], list(letters)
+
+
+def refuse_channel_last(shape: tuple[int, ...], where: str) -> None:
+    """Refuse an input with unnamed axes that looks channel-last (a last axis of at most 4
+    after much larger ones, e.g. ``(512, 512, 2)``): read by position its channels would
+    be a spatial axis. ``--axes`` says what it is.
+
+    >>> refuse_channel_last((64, 64, 64), "x")
+    >>> refuse_channel_last((1, 512, 512, 3), "x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stitchsafe.errors.StitchsafeError: x has shape (1, 512, 512, 3) and does not name its axes...
+    """
+    first = next((a for a, s in enumerate(shape) if s > 1), len(shape))
+    body = shape[first:]
+    if not 3 <= len(body) <= 4 or body[-1] > 4 or min(body[:-1]) < max(16, 4 * body[-1]):
+        return
+    core = "zyx"[-(len(body) - 1) :] + "c"
+    spare = [c for c in "tz" if c not in core]
+    if first > len(spare):
+        return  # more leading axes of size 1 than letters left: not a likely layout
+    likely = "".join(spare[:first]) + core
+    # A 3-D image read by position has X that thin: say how to keep that reading too.
+    also = " (or --axes zyx to read it as it stands)" if shape == body and len(body) == 3 else ""
+    raise StitchsafeError(
+        f"{where} has shape {shape} and does not name its axes; its last axis, of size "
+        f"{body[-1]}, looks like channels stored last (axes {likely}), which stitchsafe would "
+        f"read as a spatial axis {body[-1]} voxels wide. Pass --axes {likely} to read it "
+        f"channel-last{also}."
+    )
 
 
 def _axis_list(shape: tuple[int, ...], names: Sequence[str | None]) -> str:

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import math
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import StitchsafeError
+from ._quiet_logs import quiet_loggers
 
 __all__: list[str] = []
 
@@ -77,31 +76,10 @@ def format_of_kind(kind: str) -> MicroscopeFormat:
     return next(f for f in FORMATS if f.kind == kind)
 
 
-class _Collect(logging.Handler):
-    """Keeps log records instead of printing them (the errors say what matters)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@contextlib.contextmanager
-def quiet_bioio() -> Iterator[list[str]]:
+def quiet_bioio() -> contextlib.AbstractContextManager[list[str]]:
     """bioio's log lines (each reader it tried and why it failed) kept, not printed before
     stitchsafe's one-paragraph error; an application's own logging still gets them."""
-    handler = _Collect()
-    names = ("bioio", "bioio_base", *(f.module for f in FORMATS))
-    loggers = [logging.getLogger(n) for n in names]
-    for log in loggers:
-        log.addHandler(handler)
-    try:
-        yield handler.messages
-    finally:
-        for log in loggers:
-            log.removeHandler(handler)
+    return quiet_loggers("bioio", "bioio_base", *(f.module for f in FORMATS))
 
 
 def _plugin(fmt: MicroscopeFormat, path: str) -> Any:

@@ -16,8 +16,8 @@ from ..errors import StitchsafeError
 from ._axes import CHANNEL, SPACE, TIME, UNKNOWN, map_axes
 from ._physical import AxisValue, PhysicalSettings, resolve_physical
 from ._physical_formats import tiff_values
+from ._quiet_logs import quiet_loggers
 from ._selection import InputSelection
-from ._tiff_log import quiet_tifffile
 from ._volume import Volume, check_dtype, make_volume
 
 __all__: list[str] = []
@@ -84,7 +84,7 @@ def _series_layout(
     """Shape, axis letters, data type and physical metadata (per axis name, level 0's) of
     pyramid ``level`` of one image series, read from the TIFF header, and level 0's shape."""
     try:
-        with quiet_tifffile(), tifffile.TiffFile(given) as tf:
+        with quiet_loggers("tifffile"), tifffile.TiffFile(given) as tf:
             if not tf.series:
                 raise ValueError("it holds no images")
             if not 0 <= series_index < len(tf.series):

@@ -28,8 +28,8 @@ from ._bioio_file import MICROSCOPE_KINDS, format_of_kind, open_array
 from ._chunk_cache import CacheStats, cache_stats, cached_read, forget_chunks
 from ._hdf5_file import open_hdf5_dataset
 from ._physical import PhysicalScale
+from ._quiet_logs import quiet_loggers
 from ._selection import InputSelection
-from ._tiff_log import quiet_tifffile
 
 __all__ = ["Volume"]
 
@@ -111,7 +111,7 @@ def _open_handle(source: _Source) -> tuple[Any, Callable[[], None] | None]:
         return open_array(location, kind, series), None
     if kind != "tiff":
         return zarr.open_array(store=location, mode="r"), None
-    with quiet_tifffile(), tifffile.TiffFile(location) as tf:
+    with quiet_loggers("tifffile"), tifffile.TiffFile(location) as tf:
         s = tf.series[series].levels[level]
         contiguous = s.dataoffset is not None
     if contiguous:
@@ -119,7 +119,7 @@ def _open_handle(source: _Source) -> tuple[Any, Callable[[], None] | None]:
         # for a single huge strip that the zarr store would decode as one chunk.
         mm = tifffile.memmap(location, series=series, level=level, mode="r")
         return mm, None
-    with quiet_tifffile():
+    with quiet_loggers("tifffile"):
         store = tifffile.imread(location, aszarr=True, series=series, level=level)
     return zarr.open_array(store=store, mode="r"), store.close
 
@@ -159,6 +159,8 @@ class Volume:
     selection
         The channels, timepoint and resolution level read (``--channel``, ``--timepoint``,
         ``--level``); :attr:`channels` counts the channels read.
+    named_axes
+        Whether the stored axes are named (by the input or ``--axes``), not read by position.
     """
 
     path: str
@@ -173,6 +175,7 @@ class Volume:
     physical: PhysicalScale
     _source: _Source = field(repr=False)
     selection: InputSelection = field(default=InputSelection())
+    named_axes: bool = True
 
     @property
     def ndim(self) -> int:
@@ -384,6 +387,7 @@ def make_volume(  # noqa: PLR0913 - the fields of a Volume, each given once by i
         physical=physical if physical is not None else PhysicalScale.default(len(spatial)),
         _source=source,
         selection=chosen,
+        named_axes=any(n is not None for n in axes.names),
     )
 
 

@@ -172,7 +172,9 @@ def _zarr_volume(
         roles, names, values = _ome_axes(*multiscale, shape, where)
     else:
         roles, names, values = _dimension_names(arr, len(shape))
-    axes = map_axes(shape, roles, names, spatial_dims, where, chosen)
+    # An OME-Zarr image that lists its axes says what they are: --axes may not contradict it.
+    declared = multiscale is not None and any(n is not None for n in names)
+    axes = map_axes(shape, roles, names, spatial_dims, where, chosen, declared=declared)
     scale = resolve_physical(
         [values[a] for a in axes.space],
         axes.spatial_names,

@@ -21,6 +21,7 @@ from ._blockwise import (
     EmbeddingBlocks,
     LabelStats,
     label_blocks,
+    nonfinite_values,
 )
 from ._fragments import CodeBlocks, label_from_fragments
 from ._instances import (
@@ -51,6 +52,7 @@ from ._merge import (
     FragmentIndex,
     LinkSource,
     Relabel,
+    merge_and_count,
     merge_and_relabel,
 )
 from ._metrics import (
@@ -67,12 +69,14 @@ from ._params import (
     FALLBACK_THRESHOLD,
     FOREGROUND,
     LABEL_DTYPES,
+    PROBABILITY,
     LabelParams,
     check_label_dtype,
     label_defaults,
     max_label,
     resolve_label_params,
 )
+from ._roles import IGNORE, ROLE_NAMES, RoleChoice, choose_roles, parse_channel_roles
 from ._segment import SegmentResult, segment
 from ._settings import (
     LabelSettings,
@@ -101,6 +105,7 @@ from ._voxels import (
     seed_mask,
     squared_distance,
 )
+from ._warnings import MOSTLY_LABELLED, ONE_OBJECT, ResultStats, result_warnings
 
 __all__ = [
     "BlockGrid",
@@ -122,6 +127,7 @@ __all__ = [
     "FacePairs",
     "FragmentIndex",
     "Fragments",
+    "IGNORE",
     "LABELS_IMAGE",
     "LABELS_NAME",
     "LABEL_DTYPES",
@@ -132,12 +138,18 @@ __all__ = [
     "LabelsOnlyResult",
     "LabelsOnlyRun",
     "LinkSource",
+    "MOSTLY_LABELLED",
     "Matching",
     "NEVER",
     "NEW_LABELS",
+    "ONE_OBJECT",
+    "PROBABILITY",
     "RANK_BITS",
     "RANK_SHIFT",
+    "ROLE_NAMES",
     "Relabel",
+    "ResultStats",
+    "RoleChoice",
     "SCRATCH",
     "SegmentResult",
     "adapted_rand_error",
@@ -145,6 +157,7 @@ __all__ = [
     "block_boxes",
     "block_runner",
     "check_label_dtype",
+    "choose_roles",
     "face_plane",
     "face_slices",
     "first_voxel_order",
@@ -163,10 +176,14 @@ __all__ = [
     "link_mask",
     "match",
     "max_label",
+    "merge_and_count",
     "merge_and_relabel",
     "merge_fragments",
+    "nonfinite_values",
     "open_embeddings",
+    "parse_channel_roles",
     "resolve_label_params",
+    "result_warnings",
     "run_blocks",
     "run_labels_only",
     "seed_mask",

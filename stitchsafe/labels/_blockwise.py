@@ -6,7 +6,8 @@ block is one output chunk, so no two tasks ever write the same chunk):
 1. **components** — read a block's embeddings (with a one-voxel halo when seeds are used:
    whether a voxel is a seed depends on its neighbours), find its connected components
    (:func:`~stitchsafe.labels.label_block`), write the block-local ids, return each
-   fragment's size and global first voxel.
+   fragment's size and global first voxel, and how many of the block's embedding values
+   are NaN or infinite (for the warnings: :class:`~stitchsafe.labels.ResultStats`).
 2. **faces** — for each face a block shares with its next neighbour along each axis, read
    the one-voxel slabs on both sides (local ids, and the embeddings only where both sides
    are foreground) and return the fragment pairs linked across the face.
@@ -33,7 +34,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -43,21 +44,24 @@ from ..geometry import Box
 from ..io import storage_shape
 from ._blocks import BlockGrid, BlockRunner, block_runner, inner_slices
 from ._instances import Fragments, label_block
-from ._merge import FaceLinks, merge_and_relabel
+from ._merge import FaceLinks, merge_and_count
 from ._params import LabelParams, max_label
 from ._voxels import grow_labels, link_mask, seed_mask
+from ._warnings import ResultStats
 
-__all__ = ["EmbeddingBlocks", "LabelStats", "label_blocks"]
+__all__ = ["EmbeddingBlocks", "LabelStats", "label_blocks", "nonfinite_values"]
 
 
 @dataclass(frozen=True)
 class LabelStats:
-    """What a blockwise labelling did."""
+    """What a blockwise labelling did; ``content``: what its labels hold (``None``: not
+    counted, e.g. labels an earlier run completed)."""
 
     objects: int
     fragments: int
     blocks: int
     seconds: float
+    content: ResultStats | None = None
 
 
 @dataclass(frozen=True)
@@ -73,16 +77,19 @@ class EmbeddingBlocks:
         """All channels of the embeddings inside ``box``."""
         return np.asarray(self.embeddings[(slice(None), *box.to_slices())])
 
-    def fragments(self, i: int) -> Fragments:
-        """The connected components of block ``i`` (seeds decided with a one-voxel halo)."""
+    def fragments(self, i: int) -> tuple[Fragments, int]:
+        """The connected components of block ``i`` (seeds decided with a one-voxel halo),
+        and the count of its embedding values that are NaN or infinite."""
         box = self.grid.boxes[i]
         if not self.params.seeded:
-            return label_block(self.read(box), params=self.params)
+            data = self.read(box)
+            return label_block(data, params=self.params), nonfinite_values(data)
         window = self.grid.window(i, 1)
         data = self.read(window)
         inner = (slice(None), *inner_slices(box, window))
         seeds = seed_mask(data, self.params)[inner[1:]]
-        return label_block(data[inner], params=self.params, mask=seeds)
+        block = data[inner]
+        return label_block(block, params=self.params, mask=seeds), nonfinite_values(block)
 
     def face_links(self, i: int) -> FaceLinks:
         """Which pairs across block ``i``'s faces are linked, from the embeddings."""
@@ -154,16 +161,29 @@ def label_blocks(
     local = _local_ids(out, scratch, params)
     source = EmbeddingBlocks(embeddings, params, grid)
     components = functools.partial(_write_components, source, local, dtype, local_limit)
-    tables = runner(components, len(grid), "labels: components")
-    objects, fragments = merge_and_relabel(
+    found = runner(components, len(grid), "labels: components")
+    tables = [(sizes, first) for sizes, first, _ in found]
+    fragments, content = merge_and_count(
         local, out, tables, grid=grid, params=params, limit=limit, runner=runner, source=source
     )
     return LabelStats(
-        objects=objects,
+        objects=content.objects,
         fragments=fragments,
         blocks=len(grid),
         seconds=time.perf_counter() - start,
+        content=replace(content, nonfinite=sum(n for *_, n in found)),
     )
+
+
+def nonfinite_values(data: np.ndarray) -> int:
+    """How many values of ``data`` are NaN or infinite.
+
+    >>> nonfinite_values(np.array([1.0, np.nan, -np.inf])), nonfinite_values(np.arange(3))
+    (2, 0)
+    """
+    if data.dtype.kind not in "fc":
+        return 0
+    return int(data.size - np.count_nonzero(np.isfinite(data)))
 
 
 def _block_grid(
@@ -194,15 +214,15 @@ def _local_ids(out: Any, scratch: Any | None, params: LabelParams) -> Any:
 
 def _write_components(
     source: EmbeddingBlocks, local: Any, dtype: np.dtype, limit: int, i: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Pass 1 for block ``i``: write its local ids; return its fragments' sizes and
-    global first voxels."""
+    global first voxels, and its count of NaN or infinite embedding values."""
     box = source.grid.boxes[i]
-    frags = source.fragments(i)
+    frags, nonfinite = source.fragments(i)
     if frags.count > limit:
         raise StitchsafeError(
             f"block {box} holds {frags.count} separate pieces, more than {dtype} ids "
             f"({limit}); pass --label-dtype uint64 or use smaller tiles."
         )
     local[box.to_slices()] = frags.labels.astype(dtype, copy=False)
-    return frags.sizes, source.grid.global_index(i, frags.first)
+    return frags.sizes, source.grid.global_index(i, frags.first), nonfinite

@@ -17,7 +17,7 @@ from ..io import storage_shape
 from ._blocks import BlockGrid, BlockRunner, block_runner, face_plane
 from ._blockwise import LabelStats
 from ._instances import first_voxel_order
-from ._merge import FaceLinks, merge_and_relabel
+from ._merge import FaceLinks, merge_and_count
 from ._params import LabelParams, max_label
 from ._tile_labels import grow_by_codes
 
@@ -70,7 +70,7 @@ def label_from_fragments(
     grid = BlockGrid(tuple(out.shape), storage_shape(out) or tuple(out.shape))
     table = functools.partial(_fragment_table, fragments, grid)
     tables = runner(table, len(grid), "labels: fragments")
-    objects, count = merge_and_relabel(
+    count, content = merge_and_count(
         fragments,
         out,
         tables,
@@ -81,10 +81,11 @@ def label_from_fragments(
         source=CodeBlocks(codes, grid, params.grow),
     )
     return LabelStats(
-        objects=objects,
+        objects=content.objects,
         fragments=count,
         blocks=len(grid),
         seconds=time.perf_counter() - start,
+        content=content,
     )
 
 

@@ -46,7 +46,7 @@ LABELS_NAME = "instances"
 SCRATCH = "stitchsafe-local-ids"
 _HINT = (
     "pass segment the zarr group that predict wrote (its --output) as --input, and the "
-    "image's path inside it as --image"
+    "image's path inside it as --input-key"
 )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,8 @@ from ..io import (
     mark_complete,
     write_pyramid,
 )
-from ._blockwise import LabelStats
+from ._blocks import inner_slices
+from ._blockwise import LabelStats, nonfinite_values
 from ._fragments import label_from_fragments
 from ._params import LabelParams, check_label_dtype, max_label
 from ._swap import LabelPlace
@@ -182,7 +183,7 @@ def run_labels_only(
             empty = LabelStats(0, 0, 0, 0.0)
             return LabelsOnlyResult(spec, 0, objects, str(options.device), empty)
         scratch = _reopen_scratch(spec, plan, options.batch_size, place)
-    stats = _compute_tiles(volume, model, plan, run, scratch, margin, options, transform)
+    stats, nonfinite = _compute_tiles(volume, model, plan, run, scratch, margin, options, transform)
     spec = scratch.spec
     try:
         label_stats = label_from_fragments(
@@ -199,9 +200,17 @@ def run_labels_only(
             "labels it again from them."
         )
         raise
+    label_stats = _with_nonfinite(label_stats, nonfinite)
     _finish(scratch, attrs, stats.seconds + label_stats.seconds, label_stats.objects)
     spec = _swap_in(spec, place, pyramid=run.pyramid, progress=options.progress)
     return LabelsOnlyResult(spec, stats.tiles, label_stats.objects, stats.device, label_stats)
+
+
+def _with_nonfinite(stats: LabelStats, nonfinite: int) -> LabelStats:
+    """``stats`` with the NaN and infinite values counted in the tiles computed now."""
+    if stats.content is None:
+        return stats
+    return replace(stats, content=replace(stats.content, nonfinite=nonfinite))
 
 
 def _swap_in(
@@ -309,13 +318,15 @@ def _array(spec: OutputSpec, book: str, name: str, *, create: bool, dtype: str =
 
 @dataclass(frozen=True)
 class _FragmentSink:
-    """The pipeline's sink: each tile's output reduced to fragments and codes, written."""
+    """The pipeline's sink: each tile's output reduced to fragments and codes, written;
+    the count of NaN or infinite values in each tile's own block appended to ``nonfinite``."""
 
     work: ExtendedTiles
     params: LabelParams
     label_dtype: str
     fragments: Any
     codes: Any
+    nonfinite: list[int] = field(default_factory=list, compare=False)
 
     def __call__(self, batch: list[Tile], y: np.ndarray) -> None:
         limit = max_label(np.dtype(self.label_dtype))
@@ -323,6 +334,8 @@ class _FragmentSink:
             data = raw[(slice(None), *tile.crop.to_slices())]
             window = self.work.window(tile)
             frags, voxel_codes, sizes = tile_fragments(data, window, tile.write, self.params)
+            own = data[(slice(None), *inner_slices(tile.write, window))]
+            self.nonfinite.append(nonfinite_values(own))  # list.append: thread-safe
             if sizes.size > limit:
                 raise StitchsafeError(
                     f"block {tile.write} holds {sizes.size} separate pieces, more than "
@@ -342,12 +355,13 @@ def _compute_tiles(
     margin: tuple[int, ...],
     options: PipelineOptions,
     transform: Any,
-) -> RunStats:
-    """Run the tiles left (with ``margin``) through the pipeline into the scratch arrays."""
+) -> tuple[RunStats, int]:
+    """Run the tiles left (with ``margin``) through the pipeline into the scratch arrays;
+    also the count of NaN or infinite output values in the blocks computed."""
     work = ExtendedTiles(plan, margin, scratch.todo)
     sink = _FragmentSink(work, run.params, run.label_dtype, scratch.fragments, scratch.codes)
     try:
-        return run_plan(
+        stats = run_plan(
             volume,
             model,
             plan,
@@ -358,5 +372,6 @@ def _compute_tiles(
             on_done=scratch.done.mark,
             sink=sink,
         )
+        return stats, sum(sink.nonfinite)
     finally:
         scratch.done.flush()  # what finished is kept, whatever stopped the run

@@ -5,7 +5,8 @@ sizes and global first voxels) become objects in three steps, in the manner of d
 ``ndmeasure.label``: the fragment pairs linked across block faces (:class:`FacePairs`), the
 connected components of those pairs with the size filter and the global numbering
 (:func:`~stitchsafe.labels.merge_fragments`), and each block's local ids mapped to the
-final ids, the seeds grown where ``grow > 0`` (:class:`Relabel`). What decides the links
+final ids, the seeds grown where ``grow > 0`` (:class:`Relabel`), counting on the way what
+the warnings need (:class:`~stitchsafe.labels.ResultStats`). What decides the links
 and the growth comes from a :class:`LinkSource`: the embeddings for
 :func:`~stitchsafe.labels.label_blocks`, the voxel codes of a labels-only run for
 :func:`~stitchsafe.labels.label_from_fragments`.
@@ -23,6 +24,7 @@ from ..geometry import Box
 from ._blocks import BlockGrid, BlockRunner, face_plane, inner_slices
 from ._instances import merge_fragments
 from ._params import LabelParams
+from ._warnings import ResultStats
 
 __all__ = [
     "FaceLinks",
@@ -30,6 +32,7 @@ __all__ = [
     "FragmentIndex",
     "LinkSource",
     "Relabel",
+    "merge_and_count",
     "merge_and_relabel",
 ]
 
@@ -39,6 +42,9 @@ FaceLinks = Callable[[int, Box, np.ndarray, np.ndarray], np.ndarray]
 
 # Per block: fragment sizes and the global C-order indices of their first voxels.
 Table = tuple[np.ndarray, np.ndarray]
+
+# Per block written with growth: the final ids in it and their voxel counts.
+Counts = tuple[np.ndarray, np.ndarray]
 
 
 class LinkSource(Protocol):
@@ -123,7 +129,9 @@ class Relabel:
 
     With ``grow > 0`` the block is read with a halo of ``grow`` voxels, the neighbours'
     local ids in the halo mapped with *their* tables, and the seeds grown before the
-    block's own part is written: exact, because growth moves one voxel a step.
+    block's own part is written: exact, because growth moves one voxel a step. It then
+    returns the final ids in the block's own part and their voxel counts (without growth
+    the fragments' sizes say as much).
     """
 
     local: Any
@@ -134,11 +142,11 @@ class Relabel:
     grow: int
     source: LinkSource
 
-    def __call__(self, i: int) -> None:
+    def __call__(self, i: int) -> Counts | None:
         if self.grow == 0:
             self._relabel(i)
-        else:
-            self._relabel_and_grow(i)
+            return None
+        return self._relabel_and_grow(i)
 
     def lut(self, j: int) -> np.ndarray:
         """Block ``j``'s local id -> final id, in the output's dtype."""
@@ -152,7 +160,7 @@ class Relabel:
         box = self.grid.boxes[i]
         self.out[box.to_slices()] = self.lut(i)[np.asarray(self.local[box.to_slices()])]
 
-    def _relabel_and_grow(self, i: int) -> None:
+    def _relabel_and_grow(self, i: int) -> Counts | None:
         box = self.grid.boxes[i]
         window = self.grid.window(i, self.grow)
         labels = np.zeros(window.shape, np.dtype(self.out.dtype))
@@ -164,8 +172,11 @@ class Relabel:
                 np.asarray(self.local[part.to_slices()])
             ]
         if not labels.any():
-            return  # no seed within reach: the block stays background
-        self.out[box.to_slices()] = self.source.grow(labels, window)[inner_slices(box, window)]
+            return None  # no seed within reach: the block stays background
+        grown = self.source.grow(labels, window)[inner_slices(box, window)]
+        self.out[box.to_slices()] = grown
+        ids, counts = np.unique(grown, return_counts=True)
+        return ids[ids > 0], counts[ids > 0]
 
 
 def merge_and_relabel(
@@ -183,8 +194,28 @@ def merge_and_relabel(
 
     ``local`` holds the block-local ids, ``tables`` each block's fragment sizes and global
     first voxels; ``limit`` is the largest id ``out`` may hold. Returns the object and
-    fragment counts.
+    fragment counts (:func:`merge_and_count` says more).
     """
+    fragments, stats = merge_and_count(
+        local, out, tables, grid=grid, params=params, limit=limit, runner=runner, source=source
+    )
+    return stats.objects, fragments
+
+
+def merge_and_count(
+    local: Any,
+    out: Any,
+    tables: Sequence[Table],
+    *,
+    grid: BlockGrid,
+    params: LabelParams,
+    limit: int,
+    runner: BlockRunner,
+    source: LinkSource,
+) -> tuple[int, ResultStats]:
+    """:func:`merge_and_relabel`, returning the fragment count and what the labels hold:
+    objects, labelled voxels, the largest object (:class:`~stitchsafe.labels.ResultStats`,
+    its ``nonfinite`` left 0 for the caller, which read the embeddings)."""
     index = FragmentIndex.of(tables)
     found = runner(FacePairs(local, grid, index, source), len(grid), "labels: faces")
     pairs = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
@@ -192,8 +223,39 @@ def merge_and_relabel(
     ids, objects = _merge(tables, pairs, min_size=params.min_size, limit=limit)
     del pairs
     relabel = Relabel(local, out, grid, index, ids, params.grow, source)
-    runner(relabel, len(grid), "labels: relabel")
-    return objects, index.total
+    counts = runner(relabel, len(grid), "labels: relabel")
+    sizes = _object_sizes(tables, ids, objects, counts if params.grow else None)
+    roles = params.channel_roles or ()
+    stats = ResultStats(
+        voxels=int(np.prod(grid.shape, dtype=np.int64)),
+        objects=objects,
+        labelled=int(sizes.sum()),
+        largest=int(sizes.max(initial=0)),
+        linked=int(sum(int(t[0].sum()) for t in tables)),
+        foreground=params.foreground_channel(len(roles)) is not None,
+        seeded=params.seeded,
+    )
+    return index.total, stats
+
+
+def _object_sizes(
+    tables: Sequence[Table], ids: np.ndarray, objects: int, grown: Sequence[Counts | None] | None
+) -> np.ndarray:
+    """Voxels per object ``1..objects``: the sums of its fragments' sizes, or (after
+    growth) of the blocks' counts.
+
+    >>> _object_sizes([(np.array([2, 1, 5]), None)], np.array([0, 1, 1]), 1, None).tolist()
+    [6]
+    """
+    sizes = np.zeros(objects + 1, np.int64)
+    if grown is None:
+        if tables:
+            np.add.at(sizes, ids, np.concatenate([t[0] for t in tables]).astype(np.int64))
+    else:
+        for block in grown:
+            if block is not None:
+                np.add.at(sizes, block[0].astype(np.int64), block[1].astype(np.int64))
+    return sizes[1:]
 
 
 def _merge(

@@ -2,9 +2,11 @@
 
 Channels
 --------
-``channel_roles`` (from the model metadata) names each output channel ``"embedding"`` or
-``"foreground"``; other roles are ignored. The foreground channel holds logits: a voxel is
-foreground when ``logit > log(p / (1 - p))`` for ``foreground_threshold = p``. Without
+``channel_roles`` (from the model metadata or ``--channel-roles``) names each output
+channel ``"embedding"``, ``"foreground"`` or ``"probability"``; other roles are ignored
+(:mod:`stitchsafe.labels._roles`). A foreground channel holds logits: a voxel is
+foreground when ``logit > log(p / (1 - p))`` for ``foreground_threshold = p``; a
+probability channel holds probabilities: foreground is ``value > p``. Without
 roles every channel is an embedding; without a foreground channel *every voxel is
 foreground*, so the background forms its own component(s) like any other region of
 similar embeddings. That is the honest answer for embedding-only models, not a
@@ -29,6 +31,7 @@ __all__ = [
     "FALLBACK_THRESHOLD",
     "FOREGROUND",
     "LABEL_DTYPES",
+    "PROBABILITY",
     "LabelParams",
     "check_label_dtype",
     "label_defaults",
@@ -38,6 +41,7 @@ __all__ = [
 
 EMBEDDING = "embedding"
 FOREGROUND = "foreground"
+PROBABILITY = "probability"
 LABEL_DTYPES = ("uint32", "uint64")
 
 # Fallbacks when neither the flags nor the model metadata say otherwise. The threshold is
@@ -63,8 +67,9 @@ class LabelParams:
     foreground_threshold
         Foreground probability cut ``p`` in (0, 1); foreground is ``logit > log(p/(1-p))``.
     channel_roles
-        One role per channel (``"embedding"``, ``"foreground"``, anything else is
-        ignored), or ``None``: all channels are embeddings and every voxel is foreground.
+        One role per channel (``"embedding"``, ``"foreground"`` logits,
+        ``"probability"``, anything else is ignored), or ``None``: all channels are
+        embeddings and every voxel is foreground.
     seed_threshold
         ``None``: every foreground voxel is linked. Otherwise only seed voxels are (their
         embedding differs from every foreground face-neighbour's by ``< seed_threshold``)
@@ -138,10 +143,10 @@ class LabelParams:
             )
         if self.channel_roles is not None:
             roles = tuple(str(r) for r in self.channel_roles)
-            if roles.count(FOREGROUND) > 1:
+            if roles.count(FOREGROUND) + roles.count(PROBABILITY) > 1:
                 raise StitchsafeError(
-                    f"the channel roles {list(roles)} name more than one foreground channel; "
-                    "stitchsafe needs at most one."
+                    f"the channel roles {list(roles)} name more than one foreground (or "
+                    "probability) channel; stitchsafe needs at most one."
                 )
             object.__setattr__(self, "channel_roles", roles)
         object.__setattr__(self, "threshold", float(t))
@@ -164,6 +169,17 @@ class LabelParams:
         """Voxels beyond a block that its seeds (1) and its growth (``grow``) look at."""
         return max(1 if self.seeded else 0, self.grow)
 
+    def cut(self, p: float) -> float:
+        """The foreground channel's value above which a voxel's probability exceeds ``p``:
+        ``p`` itself for a ``probability`` channel, the logit ``log(p / (1 - p))`` else.
+
+        >>> LabelParams(1.0, channel_roles=("probability",)).cut(0.5)
+        0.5
+        """
+        if self.channel_roles is not None and PROBABILITY in self.channel_roles:
+            return float(p)
+        return math.log(p / (1.0 - p))
+
     def check_channels(self, channels: int) -> None:
         """Raise StitchsafeError unless the roles fit ``channels`` channels."""
         if self.channel_roles is not None and len(self.channel_roles) != channels:
@@ -183,9 +199,10 @@ class LabelParams:
     def foreground_channel(self, channels: int) -> int | None:
         """Index of the foreground channel, or None (every voxel is foreground)."""
         self.check_channels(channels)
-        if self.channel_roles is None or FOREGROUND not in self.channel_roles:
-            return None
-        return self.channel_roles.index(FOREGROUND)
+        for role in (FOREGROUND, PROBABILITY):
+            if self.channel_roles is not None and role in self.channel_roles:
+                return self.channel_roles.index(role)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored with the labels)."""

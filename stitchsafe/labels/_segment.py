@@ -19,8 +19,10 @@ from ..io import (
     refuse_replacing_reads,
     zarr_node,
 )
+from ..progress import plural
 from ._labelling import LABELS_NAME, open_embeddings, write_labels
 from ._settings import LabelSettings
+from ._warnings import ResultStats, result_warnings
 
 __all__ = ["SegmentResult", "segment"]
 
@@ -30,7 +32,8 @@ _WAIT = "wait for it to finish, then run segment again"
 
 @dataclass(frozen=True)
 class SegmentResult:
-    """What :func:`segment` wrote: label array path (inside ``output``), object count."""
+    """What :func:`segment` wrote: label array path (inside ``output``), object count;
+    ``label_stats``: what the labels hold, and ``warnings``: what in it looks wrong."""
 
     output: str
     embeddings: str
@@ -39,6 +42,15 @@ class SegmentResult:
     blocks: int
     seconds: float
     params: dict[str, Any]
+    notes: tuple[str, ...] = ()
+    label_stats: ResultStats | None = None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What looks wrong in the labels (:func:`stitchsafe.labels.result_warnings`)."""
+        if self.label_stats is None:
+            return ()
+        return result_warnings(self.label_stats, command="segment")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,13 +61,14 @@ class SegmentResult:
             "blocks": self.blocks,
             "seconds": round(self.seconds, 3),
             "params": self.params,
+            "warnings": list(self.warnings),
         }
 
     def describe(self) -> str:
         """What was written, in one line for the terminal."""
         return (
-            f"wrote {self.output}/{self.labels}: {self.objects} objects from "
-            f"{self.blocks} blocks in {self.seconds:.1f} s"
+            f"wrote {self.output}/{self.labels}: {plural(self.objects, 'object')} from "
+            f"{plural(self.blocks, 'block')} in {self.seconds:.1f} s"
         )
 
 
@@ -70,6 +83,7 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
     seed_foreground_threshold: float | None = None,
     grow: int | None = None,
     label_dtype: str = "uint32",
+    channel_roles: str | Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
     num_workers: int | None = None,
@@ -110,6 +124,11 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
         (models trained by stitchsafe declare them), else plain links.
     label_dtype
         ``uint32`` (default) or ``uint64``; more objects than the type holds is an error.
+    channel_roles
+        What each channel is (:func:`stitchsafe.labels.parse_channel_roles`), in place of
+        the roles stored with the embeddings (said in a note). Default: the stored roles,
+        else every channel an embedding (said in a note). Roles with neither embeddings
+        nor a foreground channel are refused: they make no labels.
     overwrite
         Replace existing labels written by stitchsafe.
     progress
@@ -143,6 +162,7 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
         seed_foreground_threshold=seed_foreground_threshold,
         grow=grow,
         label_dtype=label_dtype,
+        channel_roles=channel_roles,
     )
     physical = PhysicalSettings(voxel_size=voxel_size, unit=unit)
     # Workers elsewhere do not share this process's working directory.
@@ -156,10 +176,12 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
         source = open_embeddings(group, image=_embeddings_image(group, image))
         what = f"the embeddings image {source.image!r} in {source.group!r}"
         source = replace(source, physical=physical.apply(source.physical, source.axes, what))
+        choice = settings.roles(
+            source.attributes.get("channel_roles"), channels=source.channels, where=what
+        )
+        choice.refuse_unlabelled("segment")
         params = settings.resolve(
-            source.attributes.get("label_defaults"),
-            source.attributes.get("channel_roles"),
-            channels=source.channels,
+            source.attributes.get("label_defaults"), choice.roles, channels=source.channels
         )
         refuse_replacing_reads(
             source.group,
@@ -188,6 +210,8 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
         blocks=stats.blocks,
         seconds=time.perf_counter() - start,
         params=params.to_dict(),
+        notes=choice.notes,
+        label_stats=stats.content,
     )
 
 

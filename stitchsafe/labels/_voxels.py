@@ -9,8 +9,6 @@ block (or whole array) computes them.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ._params import LabelParams
@@ -49,15 +47,18 @@ def squared_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     [25.0, 0.0]
     """
     out = np.zeros(a.shape[1:], np.float64)
-    for c in range(a.shape[0]):
-        d = np.subtract(a[c], b[c], dtype=np.float64)
-        d *= d
-        out += d
+    # inf - inf is NaN, and NaN is never closer than a threshold: no link. The labelling
+    # counts such values and warns once (stitchsafe.labels.result_warnings).
+    with np.errstate(invalid="ignore", over="ignore"):
+        for c in range(a.shape[0]):
+            d = np.subtract(a[c], b[c], dtype=np.float64)
+            d *= d
+            out += d
     return out
 
 
 def foreground_mask(data: np.ndarray, params: LabelParams) -> np.ndarray:
-    """Boolean foreground of ``data`` ``(C, *spatial)``: logit above the cut, or all True.
+    """Boolean foreground of ``data`` ``(C, *spatial)``: above the cut, or all True.
 
     >>> p = LabelParams(1.0, foreground_threshold=0.5, channel_roles=("embedding", "foreground"))
     >>> foreground_mask(np.array([[0.0, 0.0], [-1.0, 2.0]]), p).tolist()
@@ -66,7 +67,7 @@ def foreground_mask(data: np.ndarray, params: LabelParams) -> np.ndarray:
     channel = params.foreground_channel(data.shape[0])
     if channel is None:
         return np.ones(data.shape[1:], bool)
-    return np.greater(data[channel], np.float64(params.foreground_logit))
+    return np.greater(data[channel], np.float64(params.cut(params.foreground_threshold)))
 
 
 def seed_mask(data: np.ndarray, params: LabelParams) -> np.ndarray:
@@ -85,8 +86,8 @@ def seed_mask(data: np.ndarray, params: LabelParams) -> np.ndarray:
     seeds = fg.copy()
     channel = params.foreground_channel(data.shape[0])
     if channel is not None:
-        p = params.seed_foreground_threshold
-        seeds &= np.greater(data[channel], np.float64(math.log(p / (1.0 - p))))
+        cut = params.cut(params.seed_foreground_threshold)
+        seeds &= np.greater(data[channel], np.float64(cut))
     emb = data[list(params.embedding_channels(data.shape[0]))]
     limit = params.seed_threshold * params.seed_threshold
     for axis in range(fg.ndim):

@@ -26,8 +26,9 @@ version 1 (every key but ``stitchsafe_metadata`` is optional; unknown keys are k
      "architecture": {...}}                 # free-form, e.g. the UNetConfig dict
 
 ``channel_roles``: ``"embedding"`` channels feed the instance labelling, one optional
-``"foreground"`` channel holds foreground logits, any other role is ignored. Without
-roles every channel is an embedding and every voxel foreground.
+``"foreground"`` channel holds foreground logits (or ``"probability"``: probabilities),
+any other role is ignored; ``--channel-roles`` replaces them (:mod:`stitchsafe.labels`).
+Without roles every channel is an embedding and every voxel foreground.
 ``labels`` gives the labelling defaults (:mod:`stitchsafe.labels`); without
 ``labels.threshold`` the threshold is ``loss.delta_d`` (the discriminative loss's
 distance margin: the middle of the gap it leaves between same-object and

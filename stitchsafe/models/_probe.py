@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from ..errors import UnstitchableModelError
 from ..geometry import ModelGeometry
+from ..progress import stage_progress
 from ._loaded import LoadedModel
 from ._locality import require_local
 from ._probe_runner import Lattice, Runner, Shape, differs, log_probe
@@ -26,10 +27,11 @@ __all__ = ["measure_period", "probe_geometry"]
 def probe_geometry(model: LoadedModel, *, cap: int | None = None) -> ModelGeometry:
     """Measure the geometry with no hints: size scan, locality test, period search."""
     runner = Runner(model)
-    scan = scan_sizes(runner, cap=cap, needed=3)
-    lat = Lattice(runner, scan.geometry(channels_in=model.channels_in))
-    require_local(runner, lat)
-    geometry = replace(lat.geometry, period=measure_period(runner, lat))
+    with stage_progress("probing the model's geometry", unit="forward pass") as runner.bar:
+        scan = scan_sizes(runner, cap=cap, needed=3)
+        lat = Lattice(runner, scan.geometry(channels_in=model.channels_in))
+        require_local(runner, lat)
+        geometry = replace(lat.geometry, period=measure_period(runner, lat))
     log_probe(model, f"geometry measured by probing the model: {runner.cost()}.")
     return geometry
 

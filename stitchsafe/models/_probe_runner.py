@@ -88,6 +88,7 @@ class Runner:
         self.started = time.perf_counter()
         self.last_error: BaseException | None = None
         self._precise: tuple[Callable[[torch.Tensor], Any], torch.dtype] | None = None
+        self.bar: Any = None  # a progress bar advanced by each forward pass, if any
 
     @property
     def precise_dtype(self) -> torch.dtype:
@@ -126,6 +127,8 @@ class Runner:
         """One counted forward pass; the output as float64 on the CPU."""
         fn, dtype = self._precise_fn() if precise else (self.model.module, torch.float32)
         self.forwards += 1
+        if self.bar is not None:
+            self.bar.update(1)
         with torch.inference_mode(), _no_tf32(self.device):
             y = fn(x.to(device=self.device, dtype=dtype))
         if not isinstance(y, torch.Tensor) or y.ndim != x.ndim or y.shape[0] != x.shape[0]:

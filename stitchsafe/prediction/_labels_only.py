@@ -69,6 +69,7 @@ def predict_labels_only(
         objects=result.objects,
         label_params=params.to_dict(),
         batch_size=prepared.batch_size,
+        label_stats=result.labels.content,
     )
 
 

@@ -67,6 +67,7 @@ def predict_lazy(  # noqa: PLR0913 - the public keywords; they become settings v
     channel: int | Sequence[int] | str | None = None,
     timepoint: int | None = None,
     level: int | None = None,
+    axes: str | None = None,
 ) -> LazyPrediction:
     """The stitched result of ``model`` over ``input`` as a lazy dask array.
 
@@ -86,13 +87,9 @@ def predict_lazy(  # noqa: PLR0913 - the public keywords; they become settings v
     >>> float(lazy.embeddings[:, :16, :16].std().compute()) > 0; tmp.cleanup()
     True
     """
+    chosen = InputSelection.parse(channel, timepoint, level, axes)
     sources = Sources(
-        model,
-        input,
-        input_key,
-        trust_model,
-        PhysicalSettings(voxel_size, unit),
-        InputSelection.parse(channel, timepoint, level),
+        model, input, input_key, trust_model, PhysicalSettings(voxel_size, unit), chosen
     )
     run = RunSettings(device=device, pad_mode=pad_mode, normalize=normalize, precision=precision)
     session = open_session(

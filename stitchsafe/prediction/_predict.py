@@ -25,8 +25,9 @@ from ..io import (
 )
 from ..labels import LabelSettings
 from ..model import Model
-from ..session import Session, Sources, open_session
+from ..session import Session, open_session
 from ._labels_only import predict_labels_only
+from ._preflight import check_before_model
 from ._settings import PathLike, PredictResult, PredictSettings
 from ._steps import (
     execute,
@@ -66,6 +67,7 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
     seed_foreground_threshold: float | None = None,
     grow: int | None = None,
     label_dtype: str = "uint32",
+    channel_roles: str | Sequence[str] | None = None,
     scheduler: str = "threads",
     cluster: SlurmOptions | None = None,
     allow_approximate: bool = False,
@@ -78,6 +80,7 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
     channel: int | Sequence[int] | str | None = None,
     timepoint: int | None = None,
     level: int | None = None,
+    axes: str | None = None,
 ) -> PredictResult:
     """Run ``model`` over ``input`` tile by tile; the result equals one whole-volume pass.
 
@@ -122,6 +125,13 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
         As for :func:`stitchsafe.segment`; defaults from the model's metadata.
     seed_threshold, seed_foreground_threshold, grow
         As for :func:`stitchsafe.segment`.
+    channel_roles
+        What each output channel is, in place of the model's metadata (said in a note):
+        ``"embedding:2,foreground"``, or a list of ``embedding``, ``foreground`` (logits),
+        ``probability`` and ``ignore`` (:func:`stitchsafe.labels.parse_channel_roles`).
+        A model with a foreground channel and no embeddings gets the connected components
+        of its foreground; roles with neither make no labels (said in a note). Default:
+        the metadata's roles, else every channel an embedding (said in a note).
     scheduler
         Where the tiles run (:mod:`stitchsafe.engine`): ``threads`` (default, this
         process), ``processes[:N]``, ``local[:N]`` (a dask ``LocalCluster``) or the address
@@ -156,7 +166,7 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
         own metadata. Every image written (embeddings, labels) carries the voxel size,
         units and translation in its OME-Zarr ``coordinateTransformations`` and axes; a
         ``resume`` with other values is refused.
-    channel, timepoint, level
+    channel, timepoint, level, axes
         As for :func:`stitchsafe.plan`: the channels, timepoint and resolution level read;
         part of the run's fingerprint (``resume`` refuses another selection).
 
@@ -188,6 +198,7 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
             seed_foreground_threshold=seed_foreground_threshold,
             grow=grow,
             label_dtype=label_dtype,
+            channel_roles=channel_roles,
         ),
         approximate=ApproximateSettings(allow=allow_approximate, tolerance=tolerance),
         cluster=cluster,
@@ -195,7 +206,7 @@ def predict(  # noqa: PLR0913 - the public keywords; they become one PredictSett
         embeddings=embeddings,
         trust_model=trust_model,
         physical=PhysicalSettings(voxel_size=voxel_size, unit=unit),
-        selection=InputSelection.parse(channel, timepoint, level),
+        selection=InputSelection.parse(channel, timepoint, level, axes),
     )
     return run_predict(model, input, settings)
 
@@ -205,13 +216,14 @@ def run_predict(
 ) -> PredictResult:
     """:func:`predict` with its settings already made: the steps, in order."""
     start = time.perf_counter()
-    s = settings
+    sources = check_before_model(model, input, settings)  # fail fast: input, output
     session = open_session(
-        Sources(model, input, s.input_key, s.trust_model, s.physical, s.selection),
+        sources,
         tiling=settings.tiling,
         run=settings.run,
         approximate=settings.approximate,
         remote=settings.remote,
+        checked=True,
     )
     with contextlib.ExitStack() as stack:
         stack.callback(session.volume.close)
@@ -241,7 +253,7 @@ def run_predict(
             write_pyramid(target.spec, progress=settings.run.progress)
         write_channel_metadata(target.spec)
         session.volume.close()
-        labels_path, objects = label_output(target.spec, prepared, executor, settings)
+        labels_path, objects, label_stats = label_output(target.spec, prepared, executor, settings)
         raw = target.attributes.get(LABELS_OF)
         if isinstance(raw, str):  # the input's container: its root lists raw + embeddings
             list_images(target.spec.group, [raw, target.spec.image])
@@ -257,6 +269,7 @@ def run_predict(
         objects=objects,
         label_params=prepared.params.to_dict() if settings.labels else None,
         batch_size=prepared.batch_size,
+        label_stats=label_stats,
     )
 
 

@@ -11,7 +11,8 @@ from ..engine import RunSettings, SlurmOptions
 from ..errors import StitchsafeError
 from ..geometry import TilingSettings
 from ..io import InputSelection, OutputSettings, PhysicalSettings
-from ..labels import LabelSettings
+from ..labels import LabelSettings, ResultStats, result_warnings
+from ..progress import plural
 from ..session import PlanResult
 
 __all__ = ["PredictResult", "PredictSettings", "SPATIAL_AXES"]
@@ -82,7 +83,8 @@ class PredictResult:
     """What :func:`predict` wrote and how long it took.
 
     ``labels`` (the label array's path inside ``output``) and ``objects`` are ``None``
-    when labels were not requested.
+    when labels were not requested. ``label_stats``: what the labels hold, counted while
+    they were made; ``warnings`` says what in it looks wrong.
     """
 
     output: str
@@ -96,6 +98,16 @@ class PredictResult:
     objects: int | None = None
     label_params: dict[str, Any] | None = None
     batch_size: int = 1
+    label_stats: ResultStats | None = None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What looks wrong in the labels (:func:`stitchsafe.labels.result_warnings`)."""
+        if self.label_stats is None:
+            return ()
+        plan = self.plan  # the advice to fine-tune names the model if train can start from it
+        model = plan.model_path if plan.model_format == "stitchsafe" else None
+        return result_warnings(self.label_stats, command="predict", model=model)
 
     def to_dict(self) -> dict[str, Any]:
         physical = self.plan.physical
@@ -112,6 +124,7 @@ class PredictResult:
             "device": self.device,
             "normalization": self.normalization,
             "label_params": self.label_params,
+            "warnings": list(self.warnings),
             # What every image written carries: voxel size, units, translation.
             "physical": None if physical is None else physical.to_dict(),
         }
@@ -120,16 +133,16 @@ class PredictResult:
         """What was written, in a line or two for the terminal."""
         p = self.plan.plan
         what = (
-            f"{self.embeddings}: {p.geometry.channels_out} channels x "
+            f"{self.embeddings}: {plural(p.geometry.channels_out, 'channel')} x "
             if self.embeddings is not None
             else "no embeddings (labels only) for "
         )
         text = (
             f"wrote {self.output}/{what}"
             + " x ".join(map(str, p.volume_shape))
-            + f", {self.tiles} tiles of {' x '.join(map(str, p.tile_shape))} on "
+            + f", {plural(self.tiles, 'tile')} of {' x '.join(map(str, p.tile_shape))} on "
             f"{self.device} in {self.seconds:.1f} s"
         )
         if self.labels is not None:
-            text += f"\nwrote {self.output}/{self.labels}: {self.objects} objects"
+            text += f"\nwrote {self.output}/{self.labels}: {plural(self.objects, 'object')}"
         return text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..engine import (
@@ -40,6 +40,7 @@ from ..io import (
 )
 from ..labels import (
     LabelParams,
+    ResultStats,
     label_defaults,
     open_embeddings,
     write_labels,
@@ -73,6 +74,7 @@ class PreparedRun:
     fingerprint: dict[str, Any]
     attributes: dict[str, Any]
     batch_size: int
+    labelled: bool = True
 
 
 @dataclass(frozen=True)
@@ -116,10 +118,16 @@ def prepare_run(session: Session, settings: PredictSettings) -> PreparedRun:
     """
     batch_size = _batch_size(session, settings)
     metadata = session.model.metadata or {}
-    roles = metadata.get("channel_roles")
+    channels = session.geometry.channels_out
+    choice = settings.label.roles(metadata.get("channel_roles"), channels=channels)
+    roles = None if choice.roles is None else list(choice.roles)
+    if settings.labels:
+        if not settings.embeddings:
+            choice.refuse_unlabelled("--no-embeddings (which writes only the labels)")
+        session.result = replace(session.result, notes=(*session.result.notes, *choice.notes))
     defaults = label_defaults(metadata)
     # Bad label flags fail now, before the network runs.
-    params = settings.label.resolve(defaults, roles, channels=session.geometry.channels_out)
+    params = settings.label.resolve(defaults, roles, channels=channels)
     norm = session_normalization(session.model, session.volume, settings.run.normalize)
     group, image = output_location(session, settings)
     if settings.remote:
@@ -143,9 +151,8 @@ def prepare_run(session: Session, settings: PredictSettings) -> PreparedRun:
             attributes[LABELS_OF] = raw
             if settings.labels:
                 refuse_foreign_labels(group, raw)
-    return PreparedRun(
-        params, norm, group, image, model_sha256, fingerprint, attributes, batch_size
-    )
+    made = (params, norm, group, image, model_sha256, fingerprint, attributes, batch_size)
+    return PreparedRun(*made, labelled=choice.labelled)
 
 
 def _run_fingerprint(
@@ -329,10 +336,11 @@ def execute(
 
 def label_output(
     spec: OutputSpec, prepared: PreparedRun, executor: Any, settings: PredictSettings
-) -> tuple[str | None, int | None]:
-    """Instance labels from the written embeddings: (label array path, object count)."""
-    if not settings.labels:
-        return None, None
+) -> tuple[str | None, int | None, ResultStats | None]:
+    """Instance labels from the written embeddings: (label array path, object count, what
+    the labels hold)."""
+    if not settings.labels or not prepared.labelled:
+        return None, None, None
     try:
         label_spec, label_stats = write_labels(
             open_embeddings(spec.group, image=spec.image),
@@ -345,7 +353,7 @@ def label_output(
         )
     except WorkersLost as lost:
         raise lost.advise(LABELS_LOST) from lost.__cause__
-    return label_spec.array, label_stats.objects
+    return label_spec.array, label_stats.objects, label_stats.content
 
 
 @contextlib.contextmanager

@@ -26,9 +26,13 @@ from ._output_info import (
 )
 from ._pictures import (
     label_colours,
+    matched_colours,
+    matched_objects,
     relative_log_deviation,
     save_deviation_maps,
     save_label_overlay,
+    save_matched_labels,
+    scale_bar_length,
 )
 from ._plan_text import (
     describe_plan,
@@ -56,6 +60,8 @@ __all__ = [
     "describe_plan",
     "find_images",
     "label_colours",
+    "matched_colours",
+    "matched_objects",
     "measure_deviation",
     "naive_tiling",
     "read_info",
@@ -63,4 +69,6 @@ __all__ = [
     "save_deviation_maps",
     "save_deviation_picture",
     "save_label_overlay",
+    "save_matched_labels",
+    "scale_bar_length",
 ]

@@ -68,6 +68,7 @@ def check_stitching(  # noqa: PLR0913 - the public keywords; they become setting
     channel: int | Sequence[int] | str | None = None,
     timepoint: int | None = None,
     level: int | None = None,
+    axes: str | None = None,
 ) -> CheckResult:
     """Compare stitched tiles with one whole-volume pass on a centred crop of ``input``.
 
@@ -75,8 +76,9 @@ def check_stitching(  # noqa: PLR0913 - the public keywords; they become setting
     ----------
     model, input, input_key, pooling_factors, depth, device, trust_model
         As for :func:`stitchsafe.plan` (``model=None``: the bundled model).
-    channel, timepoint, level
-        As for :func:`stitchsafe.plan`: the channels, timepoint and resolution level read.
+    channel, timepoint, level, axes
+        As for :func:`stitchsafe.plan`: the channels, timepoint and resolution level read,
+        and the input's axes where it does not name them.
     crop
         Spatial shape of the centred crop, e.g. ``(64, 256, 256)`` or ``128`` for all axes
         (clipped to the volume). Default: the whole volume if its forward pass reads at
@@ -118,7 +120,7 @@ def check_stitching(  # noqa: PLR0913 - the public keywords; they become setting
     _check_picture(picture)
     tiling = TilingSettings(tile_shape=tile_shape, pooling_factors=pooling_factors, depth=depth)
     approximate = ApproximateSettings(allow=allow_approximate, tolerance=tolerance)
-    selection = InputSelection.parse(channel, timepoint, level)
+    selection = InputSelection.parse(channel, timepoint, level, axes)
     start = time.perf_counter()
     session = open_session(
         Sources(model, input, input_key, trust_model, selection=selection),

@@ -92,7 +92,7 @@ def _locate(path: str, image: str | None) -> tuple[str, str]:
 
 
 def _named_image(path: str, image: str) -> str:
-    """``image`` (``--image``) cleaned up, if it is an output image inside ``path``."""
+    """``image`` (``--input-key``) cleaned up, if it is an output image inside ``path``."""
     parts = [p for p in image.strip("/").split("/") if p and p not in (".", "..")]
     inner = zarr_node(os.path.join(path, *parts))
     if inner is None or not _is_output_image(inner[2]):
@@ -100,7 +100,7 @@ def _named_image(path: str, image: str) -> str:
         listed = f" It holds: {', '.join(others)}." if others else ""
         raise StitchsafeError(
             f"{path!r} holds no output image {image!r} written by stitchsafe predict."
-            f"{listed} Pass one of those as --image, or leave --image out."
+            f"{listed} Pass one of those as --input-key, or leave --input-key out."
         )
     return "/".join(parts)
 
@@ -119,7 +119,8 @@ def _only_image(path: str) -> str:
         if preferred in images:
             return preferred
     raise StitchsafeError(
-        f"{path!r} holds several stitchsafe outputs ({', '.join(images)}); choose one with --image."
+        f"{path!r} holds several stitchsafe outputs ({', '.join(images)}); choose one with "
+        "--input-key."
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..io import InputSelection, PhysicalScale, Pyramid
+from ..progress import plural
 
 __all__ = ["ArrayInfo", "LabelsInfo", "OutputInfo"]
 
@@ -238,10 +239,10 @@ class OutputInfo:
             return [("labels", "none (predict --no-labels, or segment not run yet)")]
         rows = []
         for lab in self.labels:
-            objects = "?" if lab.objects is None else str(lab.objects)
+            objects = "? objects" if lab.objects is None else plural(lab.objects, "object")
             params = ", ".join(f"{k} {v}" for k, v in (lab.params or {}).items() if v is not None)
             done = "" if lab.complete else " (INCOMPLETE)"
-            rows.append(("labels", f"{lab.name}: {objects} objects{done}; {params}"))
+            rows.append(("labels", f"{lab.name}: {objects}{done}; {params}"))
             if lab.physical is not None and lab.physical != self.physical:
                 rows.append(("labels voxel size", f"{lab.name}: {lab.physical.describe()}"))
         return rows

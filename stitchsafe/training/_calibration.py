@@ -24,6 +24,7 @@ from ..errors import StitchsafeError
 from ..geometry import ModelGeometry
 from ..labels import LabelParams, average_precision, label_array
 from ..models import UNet, load_model, metadata_geometry, validate_metadata
+from ..progress import progress_bar
 from ._checkpoint import write_checkpoint
 from ._data import (
     default_min_size,
@@ -102,6 +103,9 @@ class CalibrationSettings:
         The loss's distance margin; the candidates are fractions of it.
     crops, seed
         Number of random crops and the seed of their origins.
+    progress
+        Show the scoring's progress (:func:`stitchsafe.progress.progress_bar`): on a
+        large image it takes a while.
     """
 
     channel_roles: Sequence[str]
@@ -110,6 +114,7 @@ class CalibrationSettings:
     delta_d: float
     crops: int = 4
     seed: int = 0
+    progress: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,16 +222,25 @@ def _score(
         LabelParams(**c, min_size=settings.min_size, channel_roles=tuple(settings.channel_roles))
         for c in candidates
     ]
-    for _ in range(source.crops):
-        whole = (0,) * labels.ndim
-        o = whole if source.whole else sample_origin(rng, labels.shape, source.out_window)
-        x = source.image[(slice(None), *(slice(b, b + n) for b, n in zip(o, source.in_window)))]
-        with torch.no_grad():
-            out = net(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))
-        emb = out[0].cpu().numpy()[(slice(None), *(slice(0, n) for n in source.out_window))]
-        gt = labels[tuple(slice(b, b + n) for b, n in zip(o, source.out_window))]
-        for i, p in enumerate(params):
-            scores[i] += average_precision(gt, label_array(emb, params=p))
+    bar = progress_bar(
+        source.crops * len(params),
+        desc="calibrating the labelling",
+        unit="labelling",
+        enabled=settings.progress,
+    )
+    with bar:
+        for _ in range(source.crops):
+            whole = (0,) * labels.ndim
+            o = whole if source.whole else sample_origin(rng, labels.shape, source.out_window)
+            box = (slice(None), *(slice(b, b + n) for b, n in zip(o, source.in_window)))
+            x = torch.from_numpy(np.ascontiguousarray(source.image[box]))[None]
+            with torch.no_grad():
+                out = net(x.to(device))
+            emb = out[0].cpu().numpy()[(slice(None), *(slice(0, n) for n in source.out_window))]
+            gt = labels[tuple(slice(b, b + n) for b, n in zip(o, source.out_window))]
+            for i, p in enumerate(params):
+                scores[i] += average_precision(gt, label_array(emb, params=p))
+                bar.update(1)
     return scores
 
 
@@ -253,6 +267,7 @@ def labelling_defaults(
             min_size=min_size,
             delta_d=settings.delta_d,
             seed=settings.seed + 1,
+            progress=settings.progress,
         ),
     )
     labels_meta.update(calibration["params"], calibration=calibration)

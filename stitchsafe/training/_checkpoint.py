@@ -27,6 +27,7 @@ from ..models import (
     save_export,
     unet_metadata,
 )
+from ..progress import plural
 from ._loop import Fit
 from ._settings import TrainingSettings
 from ._setup import TrainingSetup
@@ -75,7 +76,7 @@ class TrainResult:
     def describe(self) -> str:
         """What was written, in one line for the terminal."""
         return (
-            f"wrote {self.output} ({self.iterations} iterations in {self.seconds:.0f} s "
+            f"wrote {self.output} ({plural(self.iterations, 'iteration')} in {self.seconds:.0f} s "
             f"on {self.device}, final loss {self.final_loss:.3g}; log {self.log})"
         )
 

@@ -44,7 +44,7 @@ def _stored_bytes(path: Path) -> int:
 
 def test_info_json_on_a_finished_output(setup: dict[str, Any]) -> None:
     out, pred = setup["out"], setup["predict"]
-    proc = run_cli("info", str(out), "--json")
+    proc = run_cli("info", "--input", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     # The container predict made is the image: its path inside is "" (the root).
@@ -78,14 +78,14 @@ def test_info_json_on_a_finished_output(setup: dict[str, Any]) -> None:
     assert labels["objects"] == pred["objects"] and labels["params"] == pred["label_params"]
 
     # The root named as the image gives the same output.
-    again = CliRunner().invoke(cli, ["info", str(out), "--image", "", "--json"])
+    again = CliRunner().invoke(cli, ["info", "--input", str(out), "--input-key", "", "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.output)["arrays"] == d["arrays"]
 
 
 def test_info_text(setup: dict[str, Any]) -> None:
     out = str(setup["out"])
-    proc = run_cli("info", out)
+    proc = run_cli("info", "--input", str(out))
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert text.startswith(f"stitchsafe output {out}, image (the container's root): complete")
@@ -99,7 +99,8 @@ def test_info_text(setup: dict[str, Any]) -> None:
         "percentile (1.0, 99.8)",
         "pad mode reflect",
         "18 / 18 tiles done",
-        f"instances: {setup['predict']['objects']} objects",
+        f"instances: {setup['predict']['objects']} object"
+        + ("" if setup["predict"]["objects"] == 1 else "s"),
         "exact: tiles on the period lattice",
     ):
         assert words in text, (words, text)
@@ -116,12 +117,12 @@ def test_info_on_an_interrupted_run(setup: dict[str, Any]) -> None:
     stored: Any = image.attrs.asdict()["stitchsafe"]
     image.attrs["stitchsafe"] = {**stored, "complete": False}
 
-    proc = run_cli("info", str(out), "--json")
+    proc = run_cli("info", "--input", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["complete"] is False and d["tiles"] == {"done": 18 - 2 * 4, "total": 18}
     assert d["labels"] == [] and [a["path"] for a in d["arrays"]][-1] == ".stitchsafe/done"
-    text = CliRunner().invoke(cli, ["info", str(out)]).output
+    text = CliRunner().invoke(cli, ["info", "--input", str(out)]).output
     assert "INCOMPLETE" in text and "10 / 18 tiles done" in text and "--resume" in text
     assert "labels         none" in text
 
@@ -133,27 +134,32 @@ def test_info_picks_an_image_by_name(setup: dict[str, Any]) -> None:
     keep = shutil.ignore_patterns(".stitchsafe")
     shutil.copytree(setup["out"], out / "embeddings", ignore=keep)
     shutil.copytree(out / "embeddings", out / "second")
-    r = CliRunner().invoke(cli, ["info", str(out), "--image", "second", "--json"])
+    r = CliRunner().invoke(cli, ["info", "--input", str(out), "--input-key", "second", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["image"] == "second"
-    r = CliRunner().invoke(cli, ["info", str(out), "--json"])
+    r = CliRunner().invoke(cli, ["info", "--input", str(out), "--json"])
     assert json.loads(r.stdout)["image"] == "embeddings"  # predict's default name wins
     shutil.rmtree(out / "embeddings")
     os.rename(out / "second", out / "third")
     shutil.copytree(out / "third", out / "fourth")
-    r = CliRunner().invoke(cli, ["info", str(out)])
-    assert r.exit_code == 2 and "fourth, third" in r.output and "--image" in r.output
+    r = CliRunner().invoke(cli, ["info", "--input", str(out)])
+    assert r.exit_code == 2 and "fourth, third" in r.output and "--input-key" in r.output
 
 
 def test_info_bad_paths_exit_2(setup: dict[str, Any]) -> None:
     tmp = setup["tmp"]
-    assert_bad_input(run_cli("info", str(tmp / "missing.zarr")), "missing.zarr", "does not exist")
-    assert_bad_input(run_cli("info", str(tmp / "vol.zarr")), "is a zarr array", "--output")
-    assert_bad_input(run_cli("info", str(tmp / "model.pt")), "not a zarr group")
-    zarr.open_group(tmp / "plain.zarr", mode="w").create_group("raw")
     assert_bad_input(
-        run_cli("info", str(tmp / "plain.zarr")), "holds no output written by stitchsafe"
+        run_cli("info", "--input", str(tmp / "missing.zarr")), "missing.zarr", "does not exist"
     )
     assert_bad_input(
-        run_cli("info", str(setup["out"]), "--image", "nope"), "no output image 'nope'"
+        run_cli("info", "--input", str(tmp / "vol.zarr")), "is a zarr array", "--output"
+    )
+    assert_bad_input(run_cli("info", "--input", str(tmp / "model.pt")), "not a zarr group")
+    zarr.open_group(tmp / "plain.zarr", mode="w").create_group("raw")
+    assert_bad_input(
+        run_cli("info", "--input", str(tmp / "plain.zarr")), "holds no output written by stitchsafe"
+    )
+    assert_bad_input(
+        run_cli("info", "--input", str(setup["out"]), "--input-key", "nope"),
+        "no output image 'nope'",
     )

@@ -9,19 +9,16 @@ refusing a config that contradicts what the reader measured.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ...errors import GeometryMismatchError, StitchsafeError
 from .._metadata import validate_metadata
+from ._spec_library import quiet_spec, spec_library
 
 __all__ = ["config_metadata", "require_spec", "validate_package"]
 
-_INSTALL = 'pip install "stitchsafe[bioimageio]"'
 # Entries the description itself states (and the reader derives): the config may not
 # contradict them.
 _CHECKED = ("dims", "channels_in", "channels_out", "period", "halo", "channel_roles")
@@ -35,10 +32,10 @@ def validate_package(path: str | os.PathLike[str]) -> str:
     StitchsafeError
         ``bioimageio.spec`` is not installed, or the package does not validate.
     """
-    spec = _spec()
+    spec = spec_library("exporting bioimage.io packages (it validates what is written)")
     with (
         spec.ValidationContext(perform_io_checks=True, log_warnings=False, progressbar=False),
-        _quiet(),
+        quiet_spec(),
     ):
         descr = spec.load_description(
             Path(path), perform_io_checks=True, format_version="latest", progressbar=False
@@ -54,36 +51,7 @@ def validate_package(path: str | os.PathLike[str]) -> str:
 
 def require_spec() -> None:
     """Refuse early (before anything is written) when ``bioimageio.spec`` is missing."""
-    _spec()
-
-
-def _spec() -> Any:
-    """``bioimageio.spec``, imported on first use (an optional dependency)."""
-    try:
-        import bioimageio.spec as spec  # noqa: PLC0415 - an optional extra, used on first use
-    except ImportError:
-        raise StitchsafeError(
-            "exporting bioimage.io packages needs the optional bioimageio.spec package (it "
-            f"validates what is written); install it with: {_INSTALL}"
-        ) from None
-    return spec
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """No loguru messages and no warnings from ``bioimageio.spec`` while it validates."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=r"bioimageio\.")
-        try:
-            from loguru import logger  # noqa: PLC0415 - comes with the optional extra
-        except ImportError:
-            yield
-            return
-        logger.disable("bioimageio")
-        try:
-            yield
-        finally:
-            logger.enable("bioimageio")
+    spec_library("exporting bioimage.io packages (it validates what is written)")
 
 
 def config_metadata(derived: dict[str, Any], config: Any, where: str) -> dict[str, Any]:

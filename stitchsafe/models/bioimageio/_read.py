@@ -7,19 +7,15 @@ Descriptions in older format versions (0.4) are converted to 0.5 by ``bioimageio
 
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ...errors import StitchsafeError
 from ._errors import error_line
+from ._spec_library import quiet_spec, spec_library
 
 __all__ = ["read_description"]
-
-_INSTALL = 'pip install "stitchsafe[bioimageio]"'
 
 
 def read_description(yaml_path: str | os.PathLike[str], *, where: str) -> Any:
@@ -34,14 +30,11 @@ def read_description(yaml_path: str | os.PathLike[str], *, where: str) -> Any:
     StitchsafeError
         Not installed, not a valid description, or not a model.
     """
-    spec = _spec_module()
+    spec = spec_library("reading bioimage.io model packages")
     with (
         spec.ValidationContext(perform_io_checks=False, log_warnings=False, progressbar=False),
-        _quiet_spec_logs(),
-        warnings.catch_warnings(),
+        quiet_spec(),
     ):
-        # e.g. "Conversion of channel size ... may be wrong" from the 0.4 -> 0.5 converter
-        warnings.filterwarnings("ignore", module=r"bioimageio\.")
         try:
             descr = spec.load_description(
                 Path(yaml_path), perform_io_checks=False, format_version="latest", progressbar=False
@@ -61,30 +54,3 @@ def read_description(yaml_path: str | os.PathLike[str], *, where: str) -> Any:
             f"{where} is a bioimage.io {getattr(descr, 'type', 'resource')!r}, not a model."
         )
     return descr
-
-
-def _spec_module() -> Any:
-    """``bioimageio.spec``, imported on first use (an optional dependency)."""
-    try:
-        import bioimageio.spec as spec  # noqa: PLC0415 (an optional extra, read on first use)
-    except ImportError:
-        raise StitchsafeError(
-            "reading bioimage.io model packages needs the optional bioimageio.spec package; "
-            f"install it with: {_INSTALL}"
-        ) from None
-    return spec
-
-
-@contextlib.contextmanager
-def _quiet_spec_logs() -> Iterator[None]:
-    """bioimageio.spec logs validation warnings with loguru; a CLI run shows none."""
-    try:
-        from loguru import logger  # noqa: PLC0415 (comes with the optional bioimageio extra)
-    except ImportError:
-        yield
-        return
-    logger.disable("bioimageio")
-    try:
-        yield
-    finally:
-        logger.enable("bioimageio")
