@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from . import _options as o
+from ._remote_options import STORAGE_OPTION
 from ._report import emit
 
 
@@ -18,6 +19,7 @@ from ._report import emit
     help="Path of the output image inside PATH ('' for the root). Default: the one image "
     "predict wrote (the root, else embeddings, when there are several).",
 )
+@STORAGE_OPTION
 @o.JSON
 def info(**options: Any) -> None:
     """Describe an output written by predict: arrays, plan, model, completeness, labels.

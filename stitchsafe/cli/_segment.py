@@ -9,6 +9,7 @@ import click
 from . import _input_options as i
 from . import _options as o
 from ._logging import log_options, show_progress
+from ._remote_options import STORAGE_OPTION
 from ._report import emit
 
 
@@ -21,6 +22,7 @@ from ._report import emit
     type=click.Path(),
     help="The zarr v3 group predict wrote into (its --output).",
 )
+@STORAGE_OPTION
 @o.OUTPUT_IMAGE
 @o.label_options
 @i.physical_options
