@@ -14,6 +14,7 @@ import click
 from . import _options as o
 from . import _predicted_options as p
 from ._help import RUN_SECTIONS, Sectioned
+from ._remote_options import STORAGE_OPTION
 from ._report import emit
 
 
@@ -24,6 +25,7 @@ from ._report import emit
 )
 @click.option("--input", "input_path", default=None, type=click.Path(), help=p.PREDICTED_HELP)
 @p.OUTPUT_KEY
+@STORAGE_OPTION
 @o.JSON
 @click.pass_context
 def info(ctx: click.Context, **options: Any) -> None:

@@ -1,7 +1,8 @@
-"""The option that reaches inputs in remote object stores: ``--storage-option``.
+"""The option that reaches inputs and outputs in remote object stores: ``--storage-option``.
 
-Defined once here; ``plan``, ``predict`` and ``check`` stack :data:`STORAGE_OPTION`. The
-values go to the fsspec file system of a ``s3://``, ``gs://`` or ``https://`` input
+Defined once here; ``plan``, ``predict``, ``check``, ``segment`` and ``info`` stack
+:data:`STORAGE_OPTION`. The values go to the fsspec file system of a ``s3://``, ``gs://``
+or ``https://`` input, and of an ``s3://`` or ``gs://`` output
 (:func:`stitchsafe.io.use_storage_options`), over what that file system reads from the
 environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``...); a malformed value is
 reported as bad input (exit 2).
@@ -32,7 +33,7 @@ STORAGE_OPTION: Any = click.option(
     metavar="KEY=VALUE",
     expose_value=False,
     callback=_use,
-    help="An option of the remote store of an s3://, gs:// or https:// input, e.g. "
+    help="An option of the remote store of an s3://, gs:// or https:// input or output, e.g. "
     "endpoint_url=https://s3.example.org, key=..., secret=..., anon=true (values are "
     "read as JSON where they parse), or a JSON object of them; repeatable. Default: "
     "what the store's library reads from the environment (AWS_ENDPOINT_URL, "

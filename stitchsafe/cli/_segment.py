@@ -11,6 +11,7 @@ from . import _options as o
 from . import _predicted_options as p
 from ._help import RUN_SECTIONS, Sectioned
 from ._logging import log_options, show_progress
+from ._remote_options import STORAGE_OPTION
 from ._report import emit, notes, warn
 
 
@@ -18,6 +19,7 @@ from ._report import emit, notes, warn
 @log_options
 @p.PREDICTED
 @p.OUTPUT_KEY
+@STORAGE_OPTION
 @o.label_options
 @i.physical_options
 @o.OVERWRITE

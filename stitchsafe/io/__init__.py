@@ -85,6 +85,20 @@ from ._physical import (
     canonical_unit,
 )
 from ._physical_formats import image_axes
+from ._place import (
+    place_absolute,
+    place_copy,
+    place_create,
+    place_exists,
+    place_isdir,
+    place_isfile,
+    place_keys,
+    place_listdir,
+    place_read,
+    place_remove,
+    place_size,
+    place_write,
+)
 from ._pyramid import write_pyramid
 from ._resume import (
     MAX_RESUME_TILES,
@@ -175,6 +189,18 @@ __all__ = [
     "output_array",
     "output_image",
     "pad_indices",
+    "place_absolute",
+    "place_copy",
+    "place_create",
+    "place_exists",
+    "place_isdir",
+    "place_isfile",
+    "place_keys",
+    "place_listdir",
+    "place_read",
+    "place_remove",
+    "place_size",
+    "place_write",
     "parse_storage_options",
     "prepare_label_image",
     "prepare_labels",

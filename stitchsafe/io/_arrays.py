@@ -16,6 +16,7 @@ import zarr
 
 from ..geometry import Box
 from ._layout import OutputSpec
+from ._stores import is_url
 
 __all__ = ["mark_complete", "output_array", "storage_shape", "write_block"]
 
@@ -67,7 +68,8 @@ def write_block(spec: OutputSpec, box: Box, data: np.ndarray) -> None:
     Boxes begin on shard boundaries and end on one (or at the array end), so each call
     writes whole shards (chunks, when unsharded) and concurrent calls for different boxes
     never share one. zarr reads a shard before it writes into it, so the box's old shard
-    (left by an interrupted run, perhaps damaged) is deleted first.
+    (left by an interrupted run, perhaps damaged) is deleted first (on a local disk; in an
+    object store no object is ever half-written).
     """
     arr = output_array(spec)
     shape, chunks = tuple(arr.shape[1:]), (storage_shape(arr) or ())[1:]
@@ -78,7 +80,8 @@ def write_block(spec: OutputSpec, box: Box, data: np.ndarray) -> None:
     for b, e, c, s in zip(box.begin, box.end, chunks, shape, strict=True):
         if b % c or (e % c and e != s):
             raise ValueError(f"box {box} is not aligned to the output chunks {chunks}")
-    if arr.shards is not None:
+    # An object store writes an object whole: no damaged shard is ever left there.
+    if arr.shards is not None and not is_url(spec.group):
         index = (0, *(b // c for b, c in zip(box.begin, chunks)))
         key = str(arr.metadata.encode_chunk_key(index)).split("/")
         with contextlib.suppress(FileNotFoundError):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 
+from ._place import place_isfile
+
 __all__ = [
     "BOOKKEEPING",
     "DONE",
@@ -58,6 +60,6 @@ def existing_done_mask(group: str | os.PathLike[str], image: str) -> str | None:
     image group where earlier versions kept it; ``None`` when neither has metadata."""
     legacy = os.path.join(os.fspath(group), *image.split("/"), LEGACY_DONE)
     for path in (done_mask_path(group, image), legacy):
-        if os.path.isfile(os.path.join(path, "zarr.json")):
+        if place_isfile(os.path.join(path, "zarr.json")):
             return path
     return None

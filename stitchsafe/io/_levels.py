@@ -12,6 +12,7 @@ from typing import Any
 
 import zarr
 
+from ._place import place_isdir
 from ._zarr_meta import zarr_node
 
 __all__ = ["Pyramid", "PyramidLevel", "read_pyramid"]
@@ -91,7 +92,7 @@ class Pyramid:
 def read_pyramid(group: str | os.PathLike[str], image: str) -> Pyramid | None:
     """The levels the OME-Zarr image ``image`` in ``group`` lists; ``None`` if it is none."""
     path = os.path.join(os.fspath(group), *image.split("/"))
-    node = zarr_node(path) if os.path.isdir(path) else None
+    node = zarr_node(path) if place_isdir(path) else None
     if node is None or node[0] != "group":
         return None
     ome = node[2].get("ome")

@@ -16,6 +16,10 @@ zarr wrote, and a refused run leaves no ``out.zarr`` behind):
     is taken and removed when it is released. A record left behind names a run that was
     killed; the next run takes the lock over with a note. A record whose process still runs
     on this host keeps the output locked even where the file system ignores ``flock``.
+
+An output in an object store (``s3://bucket/out.zarr``) has no ``flock``: there the record
+object ``.out.zarr.stitchsafe-lock.json`` beside the group is the lock, created with a
+conditional write (:class:`OutputLock`).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from typing import Any
 import filelock
 
 from ..errors import StitchsafeError
-from ._stores import refuse_remote_output
+from ._place import place_create, place_read, place_remove
+from ._stores import check_remote_output, is_url
 
 __all__ = ["LockOwner", "OutputLock", "OutputLockedError"]
 
@@ -153,6 +158,10 @@ def _process_status(pid: int) -> tuple[str, str] | None:
     return (fields[0], fields[19]) if len(fields) > 19 else None
 
 
+def _nothing() -> None:
+    """Release nothing (an object store's lock is its record, deleted on release)."""
+
+
 def _note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr, flush=True)
 
@@ -165,14 +174,15 @@ class OutputLock:
     ``out.zarr``; a second holder raises :class:`OutputLockedError` (exit 2) naming this
     one. See the module's documentation for the files and stale locks.
 
-    On an object store (no ``flock``, no pids to check) the same value would keep the
-    record as an object ``<group>.stitchsafe-lock.json`` beside the group and the record
-    would be the lock: :meth:`hold` creates it with a conditional write that fails if it
-    exists (``If-None-Match: *`` on S3, GCS and Azure), the holder rewrites a ``heartbeat``
-    time in it every few seconds, a record whose heartbeat is older than a lease (say a
-    minute) is stale and replaced by a conditional write on its ETag, and release deletes
-    it if its ETag is still the holder's. Callers (``predict``, ``segment``) stay as they
-    are: they only enter :meth:`hold`.
+    On an object store (an output at ``s3://...``: no ``flock``) the record is the lock:
+    the object ``.<name>.stitchsafe-lock.json`` beside the group, created with a
+    conditional write that fails if it exists (``If-None-Match: *`` on S3; of two runs
+    starting at once, one is refused), read back, and deleted on release if it still
+    holds this run's token. A record left by a killed run on this host (its process gone)
+    is taken over with a note; one from another host cannot be checked and is refused,
+    naming the object to delete if no such run is going on. The lock is advisory there:
+    a takeover deletes and recreates the record, and two runs taking over the same stale
+    record at the same moment are not told apart (there is no lease or heartbeat).
 
     Attributes
     ----------
@@ -200,11 +210,15 @@ class OutputLock:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "group", os.fspath(self.group))
-        refuse_remote_output(self.group)  # before any lock file or output is made
+        check_remote_output(self.group)  # before any lock or output is made
 
     @property
     def path(self) -> str:
         """The file locked with ``flock``: ``.<name>.stitchsafe-lock`` beside the group."""
+        if is_url(self.group):
+            url = self.group.rstrip("/")
+            parent, _, name = url.rpartition("/")
+            return f"{parent}/.{name}.stitchsafe-lock"
         real = os.path.realpath(self.group)  # one lock however the group is spelled
         return os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.stitchsafe-lock")
 
@@ -215,10 +229,10 @@ class OutputLock:
 
     def holder(self) -> LockOwner | None:
         """The record of the run that holds (or last held and never released) the lock."""
+        data = place_read(self.record_path)
         try:
-            with open(self.record_path, encoding="utf-8") as f:
-                return LockOwner.from_dict(json.load(f))
-        except (OSError, ValueError):
+            return None if data is None else LockOwner.from_dict(json.loads(data))
+        except ValueError:
             return None
 
     @contextlib.contextmanager
@@ -238,22 +252,26 @@ class OutputLock:
             The lock file cannot be created beside the group, or the file system there
             does not support locks.
         """
-        lock = self._acquire()
-        try:
-            stale = self._stale_record()
-            owner = self._write_record(command)
-        except BaseException:
-            lock.release()
-            raise
+        if is_url(self.group):
+            owner, stale = self._take_record(command)
+            release: Callable[[], object] = _nothing  # the record is the lock
+        else:
+            lock = self._acquire()
+            try:
+                stale = self._stale_record()
+                owner = self._write_record(command)
+            except BaseException:
+                lock.release()
+                raise
+            release = lock.release
         try:
             yield owner
         finally:
             try:
                 if (current := self.holder()) is not None and current.token == owner.token:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(self.record_path)
+                    place_remove(self.record_path)
             finally:
-                lock.release()
+                release()
         if stale is not None:  # reached only when the block ended without an error
             notify(
                 f"took over the lock on {self.group} from a stitchsafe run that had stopped "
@@ -297,6 +315,25 @@ class OutputLock:
                 self._refusal(previous) + f" If no such run is going on, delete {self.record_path}."
             )
         return previous
+
+    def _take_record(self, command: str | None) -> tuple[LockOwner, LockOwner | None]:
+        """On an object store: this run's record created where none is, or in place of a
+        stale one; ``(this run's record, the stale one or None)``."""
+        owner = LockOwner.this_process(command)
+        data = json.dumps(asdict(owner)).encode()
+        stale = None
+        if not place_create(self.record_path, data):
+            stale = self.holder()
+            if stale is None or stale.running() is not False:
+                again = f" If no such run is going on, delete {self.record_path}."
+                raise OutputLockedError(self._refusal(stale) + again)
+            place_remove(self.record_path)  # its run was killed on this host
+            if not place_create(self.record_path, data):
+                raise OutputLockedError(self._refusal(self.holder()))
+        current = self.holder()
+        if current is None or current.token != owner.token:
+            raise OutputLockedError(self._refusal(current))
+        return owner, stale
 
     def _write_record(self, command: str | None) -> LockOwner:
         """This run's record, written whole (a reader never sees half of it)."""

@@ -17,6 +17,8 @@ import zarr
 from ..errors import StitchsafeError
 from ._arrays import forget_arrays
 from ._layout import ImageLayout
+from ._place import place_exists, place_isdir, place_listdir, place_remove
+from ._stores import check_remote_output, is_url
 from ._zarr_meta import zarr_node
 
 __all__ = [
@@ -56,12 +58,14 @@ def check_output_group(group: str) -> None:
 
     A folder holding nothing but zarr's partial writes (``*.partial``: its creation was
     stopped, e.g. by a full disk, before any metadata was written) holds nobody's data:
-    they are removed and the folder counts as empty.
+    they are removed and the folder counts as empty. An output URL is checked first
+    (a bucket that exists, credentials that may list it).
     """
-    if not os.path.exists(group):
+    check_remote_output(group)
+    if not place_exists(group):
         return
     what = None
-    if not os.path.isdir(group):
+    if not place_isdir(group):
         what = "a file"
     else:
         node = zarr_node(group)
@@ -85,8 +89,12 @@ def clear_partial_writes(folder: str) -> bool:
 
     A group's creation stopped (e.g. by a full disk) before its ``zarr.json`` was written
     leaves such a folder: nobody's data. zarr writes a group's metadata before anything
-    below it, so a folder with subfolders was not left that way.
+    below it, so a folder with subfolders was not left that way. An object store has no
+    partial writes (an object is written whole) and no empty folders: there ``folder``
+    qualifies when nothing is below it.
     """
+    if is_url(folder):
+        return not place_isdir(folder)
     if os.path.islink(folder):
         return False
     with os.scandir(folder) as entries:
@@ -106,7 +114,7 @@ def remove_existing(group: str, parts: Sequence[str], *, overwrite: bool) -> Non
     """
     image = "/".join(parts) or "the root image"
     image_dir = os.path.join(group, *parts)
-    if not os.path.exists(image_dir):
+    if not place_exists(image_dir):
         return
     existing = zarr_node(image_dir)
     if not parts and (existing is None or not {"ome", "stitchsafe"} & set(existing[2])):
@@ -123,7 +131,11 @@ def remove_existing(group: str, parts: Sequence[str], *, overwrite: bool) -> Non
         )
     forget_arrays(group)
     if parts:
-        shutil.rmtree(image_dir)
+        place_remove(image_dir)
+        return
+    if is_url(group):
+        for name in place_listdir(group):
+            place_remove(f"{group.rstrip('/')}/{name}")
         return
     for entry in os.scandir(group):
         if entry.is_dir(follow_symlinks=False):
@@ -152,16 +164,12 @@ def refuse_replacing_reads(
     """
     image_dir = os.path.join(group, *image_parts(image))
     image = image or "the root image"
-    real_image = os.path.realpath(image_dir)
+    real_image = _resolved(image_dir)
     for what, path in reads.items():
         if path is None:
             continue
-        real = os.path.realpath(path)
-        try:
-            inside = os.path.commonpath([real, real_image]) == real_image
-        except ValueError:  # different drives
-            inside = False
-        if not inside:
+        real = _resolved(os.fspath(path))
+        if not _inside(real, real_image):
             continue
         action = (
             "which --overwrite would delete before the run reads it"
@@ -173,6 +181,25 @@ def refuse_replacing_reads(
             f"{group!r}, {action}. Nothing was deleted. Write the output elsewhere (predict: "
             f"another --output), or move {what} out of {image_dir!r} first."
         )
+
+
+def _resolved(path: str) -> str:
+    """``path`` with symbolic links resolved; a URL as it is, without a trailing slash."""
+    return path.rstrip("/") if is_url(path) else os.path.realpath(path)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or below it (both resolved, or both URLs).
+
+    >>> _inside("s3://b/out.zarr/embeddings/raw", "s3://b/out.zarr"), _inside("a/b", "a/bc")
+    (True, False)
+    """
+    if is_url(path) or is_url(folder):
+        return path == folder or path.startswith(folder + "/")
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives
+        return False
 
 
 def multiscales(

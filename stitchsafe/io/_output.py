@@ -23,7 +23,8 @@ from zarr.codecs import BloscCodec
 from ..errors import StitchsafeError
 from ._layout import ImageLayout, OutputSpec
 from ._ome_image import create_image_group, image_parts, inner_path, multiscales
-from ._stores import is_url
+from ._place import place_isdir, place_listdir
+from ._stores import check_remote_output, is_url
 from ._volume import Volume
 from ._zarr_meta import zarr_node
 
@@ -86,8 +87,8 @@ def default_output_location(volume: Volume, default: str = EMBEDDINGS) -> tuple[
         what = "an array in memory" if volume.kind == "array" else "in a remote store"
         raise StitchsafeError(
             f"the input is {what}, so there is no folder beside it for the results: give "
-            "the output's place (--output, or output= in Python), a local zarr group "
-            "(remote outputs are not supported yet; write locally and copy)."
+            "the output's place (--output, or output= in Python): a local zarr group, or "
+            "one in an object store (e.g. --output s3://bucket/out.zarr)."
         )
     base = os.path.abspath(volume.container or volume.path)
     folder = os.path.dirname(base)
@@ -126,14 +127,15 @@ def output_image(group: str | os.PathLike[str], default: str = EMBEDDINGS) -> st
     >>> tmp.cleanup()
     """
     group = os.fspath(group)
-    if not os.path.isdir(group):
+    check_remote_output(group)  # a missing bucket is named before it is looked into
+    if not place_isdir(group):
         return ""
     node = zarr_node(group)
     if node is None:  # empty, or holding only zarr's partial writes of a stopped creation
-        return "" if all(n.endswith(".partial") for n in os.listdir(group)) else default
+        return "" if all(n.endswith(".partial") for n in place_listdir(group)) else default
     if "stitchsafe" in node[2]:
         return ""
-    members = [e for e in os.listdir(group) if e != "zarr.json" and not e.startswith(".")]
+    members = [e for e in place_listdir(group) if e != "zarr.json" and not e.startswith(".")]
     return "" if not members and not node[2] else default
 
 

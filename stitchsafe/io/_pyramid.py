@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from ._downsample import PYRAMID_METHODS, downsample, piece_shape, pyramid_facto
 from ._layout import ImageLayout, OutputSpec
 from ._levels import Pyramid, level_transform, pyramid_of, read_pyramid
 from ._ome_image import multiscales
+from ._place import place_exists, place_listdir, place_remove
 from ._zarr_meta import zarr_node
 
 __all__ = ["write_pyramid"]
@@ -249,8 +249,9 @@ def _record(image: _Image, steps: list[tuple[int, ...]], method: str, *, written
 def _create_level(image: _Image, k: int, shape: Sequence[int]) -> Any:
     """An empty level array ``k``, stored like level 0 (dtype, codecs, chunks, shards)."""
     path = os.path.join(image.path, str(k))
-    node = zarr_node(path) if os.path.lexists(path) else None
-    if os.path.lexists(path) and (node is None or node[0] != "array"):
+    there = place_exists(path, links=True)
+    node = zarr_node(path) if there else None
+    if there and (node is None or node[0] != "array"):
         raise StitchsafeError(
             f"{path!r} exists and is not a zarr array, so the pyramid's level {k} cannot be "
             "written there; move it away and rerun with --resume (nothing was deleted)."
@@ -349,8 +350,8 @@ def _bounded_map(fn: Callable[[Box], None], items: Iterable[Box], workers: int) 
 
 def _remove_stale_levels(path: str, levels: int) -> None:
     """Remove level arrays past the last one (left by an older pass); nothing else."""
-    for name in os.listdir(path):
+    for name in place_listdir(path):
         if name.isdigit() and int(name) >= levels:
             node = zarr_node(os.path.join(path, name))
             if node is not None and node[0] == "array":
-                shutil.rmtree(os.path.join(path, name))
+                place_remove(os.path.join(path, name))

@@ -21,6 +21,7 @@ from xml.sax.saxutils import quoteattr
 import zarr
 
 from ._ome_image import image_parts
+from ._place import place_isdir, place_write
 from ._zarr_meta import zarr_node
 
 __all__ = ["OME_GROUP", "list_images"]
@@ -89,8 +90,8 @@ def list_images(group: str | os.PathLike[str], images: Sequence[str]) -> bool:
     entries = "".join(
         f"  <Image ID={quoteattr('Image:' + s)} Name={quoteattr(s)}/>\n" for s in series
     )
-    with open(os.path.join(group, OME_GROUP, "METADATA.ome.xml"), "w", encoding="utf-8") as f:
-        f.write(_XML.format(images=entries))
+    xml = _XML.format(images=entries).encode("utf-8")
+    place_write(os.path.join(group, OME_GROUP, "METADATA.ome.xml"), xml)
     root = zarr.open_group(store=group, mode="r+", zarr_format=3)
     root.attrs["ome"] = {"version": "0.5", "bioformats2raw.layout": 3}
     return True
@@ -98,6 +99,6 @@ def list_images(group: str | os.PathLike[str], images: Sequence[str]) -> bool:
 
 def _is_image(path: str) -> bool:
     """Whether ``path`` is an OME-Zarr image group (it lists multiscales)."""
-    node = zarr_node(path) if os.path.isdir(path) else None
+    node = zarr_node(path) if place_isdir(path) else None
     ome = node[2].get("ome") if node is not None and node[0] == "group" else None
     return isinstance(ome, dict) and bool(ome.get("multiscales"))

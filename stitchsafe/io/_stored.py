@@ -7,12 +7,13 @@ there, and the resume cross-checks the done mask against it (:mod:`._resume`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import zarr
+
+from ._place import place_keys
 
 __all__: list[str] = []  # tiles_stored: used inside io only
 
@@ -41,15 +42,12 @@ def tiles_stored(array_dir: str, grid_shape: Sequence[int]) -> np.ndarray | None
         return None
     prefix = zero[: len(zero) - len(separator.join("0" * arr.ndim))]
     present = np.zeros(grid, dtype=bool)
-    for root, _, names in os.walk(array_dir):
-        rel = os.path.relpath(root, array_dir).replace(os.sep, "/")
-        for name in names:
-            key = name if rel == "." else f"{rel}/{name}"
-            index = _chunk_index(key, prefix, separator, arr.ndim)
-            if index is None or any(index[:lead]):
-                continue
-            if all(i < g for i, g in zip(index[lead:], grid)):
-                present[index[lead:]] = True
+    for key in place_keys(array_dir):
+        index = _chunk_index(key, prefix, separator, arr.ndim)
+        if index is None or any(index[:lead]):
+            continue
+        if all(i < g for i, g in zip(index[lead:], grid)):
+            present[index[lead:]] = True
     return present
 
 

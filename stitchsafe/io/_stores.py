@@ -1,4 +1,5 @@
-"""Remote stores: zarr inputs at ``s3://``, ``gs://``, ``https://``... URLs, through zarr.
+"""Remote stores: zarr inputs at ``s3://``, ``gs://``, ``https://``... URLs, and outputs at
+``s3://``, ``gs://``... URLs, through zarr.
 
 A URL is read through :class:`zarr.storage.FsspecStore` (fsspec's file systems: ``s3fs``
 for ``s3://``, ``gcsfs`` for ``gs://``, aiohttp for ``http(s)://``). Credentials and
@@ -9,7 +10,8 @@ configuration (``FSSPEC_S3='{"endpoint_url": ...}'``), or from
 configuration for every protocol the run opens, and into the environment, so that
 worker processes started later read the same store. Every failure of the store (no
 access, no bucket, no endpoint) becomes one :class:`~stitchsafe.errors.StitchsafeError`
-paragraph (:func:`remote_failure`).
+paragraph (:func:`remote_failure`); an output URL is checked before anything is written
+(:func:`check_remote_output`).
 """
 
 from __future__ import annotations
@@ -210,22 +212,43 @@ def missing_remote(url: str) -> StitchsafeError:
     )
 
 
-def refuse_remote_output(group: str) -> None:
-    """Refuse an output at a URL: outputs are written to a local (or mounted) disk only.
+def check_remote_output(group: str) -> None:
+    """Refuse an output URL that cannot hold an output, before anything is written: a
+    read-only protocol (``https://``), a bucket without a key, a bucket that does not
+    exist, credentials that may not list it. Local paths pass.
 
-    >>> refuse_remote_output("out.zarr")
-    >>> refuse_remote_output("s3://bucket/out.zarr")  # doctest: +ELLIPSIS
+    >>> check_remote_output("out.zarr")
+    >>> check_remote_output("https://host/out.zarr")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    stitchsafe.errors.StitchsafeError: the output 's3://bucket/out.zarr' is in a remote ...
+    stitchsafe.errors.StitchsafeError: the output 'https://host/out.zarr' is ...
     """
-    if is_url(group):
+    if not is_url(group):
+        return
+    if protocol_of(group) in ("http", "https"):
         raise StitchsafeError(
-            f"the output {group!r} is in a remote store: remote outputs are not supported "
-            "yet; write locally and copy. Pass a local --output (e.g. --output out.zarr), "
-            "then copy the group to the store (e.g. aws s3 sync out.zarr "
-            f"{group}); remote inputs are read directly."
+            f"the output {group!r} is at an http(s):// URL, which stitchsafe reads but cannot "
+            "write. Choose an output in an object store (e.g. --output s3://bucket/out.zarr) "
+            "or on a local disk."
         )
+    store = _store(prepare_url(group))
+    bucket, _, key = store.path.partition("/")
+    if not key:
+        raise StitchsafeError(
+            f"the output {group!r} is a whole bucket; give the output's own key in it, e.g. "
+            f"--output {group.rstrip('/')}/out.zarr (the run's lock object goes beside it)."
+        )
+    try:
+        zarr_sync(store.is_empty(""))
+    except FileNotFoundError:
+        raise StitchsafeError(
+            f"the output {group!r} cannot be written: there is no bucket {bucket!r} at this "
+            "endpoint (or these credentials cannot see it). Create the bucket first, or "
+            "check the URL, the endpoint (AWS_ENDPOINT_URL or --storage-option "
+            "endpoint_url=...) and the credentials."
+        ) from None
+    except Exception as e:
+        raise remote_failure(group, e) from None
 
 
 def remote_failure(url: str, error: BaseException) -> StitchsafeError:
@@ -238,7 +261,8 @@ def remote_failure(url: str, error: BaseException) -> StitchsafeError:
         return StitchsafeError(
             f"access to {url!r} was denied ({reason}). Check the credentials (for s3:// "
             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or --storage-option "
-            "key=... --storage-option secret=...) and that they may read this bucket."
+            "key=... --storage-option secret=...) and that they may read (for an output, also "
+            "write) this bucket."
         )
     if names & set(_CONNECTION):
         return StitchsafeError(

@@ -25,6 +25,8 @@ from ..io import (
     image_axes,
     inner_path,
     mark_complete,
+    place_exists,
+    place_isdir,
     storage_shape,
     write_pyramid,
     zarr_node,
@@ -125,9 +127,9 @@ def open_embeddings(group: str | os.PathLike[str], *, image: str = "embeddings")
 def _image_group(group: str, image: str) -> tuple[list[str], dict[str, Any]]:
     """The path parts of the image group ``image`` in the zarr v3 ``group``, and its
     attributes; StitchsafeError if either is missing."""
-    node = zarr_node(group) if os.path.isdir(group) else None
+    node = zarr_node(group) if place_isdir(group) else None
     if node is None or node[:2] != ("group", 3):
-        what = "does not exist" if not os.path.exists(group) else "is not a zarr v3 group"
+        what = "does not exist" if not place_exists(group) else "is not a zarr v3 group"
         raise StitchsafeError(f"the input {group!r} {what}; {_HINT}.")
     parts = [p for p in image.strip("/").split("/") if p and p not in (".", "..")]
     img_node = zarr_node(os.path.join(group, *parts)) if parts else node  # "": the root

@@ -20,7 +20,6 @@ container's root, or ``instances`` where an earlier version put it.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,6 +39,8 @@ from ..io import (
     create_label_image,
     create_labels,
     mark_complete,
+    place_exists,
+    place_remove,
     write_pyramid,
 )
 from ._blocks import inner_slices
@@ -228,7 +229,7 @@ def _swap_in(
 def _finish(scratch: _Scratch, attrs: dict[str, Any], seconds: float, objects: int) -> None:
     """Remove the scratch arrays and mark the label image complete."""
     for name in (FRAGMENTS, CODES):
-        shutil.rmtree(_scratch_path(scratch.spec.group, scratch.book, name), ignore_errors=True)
+        place_remove(_scratch_path(scratch.spec.group, scratch.book, name))
     done = {"complete": True, "objects": objects, "seconds": round(seconds, 3)}
     mark_complete(scratch.spec, {**attrs, **done})
 
@@ -295,7 +296,7 @@ def _scratch_path(group: str, book: str, name: str) -> str:
     """The scratch array ``name`` in the bookkeeping of the image ``book``, or in that
     label image where an interrupted run of an earlier version left it."""
     legacy = os.path.join(group, *book.split("/"), name)
-    return legacy if os.path.exists(legacy) else bookkeeping_path(group, book, name)
+    return legacy if place_exists(legacy) else bookkeeping_path(group, book, name)
 
 
 def _array(spec: OutputSpec, book: str, name: str, *, create: bool, dtype: str = "uint32") -> Any:

@@ -16,6 +16,8 @@ from ..io import (
     PhysicalSettings,
     inner_path,
     labels_of,
+    place_absolute,
+    place_isdir,
     refuse_replacing_reads,
     zarr_node,
 )
@@ -166,9 +168,9 @@ def segment(  # noqa: PLR0913 - the public keywords; they become one LabelSettin
     )
     physical = PhysicalSettings(voxel_size=voxel_size, unit=unit)
     # Workers elsewhere do not share this process's working directory.
-    group = os.path.abspath(input) if where.distributed else os.fspath(input)
+    group = place_absolute(input) if where.distributed else os.fspath(input)
     with contextlib.ExitStack() as stack:
-        node = zarr_node(group) if os.path.isdir(group) else None
+        node = zarr_node(group) if place_isdir(group) else None
         if node is not None and node[:2] == ("group", 3):  # else open_embeddings says why not
             # Before reading: a predict still writing this group must not be reported as
             # "incomplete embeddings", and its labels must not be replaced under it.
@@ -221,7 +223,7 @@ def _embeddings_image(group: str, image: str | None) -> str:
     if image not in (None, EMBEDDINGS):
         return image
     inside = os.path.join(group, EMBEDDINGS)
-    root = zarr_node(group) if os.path.isdir(group) else None
-    if root is not None and "stitchsafe" in root[2] and not os.path.isdir(inside):
+    root = zarr_node(group) if place_isdir(group) else None
+    if root is not None and "stitchsafe" in root[2] and not place_isdir(inside):
         return ""
     return EMBEDDINGS

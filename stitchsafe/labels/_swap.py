@@ -20,6 +20,14 @@ old ones are renamed back at once, or (if the process dies right there) by the n
 after step 2 the new labels are complete. A scratch group left by an interrupted run is
 cleared by the next one, which first restores old labels that were set aside (also one
 that an earlier version left inside the image, at ``<image>/stitchsafe-new-labels``).
+
+An object store (an output at ``s3://...``) has no rename: there the complete new label
+image is copied into its place (a server-side copy of each object), its own metadata
+(``<name>/zarr.json``) last, after the old image's metadata and then its objects were
+deleted. A label image without its metadata is no image to any reader, so nothing
+half-copied is ever presented as complete; a copy that was interrupted leaves the scratch
+group behind, and the next run removes the half-copied objects with it (the labels are
+then derived again).
 """
 
 from __future__ import annotations
@@ -32,7 +40,19 @@ from typing import Any
 import zarr
 
 from ..errors import StitchsafeError
-from ..io import OutputSpec, bookkeeping_path, inner_path, labels_of, zarr_node
+from ..io import (
+    OutputSpec,
+    bookkeeping_path,
+    inner_path,
+    is_url,
+    labels_of,
+    place_copy,
+    place_exists,
+    place_isfile,
+    place_keys,
+    place_remove,
+    zarr_node,
+)
 
 __all__ = ["NEW_LABELS", "LabelPlace"]
 
@@ -117,7 +137,7 @@ class LabelPlace:
         """
         self.clear_leftovers()
         labels_dir = self.path(self.labels)
-        if os.path.exists(labels_dir) and (zarr_node(labels_dir) or ())[:2] != ("group", 3):
+        if place_exists(labels_dir) and (zarr_node(labels_dir) or ())[:2] != ("group", 3):
             raise StitchsafeError(
                 f"{self.labels} in {self.group!r} exists but is not a zarr v3 group; "
                 "move it away to write labels there."
@@ -135,7 +155,7 @@ class LabelPlace:
     def _check_existing(self, overwrite: bool) -> None:
         """Refuse existing labels without ``overwrite``, and labels stitchsafe did not write."""
         path = self.path(self.final)
-        if not os.path.exists(path):
+        if not place_exists(path):
             return
         if not overwrite:
             raise StitchsafeError(
@@ -159,6 +179,9 @@ class LabelPlace:
 
     def _clear_scratch(self, scratch: str) -> None:
         """:meth:`clear_leftovers` for the scratch group at ``scratch``."""
+        if is_url(scratch):
+            self._clear_remote_scratch(scratch)
+            return
         if not os.path.lexists(scratch):
             return
         old, final = os.path.join(scratch, _OLD + self.name), self.path(self.final)
@@ -171,6 +194,29 @@ class LabelPlace:
         else:
             os.remove(scratch)
 
+    def _clear_remote_scratch(self, scratch: str) -> None:
+        """:meth:`clear_leftovers` in an object store: a copy into the final place that
+        was interrupted (the scratch group is still there) is removed."""
+        if not place_exists(scratch):
+            return
+        final = self.path(self.final)
+        if place_isfile(f"{final}/zarr.json"):  # the copy was complete: list the labels
+            if zarr_node(os.path.dirname(final)) is not None:
+                _list_label(os.path.dirname(final), self.name)
+        else:  # a copy (or a deletion of the old labels) stopped half-way
+            place_remove(final)
+        place_remove(scratch)
+
+    def _copy_in(self) -> None:
+        """:meth:`swap_in` in an object store: delete the old labels (their metadata
+        first), copy the new ones (their own metadata last)."""
+        final, new = self.path(self.final), self.path(self.building)
+        if place_exists(final):
+            place_remove(f"{final}/zarr.json")
+            place_remove(final)
+        keys = sorted(place_keys(new), key=lambda key: key == "zarr.json")  # stable
+        place_copy(new, final, keys)
+
     def swap_in(self) -> OutputSpec:
         """Move the complete new label image into its place; the old one is removed.
 
@@ -179,6 +225,11 @@ class LabelPlace:
         OutputSpec
             The label image at ``<home>/labels/<name>``.
         """
+        if is_url(self.group):
+            self._copy_in()
+            _list_label(self.path(self.labels), self.name)
+            self.discard()
+            return OutputSpec(group=self.group, image=self.final, array=f"{self.final}/0")
         final, new = self.path(self.final), self.path(self.building)
         old = os.path.join(self.path(self.scratch), _OLD + self.name)
         try:
@@ -196,13 +247,16 @@ class LabelPlace:
 
     def discard(self) -> None:
         """Remove the scratch group and the new labels in it (before :meth:`swap_in`)."""
+        if is_url(self.group):
+            place_remove(self.path(self.scratch))
+            return
         shutil.rmtree(self.path(self.scratch), ignore_errors=True)
 
     def interrupted(self) -> str:
         """What an interrupted labelling left, in one sentence."""
         kept = (
             f"the labels at {self.final} were left as they were"
-            if os.path.exists(self.path(self.final))
+            if place_exists(self.path(self.final))
             else "no labels were written"
         )
         return (

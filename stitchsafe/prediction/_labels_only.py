@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ..errors import StitchsafeError
-from ..io import OutputSpec, check_fingerprint, input_image_path, write_pyramid
+from ..io import OutputSpec, check_fingerprint, input_image_path, place_isfile, write_pyramid
 from ..labels import LABELS_IMAGE, LabelPlace, LabelsOnlyRun, run_labels_only
 from ..session import Session
 from ._location import previous_run, refuse_foreign_labels
@@ -100,7 +100,7 @@ def _home_and_previous(
         return raw, None
     place = LabelPlace(group, raw, LABELS_IMAGE)
     for image in (place.building, place.final):
-        if os.path.isfile(os.path.join(group, *image.split("/"), "zarr.json")):
+        if place_isfile(os.path.join(group, *image.split("/"), "zarr.json")):
             with contextlib.suppress(StitchsafeError):  # half made: built anew
                 found = previous_run(group, image)
                 if found is not None:

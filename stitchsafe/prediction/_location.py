@@ -15,7 +15,10 @@ from ..io import (
     default_output_location,
     fallback_note,
     inner_path,
+    is_url,
     output_image,
+    place_exists,
+    place_isfile,
     zarr_node,
 )
 from ..labels import LABELS_IMAGE, LABELS_NAME
@@ -31,6 +34,7 @@ def output_location(session: Session, settings: PredictSettings) -> tuple[str, s
     default = EMBEDDINGS if settings.embeddings else LABELS_IMAGE
     if settings.output.output is not None:
         group = os.fspath(settings.output.output)
+        group = group.rstrip("/") if is_url(group) else group  # one spelling of a URL
         return group, output_image(group, default)
     group, image = default_output_location(session.volume, default)
     note = fallback_note(session.volume, group)
@@ -43,8 +47,9 @@ def refuse_foreign_labels(group: str, raw: str) -> None:
     """Refuse, before anything runs, labels ``instances`` of the raw image that stitchsafe
     did not write: this run's labels go there, and they are never replaced."""
     where = os.path.join(group, *inner_path(raw, "labels", LABELS_NAME).split("/"))
-    node = zarr_node(where) if os.path.exists(where) else None
-    if os.path.exists(where) and (node is None or "stitchsafe" not in node[2]):
+    there = place_exists(where)
+    node = zarr_node(where) if there else None
+    if there and (node is None or "stitchsafe" not in node[2]):
         raise StitchsafeError(
             f"{where} exists and was not written by stitchsafe, and this run's labels go "
             "there (under the raw image they belong to). Nothing was written. Move it away, "
@@ -55,7 +60,7 @@ def refuse_foreign_labels(group: str, raw: str) -> None:
 def previous_run(group: str, image: str) -> tuple[OutputSpec, dict[str, Any]] | None:
     """The output image an interrupted run left at ``group/image``, with its attributes."""
     path = os.path.join(group, *image.split("/"))
-    if not os.path.exists(os.path.join(path, "zarr.json")):
+    if not place_isfile(os.path.join(path, "zarr.json")):
         return None
     try:
         attrs = zarr.open_group(store=path, mode="r").attrs.asdict().get("stitchsafe")

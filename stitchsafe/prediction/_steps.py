@@ -34,6 +34,9 @@ from ..io import (
     file_sha256,
     input_identity,
     input_image_path,
+    is_url,
+    place_absolute,
+    place_isfile,
     prepare_output,
     run_fingerprint,
     with_sources,
@@ -131,7 +134,7 @@ def prepare_run(session: Session, settings: PredictSettings) -> PreparedRun:
     norm = session_normalization(session.model, session.volume, settings.run.normalize)
     group, image = output_location(session, settings)
     if settings.remote:
-        group = os.path.abspath(group)  # workers write here from their own directories
+        group = place_absolute(group)  # workers write here from their own directories
     model_sha256, fingerprint = _run_fingerprint(session, settings, norm)
     attributes = {
         "plan": session.result.to_dict(),
@@ -260,13 +263,16 @@ def _made(group: str, image: str) -> bool:
     """Whether the creation of the output image finished: its level-0 array and its done
     mask (made last, before any tile runs) have their metadata."""
     level0 = os.path.join(group, *image.split("/"), "0", "zarr.json")
-    return os.path.isfile(level0) and existing_done_mask(group, image) is not None
+    return place_isfile(level0) and existing_done_mask(group, image) is not None
 
 
 def _clear_unmade_folder(group: str, image: str) -> None:
     """Remove the output image's folder when a creation stopped before writing its metadata
-    left it holding nothing but zarr's partial writes: nobody's data."""
+    left it holding nothing but zarr's partial writes: nobody's data. (An object store has
+    no folders, and writes each object whole: nothing to clear there.)"""
     image_dir = os.path.join(group, *image.split("/"))
+    if is_url(image_dir):
+        return
     if os.path.isdir(image_dir) and clear_partial_writes(image_dir):
         os.rmdir(image_dir)
 

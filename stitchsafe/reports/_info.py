@@ -9,9 +9,9 @@ loaded. The values returned are those of :mod:`._output_info`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
+import posixpath
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,12 @@ from ..io import (
     existing_done_mask,
     image_axes,
     inner_path,
+    is_url,
     labels_of,
+    place_exists,
+    place_isdir,
+    place_listdir,
+    place_size,
     read_pyramid,
     zarr_node,
 )
@@ -54,8 +59,10 @@ def find_images(group: str | os.PathLike[str]) -> list[str]:
     (below the root image too, only its ``labels`` are).
     """
     root = os.fspath(group)
-    node = zarr_node(root) if os.path.isdir(root) else None
+    node = zarr_node(root) if place_isdir(root) else None
     found: list[str] = [""] if node is not None and _is_output_image(node[2]) else []
+    if is_url(root):
+        return sorted([*found, *_find_remote(root.rstrip("/"), "", 0)])
     for here, dirs, _files in os.walk(root):
         depth = 0 if here == root else os.path.relpath(here, root).count(os.sep) + 1
         keep = []
@@ -71,20 +78,36 @@ def find_images(group: str | os.PathLike[str]) -> list[str]:
     return sorted(found)
 
 
+def _find_remote(root: str, inner: str, depth: int) -> list[str]:
+    """:func:`find_images` below ``inner`` in a group at a URL (one listing per group)."""
+    found = []
+    for name in place_listdir(f"{root}/{inner}" if inner else root):
+        path = f"{inner}/{name}" if inner else name
+        node = zarr_node(f"{root}/{path}") if not name.startswith(".") else None
+        if node is None or node[0] != "group":
+            continue
+        if _is_output_image(node[2]):
+            found.append(path)
+        elif depth + 1 < _MAX_DEPTH:
+            found.extend(_find_remote(root, path, depth + 1))
+    return found
+
+
 def _locate(path: str, image: str | None) -> tuple[str, str]:
     """``(group, image)`` of the output image that ``path`` (and ``image``) name."""
-    if not os.path.exists(path):
+    path = path.rstrip("/") if is_url(path) else path
+    if not place_exists(path):
         raise StitchsafeError(f"{path!r} does not exist; {_HINT}.")
-    node = zarr_node(path) if os.path.isdir(path) else None
+    node = zarr_node(path) if place_isdir(path) else None
     if node is None or node[0] != "group":
         what = "a zarr array" if node is not None else "not a zarr group"
         raise StitchsafeError(f"{path!r} is {what}; {_HINT}.")
     if image is not None:
         return path, _named_image(path, image)
     if _is_output_image(node[2]):
-        parent, name = os.path.split(os.path.normpath(path))
+        parent, name = (posixpath if is_url(path) else os.path).split(_normal(path))
         above = zarr_node(parent or ".")
-        made = os.path.isdir(os.path.join(path, BOOKKEEPING))  # its own bookkeeping
+        made = place_isdir(os.path.join(path, BOOKKEEPING))  # its own bookkeeping
         if made or above is None or above[0] != "group":  # the container is the image
             return path, ""
         return parent or ".", name
@@ -127,15 +150,11 @@ def _only_image(path: str) -> str:
 def _array_info(group: str, inner: str) -> ArrayInfo | None:
     """The array at ``inner`` inside ``group`` (``None`` if there is none)."""
     where = os.path.join(group, *inner.split("/"))
-    node = zarr_node(where) if os.path.isdir(where) else None
+    node = zarr_node(where) if place_isdir(where) else None
     if node is None or node[0] != "array":
         return None
     arr = zarr.open_array(store=where, mode="r")
-    stored = 0
-    for here, _dirs, files in os.walk(where):
-        for name in files:
-            with contextlib.suppress(OSError):  # removed while we walk: no longer counts
-                stored += os.lstat(os.path.join(here, name)).st_size
+    stored = place_size(where)
     shards = getattr(arr, "shards", None)
     dtype = np.dtype(arr.dtype)
     return ArrayInfo(
@@ -147,6 +166,11 @@ def _array_info(group: str, inner: str) -> ArrayInfo | None:
         stored_bytes=stored,
         nbytes=math.prod(arr.shape) * dtype.itemsize,
     )
+
+
+def _normal(path: str) -> str:
+    """``path`` normalised; a URL without a trailing slash (its ``//`` kept)."""
+    return path.rstrip("/") if is_url(path) else os.path.normpath(path)
 
 
 def _level0(attrs: dict[str, Any]) -> str:
@@ -162,7 +186,7 @@ def _labels(group: str, image: str) -> list[LabelsInfo]:
     (:func:`stitchsafe.io.labels_of`: the raw image's, or ``image``'s own)."""
     home = inner_path(labels_of(group, image), "labels")
     labels_dir = os.path.join(group, *home.split("/"))
-    node = zarr_node(labels_dir) if os.path.isdir(labels_dir) else None
+    node = zarr_node(labels_dir) if place_isdir(labels_dir) else None
     if node is None or node[0] != "group":
         return []
     ome = node[2].get("ome") if isinstance(node[2].get("ome"), dict) else {}
@@ -212,7 +236,7 @@ def _done_mask(group: str, image: str) -> str:
 def _tiles(group: str, image: str, planned: Any) -> tuple[int | None, int | None]:
     """``(done, total)`` tiles from the done mask; without one, ``(None, planned)``."""
     done_dir = os.path.join(group, *_done_mask(group, image).split("/"))
-    if os.path.isdir(done_dir) and zarr_node(done_dir) is not None:
+    if place_isdir(done_dir) and zarr_node(done_dir) is not None:
         mask = np.asarray(zarr.open_array(store=done_dir, mode="r")[...])
         return int(np.count_nonzero(mask)), int(mask.size)
     return None, (None if planned is None else int(planned))

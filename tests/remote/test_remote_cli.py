@@ -148,17 +148,3 @@ def test_sigkill_then_resume_on_an_s3_input_equals_the_local_run(
     # Another input is refused: the identity of the remote input is part of the run.
     other = _predict(model, s3_env.url("ome.zarr"), out, "--resume")
     assert_bad_input(other, "cannot resume", "s3://")
-
-
-def test_remote_outputs_are_refused_before_anything_is_written(
-    s3_env: S3Server, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    target = s3_env.url("out.zarr")
-    proc = run_cli(
-        "predict", "--model", str(model), "--input", s3_env.url("vol.zarr/raw"),
-        "--output", target, "--device", "cpu", "--no-progress",
-    )  # fmt: skip
-    assert_bad_input(proc, "remote outputs are not supported yet; write locally and copy")
-    assert list(tmp_path.iterdir()) == []  # no local stand-in such as ./s3:/...
-    assert not s3_env.filesystem().exists(target)

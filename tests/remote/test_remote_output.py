@@ -1,0 +1,188 @@
+"""Outputs in a real S3-compatible server (moto, on 127.0.0.1), through the console script.
+
+Every array written to the store (embeddings, their pyramid levels, the labels and theirs)
+must equal the same run's output on a local disk; a run killed with SIGKILL completes with
+``--resume``; the lock object keeps a second writer out; ``info`` and ``segment`` read the
+output where it is; a missing bucket or wrong credentials are refused before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+import zarr
+from cli_helpers import EXE, assert_bad_input, run_cli
+from nets import make_net
+
+from stitchsafe.errors import StitchsafeError
+from stitchsafe.io import LockOwner, OutputLock, OutputLockedError, check_output_group
+from stitchsafe.models import save_checkpoint, unet_metadata
+
+if TYPE_CHECKING:  # the fixtures' type (tests/remote/conftest.py)
+    from conftest import S3Server
+
+ROLES = ["embedding", "embedding", "foreground"]
+BUCKET = "stitchsafe-test"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    net, cfg = make_net("3d-d1-f2", out_channels=3)
+    meta = unet_metadata(cfg, channel_roles=ROLES, labels={"threshold": 0.05, "min_size": 2})
+    path = tmp_path_factory.mktemp("remote-output-model") / "model.pt"
+    save_checkpoint(net, path, metadata=meta)
+    return path
+
+
+def _args(model: Path, source: str, out: str) -> list[str]:
+    return [
+        "--model", str(model), "--input", source, "--output", out, "--tile-shape", "4,8,8",
+        "--device", "cpu", "--no-progress", "--json",
+    ]  # fmt: skip
+
+
+def _predict(model: Path, source: str, out: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("predict", *_args(model, source, out), *extra)
+
+
+def _arrays(group: zarr.Group) -> dict[str, np.ndarray]:
+    """Every array of the output (embeddings, labels and their levels), by path."""
+    with warnings.catch_warnings():  # zarr notes the bookkeeping folder, not a zarr node
+        warnings.filterwarnings("ignore", "Object at .stitchsafe is not recognized")
+        members = group.members(max_depth=None)
+    return {name: np.asarray(node) for name, node in members if isinstance(node, zarr.Array)}
+
+
+def _remote(s3: S3Server, url: str) -> zarr.Group:
+    options = {"key": s3.key, "secret": s3.secret, "endpoint_url": s3.endpoint}
+    return zarr.open_group(url, mode="r", storage_options=options)
+
+
+def _assert_same_output(s3: S3Server, url: str, reference: Path) -> None:
+    got, want = _arrays(_remote(s3, url)), _arrays(zarr.open_group(reference, mode="r"))
+    assert sorted(got) == sorted(want)
+    assert any("labels" in name for name in want) and "1" in want  # labels and levels
+    for name, array in want.items():
+        np.testing.assert_array_equal(got[name], array, err_msg=name)
+        assert got[name].dtype == array.dtype
+
+
+def _lock(url: str) -> str:
+    parent, _, name = url.rpartition("/")
+    return f"{parent}/.{name}.stitchsafe-lock.json"
+
+
+@pytest.fixture(scope="module")
+def reference(s3: S3Server, model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same run on the local copy of the input, written to a local disk."""
+    out = tmp_path_factory.mktemp("remote-output-reference") / "ref.zarr"
+    proc = _predict(model, str(s3.local["vol.zarr"] / "raw"), str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_predict_to_s3_equals_the_local_run_and_info_segment_overwrite_read_it(
+    s3_env: S3Server, model: Path, reference: Path
+) -> None:
+    url, source = s3_env.url("out.zarr"), s3_env.url("vol.zarr/raw")
+    proc = _predict(model, source, url)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["output"] == url
+    _assert_same_output(s3_env, url, reference)
+    fs = s3_env.filesystem()
+    assert fs.exists(f"{BUCKET}/out.zarr/.stitchsafe/done/zarr.json")  # the bookkeeping
+    assert not fs.exists(_lock(url))  # released
+    assert not fs.exists(f"{BUCKET}/out.zarr/.stitchsafe/new-labels")  # swapped in
+    info = run_cli("info", url, "--json")
+    assert info.returncode == 0, info.stderr
+    described = json.loads(info.stdout)
+    assert source in info.stdout and described["tiles"]["done"] == described["tiles"]["total"]
+    segmented = run_cli("segment", "--input", url, "--overwrite", "--no-progress", "--json")
+    assert segmented.returncode == 0, segmented.stderr
+    _assert_same_output(s3_env, url, reference)  # old labels replaced by equal new ones
+    replaced = _predict(model, source, url, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    _assert_same_output(s3_env, url, reference)
+
+
+def test_sigkill_then_resume_on_s3_completes_to_the_local_run(
+    s3_env: S3Server, model: Path, reference: Path
+) -> None:
+    url, source = s3_env.url("killed.zarr"), s3_env.url("vol.zarr/raw")
+    proc = subprocess.Popen(
+        [EXE, "predict", *_args(model, source, url)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    fs, mask = s3_env.filesystem(), f"{BUCKET}/killed.zarr/.stitchsafe/done/zarr.json"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        fs.invalidate_cache()
+        if fs.exists(mask):  # tiles are being written
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    assert fs.exists(_lock(url))  # the killed run's lock record is left behind
+    resumed = _predict(model, source, url, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "took over the lock" in resumed.stderr
+    _assert_same_output(s3_env, url, reference)
+
+
+def test_a_second_writer_is_refused_while_the_lock_object_is_held(
+    s3_env: S3Server, model: Path
+) -> None:
+    url, source = s3_env.url("locked.zarr"), s3_env.url("vol.zarr/raw")
+    fs = s3_env.filesystem()
+    with OutputLock(url).hold(command="stitchsafe predict (the first run)"):
+        assert OutputLock(url).holder() is not None
+        second = _predict(model, source, url)
+        assert_bad_input(second, "another stitchsafe run", "the first run", "is writing")
+    assert not fs.exists(_lock(url)) and not fs.exists(f"{BUCKET}/locked.zarr")
+    # A record from another host cannot be checked: refused, naming the object to delete.
+    other = LockOwner("elsewhere", 1, "2026-01-01T00:00:00+00:00", "stitchsafe predict")
+    fs.pipe_file(_lock(url).removeprefix("s3://"), json.dumps(other.__dict__).encode())
+    try:
+        refused = pytest.raises(OutputLockedError, match="host elsewhere.*delete")
+        with refused, OutputLock(url).hold():
+            pass
+    finally:
+        fs.rm(_lock(url).removeprefix("s3://"))
+
+
+def test_a_missing_bucket_or_wrong_credentials_for_the_output_exit_2(
+    s3_env: S3Server, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = str(s3_env.local["vol.zarr"] / "raw")
+    missing = _predict(model, source, "s3://no-such-bucket/out.zarr")
+    assert_bad_input(missing, "cannot be written", "no bucket 'no-such-bucket'")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    denied = _predict(model, source, s3_env.url("denied.zarr"))
+    assert_bad_input(denied, "access to", "denied", "AWS_SECRET_ACCESS_KEY")
+    assert not s3_env.filesystem().exists(f"{BUCKET}/denied.zarr")
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("https://example.org/out.zarr", ("http(s)://", "cannot write")),
+        (f"s3://{BUCKET}", ("whole bucket", f"s3://{BUCKET}/out.zarr")),
+    ],
+    ids=["read-only-protocol", "bucket-root"],
+)
+def test_outputs_where_no_output_can_go_are_refused(url: str, words: tuple[str, ...]) -> None:
+    with pytest.raises(StitchsafeError) as refused:
+        check_output_group(url)
+    for word in words:
+        assert word in str(refused.value)
