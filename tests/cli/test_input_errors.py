@@ -92,7 +92,7 @@ def test_unnamed_channels_name_the_reading_and_what_fits(tmp_path: Path) -> None
     )
     # With the bundled 3-D model given, the same input problem: 2 channels, 1 expected.
     proc = run_cli("plan", "--input", path, "--model", str(bundled_model(3)), "--device", "cpu")
-    assert_bad_input(proc, "four.zarr", "2 channel(s)", "expects 1", "--channel")
+    assert_bad_input(proc, "four.zarr", "2 channels", "takes 1", "--axes tzyx", "--channel")
     # What the message suggests works: one channel, and the bundled 3-D model takes it.
     code, out, err = _plan(path, "--channel", "1")
     assert code == 0, err

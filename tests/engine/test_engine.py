@@ -185,4 +185,4 @@ def test_storage_errors_exit_2_and_point_to_resume(
     monkeypatch.setattr(stitchsafe.io, "write_block", real)
     done = CliRunner().invoke(cli, [*args, "--resume", "--json"])  # the cause is fixed
     assert done.exit_code == 0, done.output
-    assert 0 < json.loads(done.output.splitlines()[-1])["tiles"] < 42
+    assert 0 < json.loads(done.stdout.splitlines()[-1])["tiles"] < 42
