@@ -9,6 +9,7 @@ defaults again.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ __all__ = [
     "SEED_FOREGROUND",
     "WHOLE_IMAGE_CALIBRATION",
     "CalibrationSettings",
+    "average_weights",
     "calibrate_labels",
     "label_candidates",
     "labelling_defaults",
@@ -314,6 +316,32 @@ def recalibrate(
     }
     validate_metadata(meta)
     write_checkpoint(net, Path(output if output is not None else model), meta)
+    return meta
+
+
+def average_weights(
+    model: PathLike, other: PathLike, *, weight: float, output: PathLike
+) -> dict[str, Any]:
+    """``weight`` of ``model``'s weights plus ``1 - weight`` of ``other``'s, written to ``output``.
+
+    Both must be checkpoints of the same built-in U-Net (``other`` typically the one
+    ``model`` was fine-tuned from with ``--init``). The metadata is ``model``'s, and
+    ``training.averaged_with`` records ``other`` (its SHA-256) and ``weight``. The labelling
+    defaults are ``model``'s: measure them again with :func:`recalibrate`.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise StitchsafeError(f"weight must lie in [0, 1], got {weight}.")
+    net, meta, _ = _load_unet(model)
+    theirs = _load_unet(other)[0].state_dict()
+    mine = net.state_dict()
+    if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+        raise StitchsafeError(f"{os.fspath(other)!r} is not the same architecture as the model.")
+    net.load_state_dict({k: weight * v + (1.0 - weight) * theirs[k] for k, v in mine.items()})
+    digest = hashlib.sha256(Path(other).read_bytes()).hexdigest()
+    averaged = {"checkpoint": Path(other).name, "sha256": digest, "weight_of_model": weight}
+    meta = {**meta, "training": {**meta.get("training", {}), "averaged_with": averaged}}
+    validate_metadata(meta)
+    write_checkpoint(net, Path(output), meta)
     return meta
 
 

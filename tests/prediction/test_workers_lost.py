@@ -104,7 +104,11 @@ def _kill_workers_when(
     cluster: Any, args: list[str], started: Callable[[], bool]
 ) -> subprocess.CompletedProcess[str]:
     """Run ``stitchsafe ARGS``; SIGKILL every worker process of ``cluster`` once
-    ``started()``; the finished process."""
+    ``started()`` and a task is running on a worker; the finished process.
+
+    Workers killed while idle (between two passes) are only replaced by the nannies and
+    the run goes on: the kill waits for work in flight.
+    """
     with distributed.Client(cluster) as client:
         client.wait_for_workers(2)
         pids = sorted(client.run(os.getpid).values())
@@ -112,7 +116,11 @@ def _kill_workers_when(
             [EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         deadline = time.monotonic() + 120
-        while proc.poll() is None and not started() and time.monotonic() < deadline:
+
+        def ready() -> bool:
+            return started() and any(client.processing().values())
+
+        while proc.poll() is None and not ready() and time.monotonic() < deadline:
             time.sleep(0.005)
         assert proc.poll() is None, "the run finished before its workers could be killed"
         for pid in pids:

@@ -388,3 +388,30 @@ def test_init_with_another_architecture_is_refused(
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "--init" in proc.stderr and "architecture" in proc.stderr
     assert not (tmp_path / "m.pt").exists() and lab.shape == img.shape
+
+
+def test_average_weights_mixes_two_checkpoints_and_records_the_other(tmp_path: Path) -> None:
+    from stitchsafe.models import bundled_model, save_checkpoint
+    from stitchsafe.training import average_weights
+
+    start = bundled_model(3)
+    # A second checkpoint of the same net, every weight tripled.
+    loaded = load_model(start, device="cpu")
+    state = {k: v.clone() for k, v in loaded.module.state_dict().items()}
+    meta = average_weights(start, start, weight=1.0, output=tmp_path / "copy.pt")
+    assert meta["training"]["averaged_with"]["sha256"] == file_sha256(start)
+    copy = load_model(tmp_path / "copy.pt", device="cpu")
+    copy.module.load_state_dict({k: 3.0 * v for k, v in state.items()})
+    save_checkpoint(copy.module, tmp_path / "tripled.pt", metadata=copy.metadata)
+    meta = average_weights(start, tmp_path / "tripled.pt", weight=0.25, output=tmp_path / "avg.pt")
+    averaged = load_model(tmp_path / "avg.pt", device="cpu").module.state_dict()
+    for key, value in state.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(averaged[key], 0.25 * value + 0.75 * 3.0 * value)
+    assert meta["training"]["averaged_with"] == {
+        "checkpoint": "tripled.pt",
+        "sha256": file_sha256(tmp_path / "tripled.pt"),
+        "weight_of_model": 0.25,
+    }
+    with pytest.raises(StitchsafeError, match=r"weight must lie in \[0, 1\]"):
+        average_weights(start, start, weight=1.5, output=tmp_path / "bad.pt")
