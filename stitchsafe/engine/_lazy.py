@@ -11,13 +11,15 @@ SHA-256, as distributed runs do).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 
 from ..geometry import Plan
 from ._tile_tasks import TileJob, tile_output
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 __all__ = ["TileBlocks", "lazy_output", "plan_chunks"]
 
@@ -70,6 +72,10 @@ def lazy_output(job: TileJob, channels: int, model: Any = None) -> da.Array:
     ``job.output`` is ``None``: the blocks are returned, not written. ``model``: the loaded
     model (on ``job.device``) for blocks computed in this process.
     """
+    # Slow to import (about 1 s, with pandas) and needed only here: every command that
+    # imports the engine would pay for it otherwise.
+    import dask.array as da  # noqa: PLC0415 - slow import, needed only by lazy results
+
     plan = job.plan
     name = f"stitchsafe-tiles-{job.token}"
     blocks = TileBlocks(job, model)

@@ -1,6 +1,6 @@
 """A virtual X display for the viewer tests when there is none: Xvfb, if it is installed.
 
-So the README's plain ``python -m pytest -q`` runs the real napari tests on a machine
+So the README's plain test command runs the real napari tests on a machine
 without a screen (CI installs Xvfb); without Xvfb they skip, saying why.
 """
 
