@@ -4,12 +4,13 @@ The cluster is a real ``distributed.LocalCluster`` of worker processes on 127.0.
 user's ``--scheduler tcp://...`` is); ``predict`` runs as the installed console script, and
 its workers are killed with SIGKILL (out of memory, a batch system's end of job) once the
 stage under test has started. The command must exit 2 with one paragraph that says what
-happened and that ``--resume`` continues, and ``--resume`` (the nannies have started fresh
-workers by then) must give the clean run's output.
+happened and that ``--resume`` continues, and ``--resume`` (on a fresh cluster, as a
+restarted batch job has) must give the clean run's output.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -59,12 +60,14 @@ def clean(setup: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
     return _read(setup["tmp"] / "clean.zarr")
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """Two single-threaded worker processes under nannies (which restart killed ones).
+@contextlib.contextmanager
+def _cluster() -> Iterator[Any]:
+    """Two single-threaded worker processes under nannies, on 127.0.0.1.
 
     ``allowed-failures`` 0: a task whose worker dies is not retried, so that killing the
     workers during the tiles stops the run (as repeated deaths do with the default 3).
+    Each step of the test gets a fresh cluster: it does not wait for the nannies to
+    replace killed workers (which took minutes on a loaded 2-core machine).
     """
     env = {"OMP_NUM_THREADS": "1", "STITCHSAFE_TORCH_THREADS": "1"}
     config = {
@@ -87,11 +90,11 @@ def _read(out: Path) -> tuple[np.ndarray, np.ndarray]:
     return emb, np.asarray(zarr.open_array(out / LABELS, mode="r"))
 
 
-def _args(setup: dict[str, Path], out: Path, scheduler: str) -> list[str]:
+def _args(setup: dict[str, Path], out: Path) -> list[str]:
     return [
         "predict", "--model", str(setup["model"]), "--input", str(setup["input"]),
         "--output", str(out), "--tile-shape", ",".join(map(str, TILE)), "--device", "cpu",
-        "--no-progress", "--json", "--scheduler", scheduler,
+        "--no-progress", "--json",
     ]  # fmt: skip
 
 
@@ -101,20 +104,19 @@ def _chunks_written(out: Path) -> int:
 
 
 def _kill_workers_when(
-    cluster: Any, args: list[str], started: Callable[[], bool]
+    args: list[str], started: Callable[[], bool]
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``stitchsafe ARGS``; SIGKILL every worker process of ``cluster`` once
+    """Run ``stitchsafe ARGS`` on a fresh cluster; SIGKILL every worker process once
     ``started()`` and a task is running on a worker; the finished process.
 
     Workers killed while idle (between two passes) are only replaced by the nannies and
     the run goes on: the kill waits for work in flight.
     """
-    with distributed.Client(cluster) as client:
+    with _cluster() as cluster, distributed.Client(cluster) as client:
         client.wait_for_workers(2)
         pids = sorted(client.run(os.getpid).values())
-        proc = subprocess.Popen(
-            [EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        command = [EXE, *args, "--scheduler", cluster.scheduler_address]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
 
         def ready() -> bool:
@@ -126,7 +128,6 @@ def _kill_workers_when(
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=240)
-        client.wait_for_workers(2, timeout=120)  # the nannies start fresh workers
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
@@ -137,23 +138,24 @@ def _one_paragraph(proc: subprocess.CompletedProcess[str], *words: str) -> None:
 
 
 def test_all_workers_lost_in_the_tiles_then_in_the_labels_then_resume(
-    setup: dict[str, Path], clean: tuple[np.ndarray, np.ndarray], cluster: Any
+    setup: dict[str, Path], clean: tuple[np.ndarray, np.ndarray]
 ) -> None:
     out = setup["tmp"] / "lost.zarr"
-    args = _args(setup, out, cluster.scheduler_address)
+    args = _args(setup, out)
     # 1. Every worker killed once ten tiles are written.
-    stopped = _kill_workers_when(cluster, args, lambda: _chunks_written(out) >= 10)
+    stopped = _kill_workers_when(args, lambda: _chunks_written(out) >= 10)
     _one_paragraph(stopped, "running the tiles", "done mask", "--resume")
     done = np.asarray(zarr.open_array(done_mask_path(out, ""), mode="r"))
     assert 0 < done.sum() < done.size  # some tiles finished, and they are kept
     # 2. --resume continues; its workers are killed once the labelling has started (the
     # scratch group where new labels are built appears).
     again = [*args, "--resume"]
-    stopped = _kill_workers_when(cluster, again, Path(bookkeeping_path(out, "", NEW_LABELS)).exists)
+    stopped = _kill_workers_when(again, Path(bookkeeping_path(out, "", NEW_LABELS)).exists)
     _one_paragraph(stopped, "running the labels", "embeddings are complete", "--resume")
     assert not (out / LABELS).exists()  # no half-made labels where labels belong
     # 3. --resume once more: only the labels were left to do, and the output is the clean one.
-    resumed = run_cli(*again)
+    with _cluster() as cluster:
+        resumed = run_cli(*again, "--scheduler", cluster.scheduler_address)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["tiles"] == 0
     emb, lab = _read(out)
