@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import pty
 import struct
@@ -17,25 +16,6 @@ import zarr
 from cli_helpers import EXE
 
 from stitchsafe.progress import LogProgress, duration_text, progress_bar
-
-
-@pytest.fixture
-def captured() -> list[str]:
-    """The messages the ``stitchsafe.progress`` logger sends, as text."""
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("stitchsafe.progress")
-    handler = Keep()
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.INFO)
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 def test_log_lines_say_count_rate_and_time_left(captured: list[str]) -> None:

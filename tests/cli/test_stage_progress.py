@@ -8,12 +8,10 @@ progress flag of their own stay silent unless ``showing_stages`` switches them o
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import zarr
 from click.testing import CliRunner
@@ -25,25 +23,6 @@ from stitchsafe.geometry import ModelGeometry
 from stitchsafe.models import LoadedModel, probe_geometry
 from stitchsafe.progress import Steps, plural, showing_stages
 from stitchsafe.training import CalibrationSettings, calibrate_labels
-
-
-@pytest.fixture
-def captured() -> list[str]:
-    """The messages the ``stitchsafe.progress`` logger sends, as text."""
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("stitchsafe.progress")
-    handler = Keep()
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.INFO)
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 def test_probing_prints_progress_lines_in_a_batch_log(captured: list[str]) -> None:
