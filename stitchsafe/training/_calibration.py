@@ -9,7 +9,6 @@ defaults again.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ import torch
 from ..engine import Normalization
 from ..errors import StitchsafeError
 from ..geometry import ModelGeometry
+from ..io import file_sha256
 from ..labels import LabelParams, average_precision, label_array
 from ..models import UNet, load_model, metadata_geometry, validate_metadata
 from ..progress import progress_bar
@@ -337,8 +337,11 @@ def average_weights(
     if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
         raise StitchsafeError(f"{os.fspath(other)!r} is not the same architecture as the model.")
     net.load_state_dict({k: weight * v + (1.0 - weight) * theirs[k] for k, v in mine.items()})
-    digest = hashlib.sha256(Path(other).read_bytes()).hexdigest()
-    averaged = {"checkpoint": Path(other).name, "sha256": digest, "weight_of_model": weight}
+    averaged = {
+        "checkpoint": Path(other).name,
+        "sha256": file_sha256(other),
+        "weight_of_model": weight,
+    }
     meta = {**meta, "training": {**meta.get("training", {}), "averaged_with": averaged}}
     validate_metadata(meta)
     write_checkpoint(net, Path(output), meta)
