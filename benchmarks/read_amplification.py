@@ -47,12 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+import stitchsafe  # isort: skip - first: it sets torch's CPU allocator (THP) as predict runs
 import torch
 import zarr
 from zarr.codecs import BytesCodec
 from zarr.codecs._v2 import V2Codec
 
-import stitchsafe
 from stitchsafe.engine import compute_normalization
 from stitchsafe.io import open_volume, read_padded
 from stitchsafe.models import bundled_model, load_model

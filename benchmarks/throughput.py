@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+import stitchsafe  # isort: skip - first: it sets torch's CPU allocator (THP) as predict runs
 import torch
 import zarr
 
-import stitchsafe
 from stitchsafe.engine import compute_normalization, resolve_device
 from stitchsafe.geometry import Box
 from stitchsafe.io import open_volume, prepare_output, read_padded, write_block

@@ -18,8 +18,16 @@ subpackages ``geometry``, ``io``, ``models``, ``engine``, ``labels``, ``approxim
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import Any
+
+# Torch's CPU allocator backs large tensors with transparent huge pages when this is set
+# before torch makes its first allocation (it reads the variable once): each forward pass
+# then takes far fewer page faults. `stitchsafe predict` on a 64 x 512 x 512 volume ran
+# about 1.3 times faster on a 2-core CPU (benchmarks/allocation.py). Set before torch is
+# imported (the package imports it lazily); a value set by the user is kept.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 __version__ = "0.1.0"
 __all__ = [

@@ -35,7 +35,7 @@ from ._bookkeeping import (
 )
 from ._chunk_cache import CACHE_CEILING, CACHE_ENV, CacheStats
 from ._chunks import MAX_CHUNK_BYTES, TARGET_VOXELS, ChunkPolicy, StorageChunks
-from ._downsample import PYRAMID_METHODS, pyramid_factors
+from ._downsample import PYRAMID_METHODS, downsample, pyramid_factors
 from ._identity import (
     SAMPLE_BOX_BYTES,
     SAMPLE_BOXES,
@@ -205,6 +205,7 @@ __all__ = [
     "prepare_label_image",
     "prepare_labels",
     "prepare_output",
+    "downsample",
     "pyramid_factors",
     "read_padded",
     "read_pyramid",

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["PYRAMID_METHODS", "pyramid_factors"]
+__all__ = ["PYRAMID_METHODS", "downsample", "pyramid_factors"]
 
 PYRAMID_METHODS = ("mean", "stride")
 # Source elements read and reduced at once (float64 temporaries are at most half of it).
@@ -99,7 +99,7 @@ def downsample(
             continue
         n = total.shape[axis]
         starts = np.arange(0, n, int(f))
-        total = np.add.reduceat(total, starts, axis=axis, dtype=np.float64)
+        total = _block_sums(total, axis, int(f))
         sizes = np.diff(np.append(starts, n)).astype(np.float64)
         counts = counts * sizes.reshape([-1 if a == axis else 1 for a in range(block.ndim)])
     mean = np.asarray(total, dtype=np.float64) / counts
@@ -107,6 +107,30 @@ def downsample(
         info = np.iinfo(dtype)
         mean = np.clip(np.rint(mean), info.min, info.max)
     return mean.astype(dtype)
+
+
+def _block_sums(a: np.ndarray, axis: int, f: int) -> np.ndarray:
+    """Sums (float64) of the runs of ``f`` elements along ``axis``; the last run may be
+    shorter. What ``np.add.reduceat`` gives (the run's elements added in turn; float64
+    inputs may differ from it in the last bit), about ten times faster on large blocks:
+    strided slices are added whole instead of one run at a time.
+
+    >>> _block_sums(np.arange(5, dtype=np.float32), 0, 2)
+    array([1., 5., 4.])
+    """
+    n = a.shape[axis]
+    full = n - n % f
+
+    def part(s: slice) -> np.ndarray:
+        return a[(slice(None),) * axis + (s,)]
+
+    total = part(slice(0, full, f)).astype(np.float64)
+    for i in range(1, f):
+        total += part(slice(i, full, f))
+    if full < n:
+        tail = part(slice(full, n)).sum(axis=axis, keepdims=True, dtype=np.float64)
+        total = np.concatenate([total, tail], axis=axis)
+    return total
 
 
 def piece_shape(

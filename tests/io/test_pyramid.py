@@ -18,6 +18,7 @@ from stitchsafe.io import (
     OutputSpec,
     create_label_image,
     create_output,
+    downsample,
     pyramid_factors,
     read_pyramid,
     write_pyramid,
@@ -115,6 +116,15 @@ def test_levels_equal_a_reference_downsampling_of_level_0(tmp_path: Path, case: 
         assert arr.compressors == level0.compressors
     top = pyramid.levels[-1].shape
     assert all(n <= c for n, c in zip(top, level0.chunks[lead:]))
+
+
+@pytest.mark.parametrize("factors", [(3,), (2, 3), (1, 2, 3), (3, 1, 2, 2)])
+def test_mean_of_runs_of_any_length_equals_the_reference(factors: tuple[int, ...]) -> None:
+    """Odd sizes (a shorter last run) and factors above 2, float32 as the embeddings."""
+    shape = tuple(7 + 2 * i for i in range(len(factors)))
+    x = RNG.standard_normal(shape).astype(np.float32)
+    got = downsample(x, factors, "mean", x.dtype)
+    np.testing.assert_allclose(got, reference_mean(x, factors), rtol=1e-6, atol=0)
 
 
 def test_downsampling_mean_and_stride_by_hand() -> None:
