@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,15 @@ from .. import io as stitchsafe_io
 from ..geometry import Tile
 from ..io import OutputSpec, Volume, output_array, read_padded
 
-__all__ = ["Sink", "Transform", "iter_batches", "output_writer", "read_batch", "write_batch"]
+__all__ = [
+    "CountingSink",
+    "Sink",
+    "Transform",
+    "iter_batches",
+    "output_writer",
+    "read_batch",
+    "write_batch",
+]
 
 Transform = Callable[[np.ndarray], np.ndarray]
 """An intensity mapping applied to every tile before padding (a :class:`Normalization`)."""
@@ -68,3 +77,31 @@ def output_writer(output: OutputSpec | None) -> Sink:
         raise ValueError("run_plan needs an output or a sink")
     dtype = np.dtype(output_array(output).dtype)
     return functools.partial(write_batch, output, dtype=dtype)
+
+
+@dataclass
+class CountingSink:
+    """A sink that counts the NaN or infinite values in each tile's kept crop, then hands
+    the batch to ``sink``: the warning of a run whose model computed no number somewhere.
+
+    >>> from stitchsafe.geometry import Box, Tile
+    >>> seen = []
+    >>> counting = CountingSink(lambda tiles, y: seen.append(len(tiles)))
+    >>> tile = Tile((0,), read=Box((0,), (4,)), write=Box((0,), (2,)), crop=Box((1,), (3,)))
+    >>> counting([tile], np.array([[[np.nan, 1.0, np.inf, 2.0]]]))
+    >>> counting.total, seen  # the NaN lies outside the kept crop
+    (1, [1])
+    """
+
+    sink: Sink
+    counts: list[int] = field(default_factory=list)
+
+    def __call__(self, tiles: list[Tile], y: np.ndarray) -> None:
+        kept = [yt[(slice(None), *t.crop.to_slices())] for t, yt in zip(tiles, y)]
+        self.counts.append(sum(int(k.size - np.count_nonzero(np.isfinite(k))) for k in kept))
+        self.sink(tiles, y)  # list.append above: safe from several writer threads
+
+    @property
+    def total(self) -> int:
+        """NaN or infinite values counted so far, all batches together."""
+        return sum(self.counts)

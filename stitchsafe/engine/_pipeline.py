@@ -26,6 +26,7 @@ carries a note (``add_note``) saying how many tiles were finished.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections import deque
@@ -37,7 +38,7 @@ import torch
 
 from ..geometry import Plan, Tile
 from ..io import OutputSpec, Volume
-from ._batch_io import Sink, Transform, output_writer
+from ._batch_io import CountingSink, Sink, Transform, output_writer
 from ._cpu_streams import run_cpu_streams
 from ._device import cpu_count, forward_context
 from ._run import PipelineOptions, Progress, RunStats, TileRun, landed, pipeline_options
@@ -90,8 +91,7 @@ def run_plan(  # noqa: PLR0913 - data, the options value and four per-run hooks
         ``(N, C, *raw)`` instead of writing crops to ``output`` (which may then be
         ``None``): labels-only runs (:mod:`stitchsafe.labels`).
     **keywords
-        Fields of :class:`PipelineOptions`, replacing those of ``options``; any other
-        keyword is a TypeError.
+        Fields of :class:`PipelineOptions`, replacing those of ``options`` (else TypeError).
 
     Raises
     ------
@@ -104,10 +104,11 @@ def run_plan(  # noqa: PLR0913 - data, the options value and four per-run hooks
         # One fixed tile shape for the whole run: let cuDNN pick its fastest algorithms.
         torch.backends.cudnn.benchmark = True
     work: Sequence[Tile] = plan if tiles is None else tiles  # type: ignore[assignment]
-    sink = output_writer(output) if sink is None else sink
-    run = TileRun(volume, model, work, sink, opts, transform=transform, on_done=on_done)
+    counted = CountingSink(output_writer(output) if sink is None else sink)
+    run = TileRun(volume, model, work, counted, opts, transform=transform, on_done=on_done)
     with Progress(len(work), opts.progress) as bar:
-        return _run_streams(run, device, bar, -(-len(plan) // opts.batch_size))
+        stats = _run_streams(run, device, bar, -(-len(plan) // opts.batch_size))
+    return dataclasses.replace(stats, nonfinite=counted.total)
 
 
 def _run_streams(run: TileRun, device: torch.device, bar: Progress, plan_batches: int) -> RunStats:

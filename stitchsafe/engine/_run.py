@@ -125,6 +125,8 @@ class RunStats:
     seconds: float
     device: str
     compute_seconds: float = 0.0
+    # NaN or infinite values in the outputs kept (None: not counted, as on workers).
+    nonfinite: int | None = None
 
 
 @dataclass(frozen=True)

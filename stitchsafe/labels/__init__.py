@@ -105,7 +105,13 @@ from ._voxels import (
     seed_mask,
     squared_distance,
 )
-from ._warnings import MOSTLY_LABELLED, ONE_OBJECT, ResultStats, result_warnings
+from ._warnings import (
+    MOSTLY_LABELLED,
+    ONE_OBJECT,
+    ResultStats,
+    nonfinite_warning,
+    result_warnings,
+)
 
 __all__ = [
     "BlockGrid",
@@ -180,6 +186,7 @@ __all__ = [
     "merge_and_relabel",
     "merge_fragments",
     "nonfinite_values",
+    "nonfinite_warning",
     "open_embeddings",
     "parse_channel_roles",
     "resolve_label_params",

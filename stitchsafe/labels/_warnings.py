@@ -15,6 +15,7 @@ __all__ = [
     "MOSTLY_LABELLED",
     "ONE_OBJECT",
     "ResultStats",
+    "nonfinite_warning",
     "result_warnings",
 ]
 
@@ -142,11 +143,27 @@ def _fine_tune(model: str | None) -> str:
 
 
 def _nonfinite(stats: ResultStats, command: str) -> str:
+    return nonfinite_warning(stats.nonfinite, command, labels=True)
+
+
+def nonfinite_warning(count: int, command: str = "predict", *, labels: bool = False) -> str:
+    """The warning for ``count`` NaN or infinite values in a model's outputs.
+
+    ``labels``: whether labels were made from them (their voxels' labels then mean
+    nothing); without labels the warning is about the written embeddings alone.
+
+    >>> nonfinite_warning(3).split(":")[0]
+    '3 embedding value(s) are NaN or infinite'
+    """
+    meaning = (
+        "so the labels of those voxels mean nothing (they link to no neighbour)"
+        if labels
+        else "so the embeddings hold no value there, and labels made from them would not either"
+    )
     return (
-        f"{stats.nonfinite} embedding value(s) are NaN or infinite: the model computed no "
-        "number there, so the labels of those voxels mean nothing (they link to no "
-        "neighbour). The input itself is finite (it is checked), so the model overflowed "
-        f"or its weights are broken; {_check_input(command)}, or use another model."
+        f"{count} embedding value(s) are NaN or infinite: the model computed no number "
+        f"there, {meaning}. The input itself is finite (it is checked), so the model "
+        f"overflowed or its weights are broken; {_check_input(command)}, or use another model."
     )
 
 

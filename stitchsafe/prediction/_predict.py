@@ -229,8 +229,7 @@ def run_predict(
         stack.callback(session.volume.close)
         refuse_remote_approximate(session, settings)
         prepared = prepare_run(session, settings)
-        # One writer per output, from before it is prepared until its labels are written;
-        # released after the workers (entered later, closed first) have stopped.
+        # One writer per output until its labels are written; released after the workers.
         check_output_group(prepared.group)
         stack.enter_context(OutputLock(prepared.group).hold())
         refuse_replacing_reads(
@@ -270,6 +269,7 @@ def run_predict(
         label_params=prepared.params.to_dict() if settings.labels else None,
         batch_size=prepared.batch_size,
         label_stats=label_stats,
+        nonfinite=stats.nonfinite,
     )
 
 

@@ -11,7 +11,7 @@ from ..engine import RunSettings, SlurmOptions
 from ..errors import StitchsafeError
 from ..geometry import TilingSettings
 from ..io import InputSelection, OutputSettings, PhysicalSettings
-from ..labels import LabelSettings, ResultStats, result_warnings
+from ..labels import LabelSettings, ResultStats, nonfinite_warning, result_warnings
 from ..progress import plural
 from ..session import PlanResult
 
@@ -99,12 +99,15 @@ class PredictResult:
     label_params: dict[str, Any] | None = None
     batch_size: int = 1
     label_stats: ResultStats | None = None
+    nonfinite: int | None = None
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """What looks wrong in the labels (:func:`stitchsafe.labels.result_warnings`)."""
+        """What looks wrong in the labels (:func:`stitchsafe.labels.result_warnings`), or,
+        without labels, NaN or infinite embeddings (``nonfinite``: counted in the tiles
+        this process ran; ``None`` when they ran on workers)."""
         if self.label_stats is None:
-            return ()
+            return (nonfinite_warning(self.nonfinite),) if self.nonfinite else ()
         plan = self.plan  # the advice to fine-tune names the model if train can start from it
         model = plan.model_path if plan.model_format == "stitchsafe" else None
         return result_warnings(self.label_stats, command="predict", model=model)

@@ -281,6 +281,32 @@ def test_predict_cli_warns_of_infinite_embeddings(tmp_path: Path) -> None:
     assert "RuntimeWarning" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_predict_without_labels_warns_of_infinite_embeddings(tmp_path: Path) -> None:
+    """``--no-labels``: the tiles' kept outputs are counted as they are written; finite
+    outputs of the same model give no warning, and the count does not change with the
+    tiling (a tile's halo is not counted)."""
+    torch.manual_seed(0)
+    save_torchscript(Overflows(), tmp_path / "overflows.ts.pt")
+    image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "finite.tif", image)
+    image[10:14, 10:14] = 200.0
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    common = {"labels": False, "normalize": "none", "device": "cpu", "progress": False}
+    model = tmp_path / "overflows.ts.pt"
+    counts = []
+    for tile in (None, (12, 12)):
+        r = stitchsafe.predict(
+            model, tmp_path / "image.tif", output=tmp_path / f"o{tile}.zarr", tile_shape=tile,
+            **common,
+        )  # fmt: skip
+        assert r.warnings and r.warnings[0].startswith("32 embedding value(s) are NaN or infinite")
+        assert r.to_dict()["warnings"] == list(r.warnings)
+        counts.append((r.tiles, r.nonfinite))
+    assert counts[0][1] == counts[1][1] == 32 and counts[1][0] > counts[0][0]
+    r = stitchsafe.predict(model, tmp_path / "finite.tif", output=tmp_path / "f.zarr", **common)
+    assert r.nonfinite == 0 and r.warnings == ()
+
+
 # -- segment, on constructed stored embeddings ---------------------------------------------
 
 
