@@ -25,7 +25,7 @@ from typing import Any
 # Torch's CPU allocator backs large tensors with transparent huge pages when this is set
 # before torch makes its first allocation (it reads the variable once): each forward pass
 # then takes far fewer page faults. `stitchsafe predict` on a 64 x 512 x 512 volume ran
-# about 1.3 times faster on a 2-core CPU (benchmarks/allocation.py). Set before torch is
+# about 1.4 times faster on a 2-core CPU (benchmarks/allocation.py). Set before torch is
 # imported (the package imports it lazily); a value set by the user is kept.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
