@@ -28,20 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import zarr
+from read_amplification import make_input  # the same synthetic input as there
 
 CHUNKS = (64, 256, 256)
-
-
-def make_input(path: Path, shape: tuple[int, ...]) -> None:
-    """A smooth uint16 volume with noise, chunked like a microscope's export."""
-    rng = np.random.default_rng(0)
-    z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
-    smooth = 400 + 300 * np.sin(z / 9) * np.cos(y / 13) * np.sin(x / 11)
-    data = np.clip(smooth + rng.normal(0, 30, size=shape), 0, 65535).astype(np.uint16)
-    chunks = tuple(min(c, n) for c, n in zip(CHUNKS, shape))
-    zarr.create_array(path, data=data, chunks=chunks, overwrite=True)
 
 
 def one_run(src: Path, out: Path, thp: str) -> dict:
@@ -74,7 +63,7 @@ def main() -> None:
     shape = tuple(int(v) for v in args.shape.split(","))
     with tempfile.TemporaryDirectory(prefix="stitchsafe-alloc-") as tmp:
         src, out = Path(tmp) / "in.zarr", Path(tmp) / "out.zarr"
-        make_input(src, shape)
+        make_input(src, shape, tuple(min(c, n) for c, n in zip(CHUNKS, shape)))
         runs = []
         for _ in range(args.repeats):
             for thp in ("0", "1"):

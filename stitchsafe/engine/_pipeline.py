@@ -89,7 +89,7 @@ def run_plan(  # noqa: PLR0913 - data, the options value and four per-run hooks
     sink
         Called (on a writer thread) with each batch's tiles and raw float32 outputs
         ``(N, C, *raw)`` instead of writing crops to ``output`` (which may then be
-        ``None``): labels-only runs (:mod:`stitchsafe.labels`).
+        ``None``): labels-only runs, which count NaNs themselves (:mod:`stitchsafe.labels`).
     **keywords
         Fields of :class:`PipelineOptions`, replacing those of ``options`` (else TypeError).
 
@@ -104,11 +104,11 @@ def run_plan(  # noqa: PLR0913 - data, the options value and four per-run hooks
         # One fixed tile shape for the whole run: let cuDNN pick its fastest algorithms.
         torch.backends.cudnn.benchmark = True
     work: Sequence[Tile] = plan if tiles is None else tiles  # type: ignore[assignment]
-    counted = CountingSink(output_writer(output) if sink is None else sink)
-    run = TileRun(volume, model, work, counted, opts, transform=transform, on_done=on_done)
+    counted = CountingSink(output_writer(output)) if sink is None else None
+    run = TileRun(volume, model, work, counted or sink, opts, transform=transform, on_done=on_done)
     with Progress(len(work), opts.progress) as bar:
         stats = _run_streams(run, device, bar, -(-len(plan) // opts.batch_size))
-    return dataclasses.replace(stats, nonfinite=counted.total)
+    return stats if counted is None else dataclasses.replace(stats, nonfinite=counted.total)
 
 
 def _run_streams(run: TileRun, device: torch.device, bar: Progress, plan_batches: int) -> RunStats:

@@ -125,7 +125,8 @@ class RunStats:
     seconds: float
     device: str
     compute_seconds: float = 0.0
-    # NaN or infinite values in the outputs kept (None: not counted, as on workers).
+    # NaN or infinite values in the crops written (None: not counted: on workers, or a
+    # sink of its own).
     nonfinite: int | None = None
 
 
