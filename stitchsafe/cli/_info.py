@@ -15,7 +15,7 @@ from . import _options as o
 from . import _predicted_options as p
 from ._help import RUN_SECTIONS, Sectioned
 from ._remote_options import STORAGE_OPTION
-from ._report import emit
+from ._report import emit, warn
 
 
 @click.command(
@@ -37,7 +37,9 @@ def info(ctx: click.Context, **options: Any) -> None:
     from ..reports import read_info
 
     path = _input(ctx, options["input_path"])
-    emit(read_info(path, image=p.output_key(options)), options["as_json"])
+    found = read_info(path, image=p.output_key(options))
+    emit(found, options["as_json"])
+    warn(found.warnings)
 
 
 def _input(ctx: click.Context, given: str | None) -> str:

@@ -63,6 +63,14 @@ class LabelStats:
     seconds: float
     content: ResultStats | None = None
 
+    def done_record(self, seconds: float | None = None) -> dict[str, Any]:
+        """What the complete label image's ``stitchsafe`` attributes add: ``complete``,
+        the objects, the time (``seconds``: this labelling's own by default) and, when
+        counted, what the labels hold (``content``, for ``info``'s warnings)."""
+        took = self.seconds if seconds is None else seconds
+        done = {"complete": True, "objects": self.objects, "seconds": round(took, 3)}
+        return done if self.content is None else {**done, "content": self.content.to_dict()}
+
 
 @dataclass(frozen=True)
 class EmbeddingBlocks:

@@ -208,8 +208,7 @@ def write_labels(
     try:
         spec = create_labels(source.group, layout, image=place.scratch, name=name)
         stats = _label_into(spec, source, place, params, max_id=max_id, runner=runner)
-        done = {"complete": True, "objects": stats.objects, "seconds": round(stats.seconds, 3)}
-        mark_complete(spec, {**attrs, **done})
+        mark_complete(spec, {**attrs, **stats.done_record()})
         if pyramid:  # as many levels as the image the labels belong to
             write_pyramid(spec, progress=runner.progress, like=place.home)
     except KeyboardInterrupt as stop:

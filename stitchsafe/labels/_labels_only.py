@@ -54,6 +54,7 @@ from ._tile_labels import (
     lattice_margin,
     tile_fragments,
 )
+from ._warnings import ResultStats
 
 __all__ = [
     "CODES",
@@ -181,7 +182,7 @@ def run_labels_only(
         if stored.get("complete"):
             # Nothing left to compute, and the scratch arrays are gone: keep the labels.
             objects = int(stored.get("objects", 0))
-            empty = LabelStats(0, 0, 0, 0.0)
+            empty = LabelStats(0, 0, 0, 0.0, ResultStats.from_dict(stored.get("content")))
             return LabelsOnlyResult(spec, 0, objects, str(options.device), empty)
         scratch = _reopen_scratch(spec, plan, options.batch_size, place)
     stats, nonfinite = _compute_tiles(volume, model, plan, run, scratch, margin, options, transform)
@@ -202,7 +203,7 @@ def run_labels_only(
         )
         raise
     label_stats = _with_nonfinite(label_stats, nonfinite)
-    _finish(scratch, attrs, stats.seconds + label_stats.seconds, label_stats.objects)
+    _finish(scratch, attrs, label_stats.done_record(stats.seconds + label_stats.seconds))
     spec = _swap_in(spec, place, pyramid=run.pyramid, progress=options.progress)
     return LabelsOnlyResult(spec, stats.tiles, label_stats.objects, stats.device, label_stats)
 
@@ -226,11 +227,11 @@ def _swap_in(
     return place.swap_in()
 
 
-def _finish(scratch: _Scratch, attrs: dict[str, Any], seconds: float, objects: int) -> None:
-    """Remove the scratch arrays and mark the label image complete."""
+def _finish(scratch: _Scratch, attrs: dict[str, Any], done: dict[str, Any]) -> None:
+    """Remove the scratch arrays and mark the label image complete (``done``: what
+    :meth:`~stitchsafe.labels.LabelStats.done_record` adds to its attributes)."""
     for name in (FRAGMENTS, CODES):
         place_remove(_scratch_path(scratch.spec.group, scratch.book, name))
-    done = {"complete": True, "objects": objects, "seconds": round(seconds, 3)}
     mark_complete(scratch.spec, {**attrs, **done})
 
 

@@ -9,7 +9,7 @@ and the command succeeds, but a user should look before trusting them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 __all__ = [
     "MOSTLY_LABELLED",
@@ -70,6 +70,32 @@ class ResultStats:
     def fraction(self, count: int) -> float:
         """``count`` as a fraction of the volume's voxels (0 for an empty volume)."""
         return count / self.voxels if self.voxels else 0.0
+
+    def to_dict(self) -> dict[str, int | bool]:
+        """The numbers as JSON values (stored with the labels, read back by ``info``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: object) -> ResultStats | None:
+        """The numbers :meth:`to_dict` stored, or ``None`` for a record that is not one
+        (an output written before they were stored, or edited by hand).
+
+        >>> ResultStats.from_dict(ResultStats(9, 1, 4, 4, 4).to_dict()).labelled
+        4
+        >>> ResultStats.from_dict({"voxels": "many"}) is None
+        True
+        """
+        if not isinstance(record, dict):
+            return None
+        known = {f.name for f in fields(cls)}
+        if not set(record) <= known or not {"voxels", "objects"} <= set(record):
+            return None
+        if not all(type(v) in (int, bool) for v in record.values()):
+            return None
+        try:
+            return cls(**record)
+        except TypeError:  # a required number missing
+            return None
 
 
 def result_warnings(

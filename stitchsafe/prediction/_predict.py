@@ -6,9 +6,10 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ..approximate import ApproximateSettings
-from ..engine import RunSettings, SlurmOptions
+from ..engine import RunSettings, RunStats, SlurmOptions
 from ..geometry import TilingSettings
 from ..io import (
     LABELS_OF,
@@ -244,10 +245,7 @@ def run_predict(
         executor = stack.enter_context(open_workers(settings)) if settings.remote else None
         target = open_target(session, prepared, settings)
         stats = execute(session, prepared, target, executor, settings)
-        mark_complete(
-            target.spec,
-            {**target.attributes, "complete": True, "seconds": round(stats.seconds, 3)},
-        )
+        mark_complete(target.spec, {**target.attributes, **_done_record(stats)})
         if settings.output.pyramid:
             write_pyramid(target.spec, progress=settings.run.progress)
         write_channel_metadata(target.spec)
@@ -271,6 +269,14 @@ def run_predict(
         label_stats=label_stats,
         nonfinite=stats.nonfinite,
     )
+
+
+def _done_record(stats: RunStats) -> dict[str, Any]:
+    """What the complete embeddings image's attributes add: ``complete``, the time and,
+    when this process wrote the tiles, the NaN or infinite values counted in those it ran
+    (``info`` warns of them)."""
+    done = {"complete": True, "seconds": round(stats.seconds, 3)}
+    return done if stats.nonfinite is None else {**done, "nonfinite": stats.nonfinite}
 
 
 def _reads(session: Session) -> dict[str, str | None]:

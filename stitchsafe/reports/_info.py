@@ -320,7 +320,13 @@ def read_info(path: str | os.PathLike[str], *, image: str | None = None) -> Outp
         approximate=s.get("approximate"),
         physical=physical,
         pyramids=_pyramids(group, [image, *(lab.array.rpartition("/")[0] for lab in labels)]),
+        nonfinite=_count(s.get("nonfinite")),
     )
+
+
+def _count(value: Any) -> int | None:
+    """A stored count, or ``None`` when absent or not a whole number."""
+    return value if type(value) is int else None
 
 
 def _pyramids(group: str, images: list[str]) -> tuple[Pyramid, ...]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..io import InputSelection, PhysicalScale, Pyramid
+from ..labels import ResultStats, nonfinite_warning, result_warnings
 from ..progress import plural
 
 __all__ = ["ArrayInfo", "LabelsInfo", "OutputInfo"]
@@ -65,6 +66,21 @@ class LabelsInfo:
     objects: int | None
     params: dict[str, Any] | None
     physical: PhysicalScale | None = None
+    content: ResultStats | None = None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What looked wrong in these labels when they were made (the warnings predict or
+        segment printed; none when the numbers were not stored), each naming the image.
+
+        >>> stats = ResultStats(10, objects=0, labelled=0, largest=0, linked=0).to_dict()
+        >>> LabelsInfo.from_record("cells", "a", {"content": stats}).warnings[0][:25]
+        'labels cells: no objects:'
+        """
+        if self.content is None:
+            return ()
+        found = result_warnings(self.content, command="segment")
+        return tuple(f"labels {self.name}: {w}" for w in found)
 
     @classmethod
     def from_record(
@@ -87,6 +103,7 @@ class LabelsInfo:
             objects=None if objects is None else int(objects),
             params=record.get("params"),
             physical=physical,
+            content=ResultStats.from_dict(record.get("content")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +115,7 @@ class LabelsInfo:
             "objects": self.objects,
             "params": self.params,
             "physical": None if self.physical is None else self.physical.to_dict(),
+            "warnings": list(self.warnings),
         }
 
 
@@ -133,6 +151,9 @@ class OutputInfo:
     pyramids
         The resolution levels of the image and of each label image, as their OME-Zarr
         ``multiscales`` list them.
+    nonfinite
+        NaN or infinite embedding values the run that completed the image counted in the
+        tiles it ran (``None``: not counted, e.g. tiles run on workers).
     """
 
     group: str
@@ -151,6 +172,17 @@ class OutputInfo:
     approximate: dict[str, Any] | None = None
     physical: PhysicalScale | None = None
     pyramids: tuple[Pyramid, ...] = ()
+    nonfinite: int | None = None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What looked wrong when the output was made: each label image's warnings, and
+        NaN or infinite embeddings (when no label image already says so)."""
+        found = [w for lab in self.labels for w in lab.warnings]
+        counted = any(lab.content is not None and lab.content.nonfinite for lab in self.labels)
+        if self.nonfinite and not counted:
+            found.insert(0, nonfinite_warning(self.nonfinite, "segment"))
+        return tuple(found)
 
     def to_dict(self) -> dict[str, Any]:
         """The output as JSON values (what ``stitchsafe info --json`` prints)."""
@@ -170,6 +202,7 @@ class OutputInfo:
             "approximate": self.approximate,
             "physical": None if self.physical is None else self.physical.to_dict(),
             "pyramids": [p.to_dict() for p in self.pyramids],
+            "warnings": list(self.warnings),
         }
 
     def describe(self) -> str:

@@ -31,6 +31,7 @@ from stitchsafe.labels import (
     result_warnings,
 )
 from stitchsafe.models import save_checkpoint, save_torchscript, unet_metadata
+from stitchsafe.reports import read_info
 from stitchsafe.training import synthetic_cells
 
 ROLES = ("embedding", "embedding", "foreground")
@@ -224,6 +225,31 @@ def test_predict_warns_of_one_object_everywhere_with_or_without_embeddings(
     assert labels_only.to_dict()["warnings"] == found
 
 
+def test_info_repeats_the_warnings_of_the_run_that_made_the_labels(
+    everywhere: dict[str, Path],
+) -> None:
+    """``info`` later says what predict said (stored with the labels), with and without
+    embeddings, on stderr and in ``--json``, naming the label image."""
+    for embeddings in (True, False):
+        out = everywhere["tmp"] / f"info-{embeddings}.zarr"
+        r = stitchsafe.predict(
+            everywhere["model"], everywhere["input"], output=out, threshold=1e6,
+            embeddings=embeddings, device="cpu", progress=False,
+        )  # fmt: skip
+        result = CliRunner().invoke(cli, ["info", "--input", str(out), "--json"])
+        assert result.exit_code == 0, result.output
+        found = json.loads(result.stdout)["warnings"]
+        assert len(found) == 2 and len(r.warnings) == 2
+        for stored, said in zip(found, r.warnings):
+            name, _, text = stored.partition(": ")
+            assert name == "labels instances"
+            assert text.split(":")[0] == said.split(":")[0]  # the same finding
+        assert [f"warning: {w}" for w in found] == [
+            line for line in result.stderr.splitlines() if line.startswith("warning: ")
+        ]
+        assert json.loads(result.stdout)["labels"][0]["warnings"] == found
+
+
 def test_predict_without_labels_has_no_warnings(everywhere: dict[str, Path]) -> None:
     r = stitchsafe.predict(
         everywhere["model"],
@@ -246,6 +272,9 @@ def test_a_normal_result_gives_no_warnings(tmp_path: Path) -> None:
     assert r.objects is not None and r.objects >= truth.max() // 2
     assert r.label_stats is not None and r.label_stats.nonfinite == 0
     assert r.to_dict()["warnings"] == [], r.warnings
+    info = read_info(r.output)
+    assert info.labels[0].content == r.label_stats  # stored, and read back whole
+    assert info.warnings == ()
 
 
 class Overflows(torch.nn.Module):
@@ -305,6 +334,15 @@ def test_predict_without_labels_warns_of_infinite_embeddings(tmp_path: Path) -> 
     assert counts[0][1] == counts[1][1] == 32 and counts[1][0] > counts[0][0]
     r = stitchsafe.predict(model, tmp_path / "finite.tif", output=tmp_path / "f.zarr", **common)
     assert r.nonfinite == 0 and r.warnings == ()
+    assert read_info(r.output).warnings == ()
+    # info says it again later; labels made from those embeddings say it once, themselves
+    (warning,) = read_info(tmp_path / "oNone.zarr").warnings
+    assert warning.startswith("32 embedding value(s) are NaN or infinite")
+    stitchsafe.segment(tmp_path / "oNone.zarr", threshold=0.5, progress=False)
+    found = read_info(tmp_path / "oNone.zarr").warnings
+    assert [w.split(":")[:2] for w in found] == [
+        ["labels instances", " 32 embedding value(s) are NaN or infinite"]
+    ]
 
 
 # -- segment, on constructed stored embeddings ---------------------------------------------

@@ -80,7 +80,11 @@ def test_info_json_on_a_finished_output(setup: dict[str, Any]) -> None:
     # The root named as the image gives the same output.
     again = CliRunner().invoke(cli, ["info", "--input", str(out), "--input-key", "", "--json"])
     assert again.exit_code == 0, again.output
-    assert json.loads(again.output)["arrays"] == d["arrays"]
+    assert json.loads(again.stdout)["arrays"] == d["arrays"]
+    # what predict warned of (an untrained net), said again, naming the label image
+    assert pred["warnings"] and len(d["warnings"]) == len(pred["warnings"])
+    for stored, said in zip(d["warnings"], pred["warnings"]):
+        assert stored.startswith("labels instances: " + said.split(":")[0])
 
 
 def test_info_text(setup: dict[str, Any]) -> None:
