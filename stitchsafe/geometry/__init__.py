@@ -14,6 +14,7 @@ from ._model_geometry import (
     unet_geometry,
     unet_output_size,
 )
+from ._order import blocked_order, cache_block
 from ._plan import (
     Plan,
     Tile,
@@ -33,6 +34,8 @@ __all__ = [
     "Shape",
     "Tile",
     "TilingSettings",
+    "blocked_order",
+    "cache_block",
     "check_tile_shape",
     "clamp_tile_shape",
     "default_tile_shape",

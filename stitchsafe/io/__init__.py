@@ -104,7 +104,6 @@ from ._resume import (
     MAX_RESUME_TILES,
     TILE_ARRAY,
     DoneMask,
-    TileSubset,
     check_fingerprint,
     file_sha256,
     run_fingerprint,
@@ -116,6 +115,7 @@ from ._settings import (
     OutputSettings,
 )
 from ._stores import is_url, parse_storage_options, use_storage_options
+from ._tile_order import TileSubset, input_tile_block
 from ._volume import Volume
 from ._zarr_meta import zarr_node
 
@@ -181,6 +181,7 @@ __all__ = [
     "input_identity",
     "input_image_path",
     "input_name",
+    "input_tile_block",
     "is_array",
     "is_url",
     "labels_of",

@@ -13,13 +13,13 @@ own): at most :data:`CACHE_CEILING` bytes, never more than the input's decoded s
 whose chunks take more than half of a budget smaller than the input (a whole-volume read)
 bypasses the cache. Results never depend on it: a cached read equals the stored data.
 
-Tiles run in C order of the plan's grid, so a chunk comes back for the tiles of the next
-row (``y``) and of the next plane (``z``): each chunk is decoded once while the budget holds
-the chunks under one plane of tiles (the chunk layers one tile row reads across ``Y x X``:
-for ``64 x 256 x 256`` uint16 chunks and the bundled 3-D model about ``128 x Y x X x 2``
-bytes, so up to about 2000 x 2000 with the default ceiling). Beyond that, chunks shared by
-neighbours in ``z`` are decoded again (about twice each), those shared in ``y`` and ``x``
-still once while the chunks under one row of tiles fit.
+A chunk comes back for the tiles of the next row (``y``) and of the next plane (``z``): it
+is decoded once while the budget holds the chunks under one plane of tiles (for
+``64 x 256 x 256`` uint16 chunks and the bundled 3-D model about ``192 x Y x X x 2`` bytes).
+Tiles run in C order of the plan's grid while that fits in half the budget, and in blocks
+of columns beyond it (:func:`stitchsafe.io.input_tile_order`), each block's planes one
+after the other, so that the chunks under one plane of a block fit; only chunks on the
+seams between blocks are then decoded twice.
 """
 
 from __future__ import annotations

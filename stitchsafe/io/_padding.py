@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import StitchsafeError
 from ..geometry import Box
-from ._volume import Volume, box_text
+from ._read_errors import box_text
+from ._volume import Volume
 
 __all__ = ["PAD_MODES", "check_finite", "pad_indices", "read_padded"]
 

@@ -29,25 +29,25 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import zarr
 
 from ..errors import StitchsafeError
-from ..geometry import Plan, Tile
+from ..geometry import Plan, Tile, blocked_order
 from ._bookkeeping import done_mask_path, existing_done_mask
 from ._identity import input_differences
 from ._stored import tiles_stored
+from ._tile_order import TileSubset
 from ._zarr_meta import zarr_node
 
 __all__ = [
     "MAX_RESUME_TILES",
     "TILE_ARRAY",
     "DoneMask",
-    "TileSubset",
     "check_fingerprint",
     "file_sha256",
     "run_fingerprint",
@@ -213,37 +213,21 @@ def _normal(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-class TileSubset(Sequence[Tile]):
-    """Some of a plan's tiles, by flat index: 8 bytes per tile, Tiles made on demand.
+ORDER_BLOCK = "order_block"
+"""Attribute of a done mask: the block of tiles its run goes in (absent: C order)."""
 
-    >>> from stitchsafe.geometry import make_plan, unet_geometry
-    >>> plan = make_plan((8, 8), unet_geometry([(2, 2)]), tile_shape=(2, 2))
-    >>> subset = TileSubset(plan, np.array([1, 5]))
-    >>> len(subset), [t.index for t in subset], subset[-1].index
-    (2, [(0, 1), (1, 1)], (1, 1))
-    """
 
-    def __init__(self, plan: Plan, indices: np.ndarray) -> None:
-        self.plan = plan
-        self.indices = np.asarray(indices, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return int(self.indices.size)
-
-    @overload
-    def __getitem__(self, i: int) -> Tile: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> TileSubset: ...
-
-    def __getitem__(self, i: int | slice) -> Tile | TileSubset:
-        if isinstance(i, slice):
-            return TileSubset(self.plan, self.indices[i])
-        return self.plan.tile(int(self.indices[i]))
-
-    def __iter__(self) -> Iterator[Tile]:
-        for i in self.indices:
-            yield self.plan.tile(int(i))
+def _stored_block(arr: Any, grid: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The block a done mask records; ``None`` (C order) when absent or not one for
+    ``grid`` (a mask written before runs were blocked)."""
+    raw = arr.attrs.get(ORDER_BLOCK)
+    if not isinstance(raw, list) or not all(type(b) is int for b in raw):
+        return None
+    try:
+        blocked_order(grid, raw)
+    except ValueError:
+        return None
+    return tuple(raw)
 
 
 @dataclass
@@ -253,21 +237,32 @@ class DoneMask:
 
     ``written`` (set by :meth:`open` from the image's ``stitchsafe.tile_array``
     attribute) is the array whose shards (chunks) the tiles write; :meth:`remaining` then also
-    returns the tiles marked done whose chunk is missing there.
+    returns the tiles marked done whose chunk is missing there. ``block``: the blocks of
+    tiles the run goes in (:func:`stitchsafe.geometry.blocked_order`; ``None``: C order),
+    stored with the mask (attribute :data:`ORDER_BLOCK`) so that a resumed run keeps it.
     """
 
     array: Any
     grid_shape: tuple[int, ...]
     flush_seconds: float = 1.0
     written: str | None = None
+    block: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self._pending: list[tuple[int, ...]] = []
         self._last = time.monotonic()
 
     @classmethod
-    def create(cls, group: str, image: str, grid_shape: Sequence[int]) -> DoneMask:
+    def create(
+        cls,
+        group: str,
+        image: str,
+        grid_shape: Sequence[int],
+        block: Sequence[int] | None = None,
+    ) -> DoneMask:
         grid = tuple(int(g) for g in grid_shape)
+        order = None if block is None else tuple(int(b) for b in block)
+        blocked_order(grid, order)  # a block that does not fit the grid: ValueError
         arr = zarr.create_array(
             store=done_mask_path(group, image),
             shape=grid,
@@ -275,8 +270,9 @@ class DoneMask:
             dtype="uint8",
             fill_value=0,
             overwrite=True,
+            attributes={} if order is None else {ORDER_BLOCK: list(order)},
         )
-        return cls(arr, grid)
+        return cls(arr, grid, block=order)
 
     @classmethod
     def open(cls, group: str, image: str, grid_shape: Sequence[int]) -> DoneMask:
@@ -302,32 +298,41 @@ class DoneMask:
                 f"{path} has shape {tuple(arr.shape)}, not the plan's tile grid "
                 f"{grid}; rerun with --overwrite to start again."
             )
-        return cls(arr, grid, written=_tile_array(image_dir))
+        return cls(arr, grid, written=_tile_array(image_dir), block=_stored_block(arr, grid))
+
+    def tiles(self, plan: Plan) -> TileSubset | None:
+        """Every tile of ``plan`` in the run's order; ``None`` for C order (the plan)."""
+        if self.block is None:
+            return None
+        return TileSubset(plan, blocked_order(self.grid_shape, self.block))
 
     def done(self) -> np.ndarray:
         """The whole mask as booleans (one read)."""
         return np.asarray(self.array[...]) > 0
 
     def remaining(self, plan: Plan, batch_size: int = 1) -> TileSubset:
-        """The plan's tiles not yet done, in plan order (a lazy sequence), as whole batches.
+        """The plan's tiles not yet done, in the run's order (:attr:`block`; a lazy
+        sequence), as whole batches.
 
         Not done: marked 0, or marked 1 while the tile's chunk is missing in
         :attr:`written` (computed again; see the module's docstring). A batch of
-        ``batch_size`` consecutive plan tiles with any tile not done is returned whole, so
-        that every tile runs in the batch it had in the full run (convolutions round
-        differently in batches of another size): a resumed tile is bit-identical.
+        ``batch_size`` consecutive tiles of the run's order with any tile not done is
+        returned whole, so that every tile runs in the batch it had in the full run
+        (convolutions round differently in batches of another size): a resumed tile is
+        bit-identical.
         """
         done = self.done()
         if self.written is not None:
             present = tiles_stored(self.written, self.grid_shape)
             if present is not None:
                 done &= present
-        todo = np.flatnonzero(~done.ravel())
+        run = blocked_order(self.grid_shape, self.block)
+        todo = np.flatnonzero(~done.ravel()[run])  # positions in the run order
         if batch_size > 1 and todo.size:
             batches = np.unique(todo // batch_size)
             todo = (batches[:, None] * batch_size + np.arange(batch_size)).ravel()
             todo = todo[todo < done.size]
-        return TileSubset(plan, todo)
+        return TileSubset(plan, run[todo])
 
     def mark(self, tiles: Iterable[Tile]) -> None:
         """Record finished tiles; written to disk at most every ``flush_seconds``."""

@@ -8,9 +8,6 @@ tiles/pages) that a box needs, so a 200 GB volume costs no more memory than one 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,16 +16,16 @@ from typing import Any
 import numpy as np
 import tifffile
 import zarr
-from zarr.core.sync import sync as zarr_sync
 
 from ..errors import StitchsafeError
 from ..geometry import Box
 from ._axes import StoredAxes
-from ._bioio_file import MICROSCOPE_KINDS, format_of_kind, open_array
+from ._bioio_file import MICROSCOPE_KINDS, open_array
 from ._chunk_cache import CacheStats, cache_stats, cached_read, forget_chunks
 from ._hdf5_file import open_hdf5_dataset
 from ._physical import PhysicalScale
 from ._quiet_logs import quiet_loggers
+from ._read_errors import read_failure
 from ._selection import InputSelection
 
 __all__ = ["Volume"]
@@ -217,12 +214,21 @@ class Volume:
         except (MemoryError, StitchsafeError):  # e.g. a bad STITCHSAFE_CHUNK_CACHE_MB
             raise
         except Exception as e:  # decoders, stores and files raise many types
-            raise _read_failure(self, box, tuple(index), e) from None
+            raise read_failure(self._source, box, self.axes, tuple(index), e) from None
         kept = [r for r in self._source.selection if r != "drop"]
         data = np.moveaxis(data, kept.index("c"), 0) if "c" in kept else data[np.newaxis]
         if picks is not None and "c" in kept:
             data = data[[c - min(picks) for c in picks]]
         return np.ascontiguousarray(data)
+
+    def stored_array(self) -> Any:
+        """The stored array as opened (zarr, HDF5 dataset, memory map, or the array given)."""
+        return self._source.array()
+
+    def stored_roles(self) -> tuple[str | int, ...]:
+        """What each stored axis is: ``"c"`` (channel), ``k`` (spatial axis ``k``) or
+        ``"drop"`` (indexed away: a timepoint, a single-valued axis)."""
+        return tuple(self._source.selection)
 
     def chunk_cache_stats(self) -> CacheStats | None:
         """Counts of this input's chunk cache in this process (``None``: none, or no reads)."""
@@ -238,103 +244,6 @@ class Volume:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def box_text(box: Box, axes: tuple[str, ...]) -> str:
-    """A box in words, per named axis.
-
-    >>> box_text(Box((0, 16), (8, 32)), ("y", "x"))
-    'y 0:8, x 16:32'
-    """
-    return ", ".join(f"{n} {b}:{e}" for n, b, e in zip(axes, box.begin, box.end))
-
-
-def _read_failure(volume: Volume, box: Box, index: tuple[Any, ...], error: Exception) -> Exception:
-    """The error for a read that failed: the chunk that cannot be read, named."""
-    _settle_reads()
-    source = volume._source
-    reason = f"{type(error).__name__}: {error}".rstrip(". ")
-    if source.kind == "tiff":
-        return StitchsafeError(
-            f"cannot read {box_text(box, volume.axes)} of the TIFF file {source.location!r} "
-            f"({reason}). The file is corrupt or truncated; re-export it (or convert it to "
-            "zarr) and run again."
-        )
-    if source.kind == "hdf5":
-        return StitchsafeError(
-            f"cannot read {box_text(box, volume.axes)} of the dataset {source.key!r} of the "
-            f"HDF5 file {source.location!r} ({reason}). The file is corrupt or truncated; "
-            "copy or export it again and run again."
-        )
-    if source.kind in MICROSCOPE_KINDS:
-        return StitchsafeError(
-            f"cannot read {box_text(box, volume.axes)} of the {format_of_kind(source.kind).name} "
-            f"file {source.location!r} ({reason}). The file is corrupt or truncated; copy or "
-            "export it again and run again."
-        )
-    where = f"the zarr array {source.location!r}"
-    bad = _bad_chunk(source, index)
-    if bad is None:
-        return StitchsafeError(
-            f"cannot read {box_text(box, volume.axes)} of {where} ({reason}). The store may "
-            "be corrupt, or was changed while stitchsafe read it; check it and run again."
-        )
-    key, coords, reason = bad
-    file = f"{source.location.rstrip('/')}/{key}"
-    return StitchsafeError(
-        f"cannot read chunk {key!r} (chunk index {coords}, the file {file!r}) of {where}: "
-        f"{reason}. The chunk is corrupt or truncated; restore it from a copy (or rewrite "
-        "the array) and run again."
-    )
-
-
-async def _others_done() -> None:
-    current = asyncio.current_task()
-    others = [t for t in asyncio.all_tasks() if t is not current]
-    if others:
-        await asyncio.wait(others, timeout=5)
-
-
-def _settle_reads() -> None:
-    """Let the chunk reads still running in zarr's event loop end (after one failed).
-
-    zarr reads a box's chunks as tasks; when one fails the others run on, and a process
-    that exits at once destroys them mid-way, printing tracebacks after the error.
-    """
-    with contextlib.suppress(Exception):
-        zarr_sync(_others_done())
-
-
-def _bad_chunk(source: _Source, index: tuple[Any, ...]) -> tuple[str, tuple[int, ...], str] | None:
-    """Key, grid index and error of the first chunk under ``index`` that cannot be read.
-
-    Each chunk (shard, for sharded arrays) is read on its own; ``None`` when all of them
-    read (the failure was not one chunk's) or the array cannot be searched.
-    """
-    try:
-        arr = source.array()
-        shape = tuple(int(n) for n in arr.shape)
-        chunks = tuple(int(c) for c in arr.metadata.chunk_grid.chunk_shape)
-        ranges = []
-        for i, n, c in zip(index, shape, chunks):
-            lo, hi = (
-                (i, i + 1)
-                if isinstance(i, int)
-                else (i.start or 0, n if i.stop is None else i.stop)
-            )
-            ranges.append(range(lo // c, (hi - 1) // c + 1))
-    except Exception:
-        return None
-    for coords in itertools.islice(itertools.product(*ranges), 100_000):
-        cell = tuple(slice(k * c, min((k + 1) * c, n)) for k, c, n in zip(coords, chunks, shape))
-        try:
-            arr[cell]
-        except MemoryError:
-            raise
-        except Exception as e:
-            reason = f"{type(e).__name__}: {e}".rstrip(". ")
-            return str(arr.metadata.encode_chunk_key(coords)), tuple(coords), reason
-    return None
 
 
 def make_volume(  # noqa: PLR0913 - the fields of a Volume, each given once by its reader

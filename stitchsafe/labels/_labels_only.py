@@ -38,6 +38,7 @@ from ..io import (
     bookkeeping_path,
     create_label_image,
     create_labels,
+    input_tile_block,
     mark_complete,
     place_exists,
     place_remove,
@@ -174,7 +175,8 @@ def run_labels_only(
     attrs = {**run.attributes, "labels_only": True, "label_margin": list(margin)}
     place = None if run.home is None else LabelPlace(run.group, run.home, LABELS_IMAGE)
     if run.previous is None:
-        scratch = _create_scratch(plan, run, attrs, place)
+        block = input_tile_block(plan, volume)  # so that each input chunk is decoded once
+        scratch = _create_scratch(plan, run, attrs, place, block)
     else:
         spec, stored = run.previous
         if run.check_previous is not None:
@@ -186,14 +188,22 @@ def run_labels_only(
             return LabelsOnlyResult(spec, 0, objects, str(options.device), empty)
         scratch = _reopen_scratch(spec, plan, options.batch_size, place)
     stats, nonfinite = _compute_tiles(volume, model, plan, run, scratch, margin, options, transform)
+    label_stats = _with_nonfinite(_label(scratch, run.params, options.progress), nonfinite)
+    _finish(scratch, attrs, label_stats.done_record(stats.seconds + label_stats.seconds))
+    spec = _swap_in(scratch.spec, place, pyramid=run.pyramid, progress=options.progress)
+    return LabelsOnlyResult(spec, stats.tiles, label_stats.objects, stats.device, label_stats)
+
+
+def _label(scratch: _Scratch, params: LabelParams, progress: bool) -> LabelStats:
+    """Label the scratch image from its fragments; an interruption leaves it incomplete."""
     spec = scratch.spec
     try:
-        label_stats = label_from_fragments(
+        return label_from_fragments(
             scratch.fragments,
             scratch.codes,
             zarr.open_array(store=os.path.join(spec.group, *spec.array.split("/")), mode="r+"),
-            params=run.params,
-            progress=options.progress,
+            params=params,
+            progress=progress,
         )
     except KeyboardInterrupt as stop:
         stop.add_note(
@@ -202,10 +212,6 @@ def run_labels_only(
             "labels it again from them."
         )
         raise
-    label_stats = _with_nonfinite(label_stats, nonfinite)
-    _finish(scratch, attrs, label_stats.done_record(stats.seconds + label_stats.seconds))
-    spec = _swap_in(spec, place, pyramid=run.pyramid, progress=options.progress)
-    return LabelsOnlyResult(spec, stats.tiles, label_stats.objects, stats.device, label_stats)
 
 
 def _with_nonfinite(stats: LabelStats, nonfinite: int) -> LabelStats:
@@ -249,11 +255,15 @@ def _tile_margin(plan: Plan, params: LabelParams) -> tuple[int, ...]:
 
 
 def _create_scratch(
-    plan: Plan, run: LabelsOnlyRun, attrs: dict[str, Any], place: LabelPlace | None
+    plan: Plan,
+    run: LabelsOnlyRun,
+    attrs: dict[str, Any],
+    place: LabelPlace | None,
+    block: tuple[int, ...] | None,
 ) -> _Scratch:
     """A new label image (marked incomplete), its scratch arrays and done mask: in place,
     or (``place``) built in the bookkeeping folder, with its bookkeeping under the label
-    image's final path."""
+    image's final path; every tile to run, in blocks of ``block`` (``None``: C order)."""
     physical = run.physical or PhysicalScale.default(len(plan.volume_shape))
     layout = ImageLayout(
         shape=plan.volume_shape,
@@ -272,20 +282,22 @@ def _create_scratch(
         place.prepare(overwrite=run.overwrite)
         spec = create_labels(run.group, layout, image=place.scratch, name=place.name)
         book = place.final
+    done = DoneMask.create(spec.group, book, plan.grid_shape, block)
     return _Scratch(
         spec,
         book,
         _array(spec, book, FRAGMENTS, create=True, dtype=run.label_dtype),
         _array(spec, book, CODES, create=True),
-        DoneMask.create(spec.group, book, plan.grid_shape),
-        None,
+        done,
+        done.tiles(plan),
     )
 
 
 def _reopen_scratch(
     spec: OutputSpec, plan: Plan, batch_size: int, place: LabelPlace | None
 ) -> _Scratch:
-    """An interrupted run's scratch arrays and done mask, and the tiles it left (in batches)."""
+    """An interrupted run's scratch arrays and done mask, and the tiles it left (in batches
+    of its order)."""
     book = spec.image if place is None else place.final
     fragments = _array(spec, book, FRAGMENTS, create=False)
     codes = _array(spec, book, CODES, create=False)

@@ -34,6 +34,7 @@ from ..io import (
     file_sha256,
     input_identity,
     input_image_path,
+    input_tile_block,
     is_url,
     place_absolute,
     place_isfile,
@@ -245,8 +246,9 @@ def open_target(session: Session, prepared: PreparedRun, settings: PredictSettin
             units=physical.units,
             translation=physical.translation,
         )
-        done = DoneMask.create(spec.group, spec.image, the_plan.grid_shape)
-        return Target(spec, done, None, prepared.attributes)
+        block = input_tile_block(the_plan, session.volume)  # each input chunk decoded once
+        done = DoneMask.create(spec.group, spec.image, the_plan.grid_shape, block)
+        return Target(spec, done, done.tiles(the_plan), prepared.attributes)
     spec, stored = previous
     where = os.path.join(group, image) if image else group
     check_fingerprint(stored.get("run"), prepared.fingerprint, where)
