@@ -18,6 +18,7 @@ from ..approximate import ApproximateSettings
 from ..engine import RunSettings, TileJob, lazy_output
 from ..geometry import TilingSettings
 from ..io import InputSelection, PhysicalScale, PhysicalSettings, file_sha256
+from ..labels import choose_roles, parse_channel_roles
 from ..model import Model, session_normalization
 from ..session import PlanResult, Session, Sources, open_session
 from ._settings import PathLike
@@ -39,8 +40,9 @@ class LazyPrediction:
     physical
         Voxel size, unit and translation of the input's spatial axes.
     channel_roles
-        What each output channel is (``"embedding"``, ``"foreground"``), when the model
-        says.
+        What each output channel is (``"embedding"``, ``"foreground"``,
+        ``"probability"``, ``"ignore"``): the ``channel_roles`` given, else the model's
+        own; ``None`` when neither says.
     """
 
     embeddings: Any
@@ -68,10 +70,14 @@ def predict_lazy(  # noqa: PLR0913 - the public keywords; they become settings v
     timepoint: int | None = None,
     level: int | None = None,
     axes: str | None = None,
+    channel_roles: str | Sequence[str] | None = None,
 ) -> LazyPrediction:
     """The stitched result of ``model`` over ``input`` as a lazy dask array.
 
-    The keywords are :func:`stitchsafe.predict`'s that shape the result. The model is
+    The keywords are :func:`stitchsafe.predict`'s that shape the result, and its
+    ``channel_roles`` (what each output channel is, for a model that does not say, or in
+    place of what it says: :func:`stitchsafe.labels.parse_channel_roles`; checked against
+    the model's channel count) for :attr:`LazyPrediction.channel_roles`. The model is
     loaded (or kept from :func:`stitchsafe.load_model`) and the normalisation computed now,
     the tiles when the array is computed: here with this model, elsewhere (processes, dask
     workers) with the model file loaded once per process (same SHA-256).
@@ -88,6 +94,7 @@ def predict_lazy(  # noqa: PLR0913 - the public keywords; they become settings v
     True
     """
     chosen = InputSelection.parse(channel, timepoint, level, axes)
+    flag = None if channel_roles is None else parse_channel_roles(channel_roles)
     sources = Sources(
         model, input, input_key, trust_model, PhysicalSettings(voxel_size, unit), chosen
     )
@@ -99,12 +106,13 @@ def predict_lazy(  # noqa: PLR0913 - the public keywords; they become settings v
         approximate=ApproximateSettings(allow=allow_approximate, tolerance=tolerance),
     )
     job = _tile_job(session, run, trust_model)
-    roles = (session.model.metadata or {}).get("channel_roles")
+    stored = (session.model.metadata or {}).get("channel_roles") or None
+    roles = choose_roles(flag, stored, channels=session.geometry.channels_out).roles
     return LazyPrediction(
         embeddings=lazy_output(job, session.geometry.channels_out, session.model),
         plan=session.result,
         physical=session.volume.physical,
-        channel_roles=tuple(roles) if roles else None,
+        channel_roles=roles,
     )
 
 

@@ -16,6 +16,7 @@ from nets import saved_model
 
 import stitchsafe
 from stitchsafe.engine import compute_normalization, whole_volume_forward
+from stitchsafe.errors import StitchsafeError
 from stitchsafe.io import open_volume
 from stitchsafe.models import load_model, resolve_geometry
 
@@ -141,3 +142,25 @@ def test_arrays_in_give_the_file_run(tmp_path: Path, kind: str) -> None:
 def test_an_array_needs_an_output(tmp_path: Path) -> None:
     with pytest.raises(stitchsafe.errors.StitchsafeError, match="output="):
         stitchsafe.predict(None, np.zeros((32, 32), np.float32), progress=False)
+
+
+def test_channel_roles_for_a_model_that_does_not_name_them(tmp_path: Path) -> None:
+    """A TorchScript file without stitchsafe metadata: no roles unless declared; declared
+    roles are checked against its output channels, and the bundled model's own are kept."""
+    path = saved_model("2d-d1-f2", "torchscript", metadata=False)
+    image = write_zarr(tmp_path / "in.zarr", random_image((32, 32)))
+    plain = stitchsafe.predict_lazy(path, image, tile_shape=16)
+    assert plain.channel_roles is None
+    channels = plain.embeddings.shape[0]
+    declared = ["embedding"] * (channels - 1) + ["probability"]  # a list, or the CLI's text
+    lazy = stitchsafe.predict_lazy(path, image, tile_shape=16, channel_roles=declared)
+    assert lazy.channel_roles == ("embedding",) * (channels - 1) + ("probability",)
+    assert lazy.embeddings.shape[0] == channels
+    with pytest.raises(StitchsafeError, match=f"has {channels} output channel"):
+        stitchsafe.predict_lazy(path, image, tile_shape=16, channel_roles="e,e,e,e,e,e,e,f")
+    with pytest.raises(StitchsafeError, match="not a role"):
+        stitchsafe.predict_lazy(path, image, tile_shape=16, channel_roles="embeding")
+    bundled = stitchsafe.predict_lazy(None, image, tile_shape=16)
+    assert bundled.channel_roles is not None and bundled.channel_roles[-1] == "foreground"
+    replaced = stitchsafe.predict_lazy(None, image, tile_shape=16, channel_roles="e:6,ignore")
+    assert replaced.channel_roles == ("embedding",) * 6 + ("ignore",)
