@@ -248,6 +248,12 @@ def test_info_repeats_the_warnings_of_the_run_that_made_the_labels(
             line for line in result.stderr.splitlines() if line.startswith("warning: ")
         ]
         assert json.loads(result.stdout)["labels"][0]["warnings"] == found
+    # A labels-only run resumed once complete computes nothing and warns again all the same.
+    again = stitchsafe.predict(
+        everywhere["model"], everywhere["input"], output=out, threshold=1e6,
+        embeddings=False, resume=True, device="cpu", progress=False,
+    )  # fmt: skip
+    assert again.tiles == 0 and again.warnings == r.warnings
 
 
 def test_predict_without_labels_has_no_warnings(everywhere: dict[str, Path]) -> None:
