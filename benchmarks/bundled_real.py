@@ -6,16 +6,23 @@ same split as ``benchmarks/nuclei.py``: a model may learn from ``x < 128`` only)
 
 - 3-D: ``stitchsafe predict`` without ``--model`` (the bundled 3-D model, its stored
   labelling defaults, no flags) on the held-out half, scored against its reference labels.
-- 2-D: the same on single optical sections of the held-out half (z = 25, 30, ..., 50, inside
-  the depth the reference labels cover), each a 2-D image for the bundled 2-D model; AP@0.5 pooled over all sections' objects (an object
-  cut by the section is an object of that section) and per section.
+- 2-D: the same on single optical sections of the held-out half (z = 25, 30, ..., 50,
+  inside the depth the reference labels cover), each a 2-D image for the bundled 2-D
+  model; AP@0.5 pooled over all sections' objects (an object cut by the section is an
+  object of that section) and per section.
 
 Reported (one JSON object, also written to ``--json-out``): AP@0.5, adapted Rand error,
 objects in the reference and found, and the fraction of voxels labelled foreground.
 
+``--shrink-2d F`` (a diagnosis, not how the README's figures are made): each section is
+shrunk by ``F`` (linear interpolation) before ``predict`` and its labels are scaled back up
+(nearest neighbour) to be scored, to see how a 2-D model does on nuclei ``F`` times
+smaller than these, e.g. nearer the size of the cells it was trained on.
+
 Usage::
 
     python benchmarks/bundled_real.py --workdir DIR [--json-out PATH] [--model-2d M] [--model-3d M]
+        [--shrink-2d F]
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ import json
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
 import zarr
+from scipy import ndimage
 
 import stitchsafe
 from stitchsafe.labels import adapted_rand_error, average_precision
@@ -48,6 +57,15 @@ def _predict(model: Path | None, image: np.ndarray, work: Path, name: str) -> np
     )  # fmt: skip
     assert result.labels is not None
     return np.asarray(zarr.open_array(str(Path(result.output) / result.labels), mode="r"))
+
+
+def _predict_2d(model: Path | None, section: np.ndarray, work: Path, name: str, f: float) -> Any:
+    """The labels of ``section``, predicted at ``1 / f`` of its size and scaled back up."""
+    if f == 1:
+        return _predict(model, section, work, name)
+    small = ndimage.zoom(section.astype(np.float32), 1 / f, order=1)
+    labels = _predict(model, small, work, name)
+    return ndimage.zoom(labels, np.divide(section.shape, labels.shape), order=0)
 
 
 def _score(truth: np.ndarray, labels: np.ndarray) -> dict:
@@ -71,6 +89,9 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--model-2d", type=Path, default=None, help="default: the bundled one")
     parser.add_argument("--model-3d", type=Path, default=None, help="default: the bundled one")
+    parser.add_argument(
+        "--shrink-2d", type=float, default=1.0, help="shrink each 2-D section by this first"
+    )
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -81,11 +102,12 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "held_out": f"x >= {SPLIT} of data/nuclei, {list(image.shape)}",
         "models": {"2d": str(args.model_2d or "bundled"), "3d": str(args.model_3d or "bundled")},
+        "shrink_2d": args.shrink_2d,
     }
     summary["3d"] = _score(truth, _predict(args.model_3d, image, work, "real3d"))
     pooled_truth, pooled_labels, sections = [], [], {}
     for z in SECTIONS:
-        labels = _predict(args.model_2d, image[z], work, f"real2d_z{z}")
+        labels = _predict_2d(args.model_2d, image[z], work, f"real2d_z{z}", args.shrink_2d)
         sections[str(z)] = _score(truth[z], labels)
         pooled_truth.append(_offset(truth[z], 10_000 * z))
         pooled_labels.append(_offset(labels, 10_000 * z))
