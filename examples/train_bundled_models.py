@@ -31,13 +31,15 @@ than the bundled 2-D model on real and on synthetic cells.
 large as a real nucleus) from random weights, ``separated`` target, on 24 synthetic blocks
 of which the first 8 keep the default look, plus the 44 real sections; tried and not
 bundled (0.32 real, 0.58 synthetic). ``2d-deep-long``: the same, 20000 iterations (0.59
-real, 0.72 synthetic; not bundled either).
+real, 0.72 synthetic; not bundled either); ``2d-deep-longer``: that model continued for
+16000 iterations at learning rate 0.001 (run ``2d-deep-long`` first; 0.61 real, 0.85
+synthetic).
 
 Usage::
 
     python examples/train_bundled_models.py --workdir /tmp/bundled [--only NAME]
 
-with NAME one of 2d, 3d, 2d-composite, 2d-deep, 2d-deep-long.
+with NAME one of 2d, 3d, 2d-composite, 2d-deep, 2d-deep-long, 2d-deep-longer.
 
 Then copy ``WORKDIR/cells2d.pt`` and ``WORKDIR/cells3d.pt`` into ``stitchsafe/models/weights/``.
 Each checkpoint records its exact command (``load_model(path).metadata["training"]``).
@@ -88,11 +90,19 @@ MODELS = {
     "2d-deep": ((256, 256), 24, [*DEEP, "--iterations", "4000", "--window", "128,128"]),
     # The same net and data, five times longer (54 minutes on one core).
     "2d-deep-long": ((256, 256), 24, [*DEEP, "--iterations", "20000", "--window", "128,128"]),
+    # ... then continued from it for 16000 more at half the learning rate (43 minutes).
+    "2d-deep-longer": (
+        (256, 256),
+        24,
+        [*DEEP, "--iterations", "16000", "--window", "128,128", "--lr", "0.001"],
+    ),
 }
+# Continued from another model of this script (its checkpoint in the work folder first).
+CONTINUES = {"2d-deep-longer": "2d-deep-long"}
 # Synthetic blocks with the default look (the others are randomised), per model; default 1.
-DEFAULT_LOOKS = {"2d-deep": 8, "2d-deep-long": 8}
+DEFAULT_LOOKS = {"2d-deep": 8, "2d-deep-long": 8, "2d-deep-longer": 8}
 # Trained from random weights although their data has randomised blocks.
-FROM_SCRATCH = {"2d-deep", "2d-deep-long"}
+FROM_SCRATCH = {"2d-deep", "2d-deep-long", "2d-deep-longer"}
 BUNDLED = ("2d", "3d")
 
 
@@ -253,6 +263,8 @@ def main() -> None:
         # Relative names, run inside the work folder: the recorded command is portable.
         tuned = count and name not in FROM_SCRATCH
         init = ["--init", _base_checkpoint(name, args.workdir)] if tuned else []
+        if name in CONTINUES:
+            init = ["--init", f"cells{CONTINUES[name]}.pt"]
         quiet = ["--no-progress"] if count else []  # as the recorded commands have it
         command = [
             "stitchsafe", "train", "--image", img, "--labels", lbl, *init,
