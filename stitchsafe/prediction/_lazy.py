@@ -75,9 +75,8 @@ def predict_lazy(  # noqa: PLR0913 - the public keywords; they become settings v
     """The stitched result of ``model`` over ``input`` as a lazy dask array.
 
     The keywords are :func:`stitchsafe.predict`'s that shape the result, and its
-    ``channel_roles`` (what each output channel is, for a model that does not say, or in
-    place of what it says: :func:`stitchsafe.labels.parse_channel_roles`; checked against
-    the model's channel count) for :attr:`LazyPrediction.channel_roles`. The model is
+    ``channel_roles`` (:func:`stitchsafe.labels.parse_channel_roles`; checked against the
+    model's output channels) for :attr:`LazyPrediction.channel_roles`. The model is
     loaded (or kept from :func:`stitchsafe.load_model`) and the normalisation computed now,
     the tiles when the array is computed: here with this model, elsewhere (processes, dask
     workers) with the model file loaded once per process (same SHA-256).
@@ -106,14 +105,18 @@ def predict_lazy(  # noqa: PLR0913 - the public keywords; they become settings v
         approximate=ApproximateSettings(allow=allow_approximate, tolerance=tolerance),
     )
     job = _tile_job(session, run, trust_model)
-    stored = (session.model.metadata or {}).get("channel_roles") or None
-    roles = choose_roles(flag, stored, channels=session.geometry.channels_out).roles
     return LazyPrediction(
         embeddings=lazy_output(job, session.geometry.channels_out, session.model),
         plan=session.result,
         physical=session.volume.physical,
-        channel_roles=roles,
+        channel_roles=_roles(session, flag),
     )
+
+
+def _roles(session: Session, flag: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The roles given (checked against the model's output channels), else the model's."""
+    stored = (session.model.metadata or {}).get("channel_roles") or None
+    return choose_roles(flag, stored, channels=session.geometry.channels_out).roles
 
 
 def _tile_job(session: Session, run: RunSettings, trust_model: bool) -> TileJob:
