@@ -24,6 +24,9 @@ __all__ = ["QUIET", "VERBOSE", "log_options", "setup_logging", "show_progress"]
 _LOGGER = "stitchsafe"
 # Loggers shown at INFO by default: what a long stage is doing. The rest needs -v.
 _SHOWN = ("stitchsafe.progress", "stitchsafe.approximate")
+# Store libraries that log every failed request, with its traceback, before they raise:
+# the command's one Error paragraph says what failed (``-vv`` shows their lines too).
+_STORE_LOGGERS = ("gcsfs",)
 _FORMAT = "%(asctime)s %(message)s"
 _DATE = "%Y-%m-%d %H:%M:%S"
 
@@ -56,6 +59,18 @@ def setup_logging(verbosity: int = 0) -> None:
     for name in _SHOWN:
         shown = logging.INFO if verbosity == 0 else logging.NOTSET
         logging.getLogger(name).setLevel(logging.WARNING if verbosity < 0 else shown)
+    for name in _STORE_LOGGERS:
+        _quiet_store_logger(logging.getLogger(name), verbosity < 2)
+
+
+def _quiet_store_logger(store: logging.Logger, quiet: bool) -> None:
+    """Keep ``store``'s lines off stderr (a handler that drops them, so that Python's
+    last-resort handler does not print them), or let them through again."""
+    for handler in [h for h in store.handlers if isinstance(h, logging.NullHandler)]:
+        store.removeHandler(handler)
+    if quiet:
+        store.addHandler(logging.NullHandler())
+    store.propagate = not quiet
 
 
 def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:

@@ -46,6 +46,8 @@ _CONNECTION = (
     "TimeoutError",
     "gaierror",
 )
+# gcsfs's protocols (the others named in hints are S3-compatible stores).
+_GCS = ("gs", "gcs")
 _ACCESS = (
     "PermissionError",
     "NoCredentialsError",
@@ -203,7 +205,7 @@ def missing_remote(url: str) -> StitchsafeError:
             return StitchsafeError(
                 f"the input {url!r} does not exist: there is no bucket {bucket!r} at this "
                 "endpoint (or these credentials cannot see it). Check the URL, the endpoint "
-                "(AWS_ENDPOINT_URL or --storage-option endpoint_url=...) and the credentials."
+                f"({_endpoint_hint(url)}) and the credentials."
             )
     return StitchsafeError(
         f"the input {url!r} does not exist: the store holds no zarr array or group there "
@@ -244,8 +246,7 @@ def check_remote_output(group: str) -> None:
         raise StitchsafeError(
             f"the output {group!r} cannot be written: there is no bucket {bucket!r} at this "
             "endpoint (or these credentials cannot see it). Create the bucket first, or "
-            "check the URL, the endpoint (AWS_ENDPOINT_URL or --storage-option "
-            "endpoint_url=...) and the credentials."
+            f"check the URL, the endpoint ({_endpoint_hint(group)}) and the credentials."
         ) from None
     except Exception as e:
         raise remote_failure(group, e) from None
@@ -259,18 +260,44 @@ def remote_failure(url: str, error: BaseException) -> StitchsafeError:
     reason = f"{type(error).__name__}: {error}".rstrip(". ")
     if names & set(_ACCESS) or code in _ACCESS:
         return StitchsafeError(
-            f"access to {url!r} was denied ({reason}). Check the credentials (for s3:// "
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or --storage-option "
-            "key=... --storage-option secret=...) and that they may read (for an output, also "
-            "write) this bucket."
+            f"access to {url!r} was denied ({reason}). Check the credentials "
+            f"({_credentials_hint(url)}) and that they may read (for an output, also write) "
+            "this bucket."
         )
     if names & set(_CONNECTION):
         return StitchsafeError(
-            f"cannot reach the store of {url!r} ({reason}). Check the endpoint (for s3:// "
-            "AWS_ENDPOINT_URL or --storage-option endpoint_url=...) and the network, and "
-            "run again."
+            f"cannot reach the store of {url!r} ({reason}). Check the endpoint "
+            f"({_endpoint_hint(url)}) and the network, and run again."
         )
     return StitchsafeError(
         f"cannot read {url!r} ({reason}). Check the URL, the endpoint and the credentials "
         "(--storage-option KEY=VALUE passes options to the store), and run again."
+    )
+
+
+def _endpoint_hint(url: str) -> str:
+    """Where the endpoint of ``url``'s protocol is set.
+
+    >>> _endpoint_hint("gs://bucket/a.zarr")
+    'for gs:// STORAGE_EMULATOR_HOST or --storage-option endpoint_url=...'
+    """
+    protocol = protocol_of(url)
+    if protocol in ("http", "https"):
+        return f"for {protocol}:// the host in the URL"
+    variable = "STORAGE_EMULATOR_HOST" if protocol in _GCS else "AWS_ENDPOINT_URL"
+    return f"for {protocol}:// {variable} or --storage-option endpoint_url=..."
+
+
+def _credentials_hint(url: str) -> str:
+    """Where the credentials of ``url``'s protocol are set."""
+    if protocol_of(url) in ("http", "https"):
+        return "for http(s):// the headers the server wants, as --storage-option client_kwargs=..."
+    if protocol_of(url) in _GCS:
+        return (
+            f"for {protocol_of(url)}:// GOOGLE_APPLICATION_CREDENTIALS, gcloud's "
+            "application-default login, or --storage-option token=KEY.json"
+        )
+    return (
+        f"for {protocol_of(url)}:// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, "
+        "or --storage-option key=... --storage-option secret=..."
     )

@@ -7,6 +7,7 @@ import os
 import pty
 import struct
 import subprocess
+import sys
 import termios
 from pathlib import Path
 
@@ -112,3 +113,28 @@ def test_terminal_gets_a_redrawn_bar(image: Path, tmp_path: Path) -> None:
         os.close(leader)
     text = seen.decode(errors="replace")
     assert "\r" in text and "tiles:" in text and "tiles: 9 of 9 tiles done" not in text, text
+
+
+_STORE_LOG = """
+import logging, sys
+from stitchsafe.cli._logging import setup_logging
+setup_logging(int(sys.argv[1]))
+try:
+    raise ConnectionError("no endpoint")
+except ConnectionError:
+    logging.getLogger("gcsfs").exception("_request out of retries on exception")
+"""
+
+
+@pytest.mark.parametrize(("verbosity", "shown"), [(0, False), (-1, False), (2, True)])
+def test_store_library_tracebacks_are_kept_off_stderr_but_with_vv(
+    verbosity: int, shown: bool
+) -> None:
+    # gcsfs logs each request that ran out of retries with its traceback, then raises: the
+    # command's Error paragraph says it once; -vv shows the library's lines as well.
+    proc = subprocess.run(
+        [sys.executable, "-c", _STORE_LOG, str(verbosity)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert ("out of retries" in proc.stderr) is shown
+    assert ("ConnectionError: no endpoint" in proc.stderr) is shown

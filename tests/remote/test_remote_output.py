@@ -1,4 +1,5 @@
-"""Outputs in a real S3-compatible server (moto, on 127.0.0.1), through the console script.
+"""Outputs in a real S3-compatible server (moto, on 127.0.0.1) and a GCS emulator
+(fake-gcs-server, on 127.0.0.1), through the console script.
 
 Every array written to the store (embeddings, their pyramid levels, the labels and theirs)
 must equal the same run's output on a local disk; a run killed with SIGKILL completes with
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,11 +27,17 @@ from cli_helpers import EXE, assert_bad_input, run_cli
 from nets import make_net
 
 from stitchsafe.errors import StitchsafeError
-from stitchsafe.io import LockOwner, OutputLock, OutputLockedError, check_output_group
+from stitchsafe.io import (
+    LockOwner,
+    OutputLock,
+    OutputLockedError,
+    check_output_group,
+    place_create,
+)
 from stitchsafe.models import save_checkpoint, unet_metadata
 
 if TYPE_CHECKING:  # the fixtures' type (tests/remote/conftest.py)
-    from conftest import S3Server
+    from conftest import GcsServer, S3Server
 
 ROLES = ["embedding", "embedding", "foreground"]
 BUCKET = "stitchsafe-test"
@@ -63,13 +71,9 @@ def _arrays(group: zarr.Group) -> dict[str, np.ndarray]:
     return {name: np.asarray(node) for name, node in members if isinstance(node, zarr.Array)}
 
 
-def _remote(s3: S3Server, url: str) -> zarr.Group:
-    options = {"key": s3.key, "secret": s3.secret, "endpoint_url": s3.endpoint}
-    return zarr.open_group(url, mode="r", storage_options=options)
-
-
-def _assert_same_output(s3: S3Server, url: str, reference: Path) -> None:
-    got, want = _arrays(_remote(s3, url)), _arrays(zarr.open_group(reference, mode="r"))
+def _assert_same_output(store: S3Server | GcsServer, url: str, reference: Path) -> None:
+    remote = zarr.open_group(url, mode="r", storage_options=store.options())
+    got, want = _arrays(remote), _arrays(zarr.open_group(reference, mode="r"))
     assert sorted(got) == sorted(want)
     assert any("labels" in name for name in want) and "1" in want  # labels and levels
     for name, array in want.items():
@@ -91,15 +95,15 @@ def reference(s3: S3Server, model: Path, tmp_path_factory: pytest.TempPathFactor
     return out
 
 
-def test_predict_to_s3_equals_the_local_run_and_info_segment_overwrite_read_it(
-    s3_env: S3Server, model: Path, reference: Path
+def test_predict_to_a_store_equals_the_local_run_and_info_segment_overwrite_read_it(
+    store_env: S3Server | GcsServer, model: Path, reference: Path
 ) -> None:
-    url, source = s3_env.url("out.zarr"), s3_env.url("vol.zarr/raw")
+    url, source = store_env.url("out.zarr"), store_env.url("vol.zarr/raw")
     proc = _predict(model, source, url)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["output"] == url
-    _assert_same_output(s3_env, url, reference)
-    fs = s3_env.filesystem()
+    _assert_same_output(store_env, url, reference)
+    fs = store_env.filesystem()
     assert fs.exists(f"{BUCKET}/out.zarr/.stitchsafe/done/zarr.json")  # the bookkeeping
     assert not fs.exists(_lock(url))  # released
     assert not fs.exists(f"{BUCKET}/out.zarr/.stitchsafe/new-labels")  # swapped in
@@ -109,19 +113,19 @@ def test_predict_to_s3_equals_the_local_run_and_info_segment_overwrite_read_it(
     assert source in info.stdout and described["tiles"]["done"] == described["tiles"]["total"]
     segmented = run_cli("segment", "--input", url, "--overwrite", "--no-progress", "--json")
     assert segmented.returncode == 0, segmented.stderr
-    _assert_same_output(s3_env, url, reference)  # old labels replaced by equal new ones
+    _assert_same_output(store_env, url, reference)  # old labels replaced by equal new ones
 
 
-def test_sigkill_then_resume_on_s3_completes_to_the_local_run(
-    s3_env: S3Server, model: Path, reference: Path
+def test_sigkill_then_resume_on_a_store_completes_to_the_local_run(
+    store_env: S3Server | GcsServer, model: Path, reference: Path
 ) -> None:
-    url, source = s3_env.url("killed.zarr"), s3_env.url("vol.zarr/raw")
+    url, source = store_env.url("killed.zarr"), store_env.url("vol.zarr/raw")
     proc = subprocess.Popen(
         [EXE, "predict", *_args(model, source, url)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    fs, mask = s3_env.filesystem(), f"{BUCKET}/killed.zarr/.stitchsafe/done/zarr.json"
+    fs, mask = store_env.filesystem(), f"{BUCKET}/killed.zarr/.stitchsafe/done/zarr.json"
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         fs.invalidate_cache()
@@ -134,17 +138,17 @@ def test_sigkill_then_resume_on_s3_completes_to_the_local_run(
     resumed = _predict(model, source, url, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "took over the lock" in resumed.stderr
-    _assert_same_output(s3_env, url, reference)
+    _assert_same_output(store_env, url, reference)
     # Another input is refused: the identity of the remote input is part of the run.
-    other = _predict(model, s3_env.url("ome.zarr"), url, "--resume")
-    assert_bad_input(other, "cannot resume", "s3://")
+    other = _predict(model, store_env.url("ome.zarr"), url, "--resume")
+    assert_bad_input(other, "cannot resume", url.split("/")[0])
 
 
 def test_a_second_writer_is_refused_while_the_lock_object_is_held(
-    s3_env: S3Server, model: Path
+    store_env: S3Server | GcsServer, model: Path
 ) -> None:
-    url, source = s3_env.url("locked.zarr"), s3_env.url("vol.zarr/raw")
-    fs = s3_env.filesystem()
+    url, source = store_env.url("locked.zarr"), store_env.url("vol.zarr/raw")
+    fs = store_env.filesystem()
     with OutputLock(url).hold(command="stitchsafe predict (the first run)"):
         assert OutputLock(url).holder() is not None
         second = _predict(model, source, url)
@@ -152,13 +156,14 @@ def test_a_second_writer_is_refused_while_the_lock_object_is_held(
     assert not fs.exists(_lock(url)) and not fs.exists(f"{BUCKET}/locked.zarr")
     # A record from another host cannot be checked: refused, naming the object to delete.
     other = LockOwner("elsewhere", 1, "2026-01-01T00:00:00+00:00", "stitchsafe predict")
-    fs.pipe_file(_lock(url).removeprefix("s3://"), json.dumps(other.__dict__).encode())
+    key = _lock(url).split("://", 1)[1]
+    fs.pipe_file(key, json.dumps(other.__dict__).encode())
     try:
         refused = pytest.raises(OutputLockedError, match="host elsewhere.*delete")
         with refused, OutputLock(url).hold():
             pass
     finally:
-        fs.rm(_lock(url).removeprefix("s3://"))
+        fs.rm(key)
 
 
 def test_a_missing_bucket_or_wrong_credentials_for_the_output_exit_2(
@@ -186,3 +191,27 @@ def test_outputs_where_no_output_can_go_are_refused(url: str, words: tuple[str, 
         check_output_group(url)
     for word in words:
         assert word in str(refused.value)
+
+
+def test_a_missing_gcs_bucket_for_the_output_exits_2_naming_gcs_settings(
+    gcs_env: GcsServer, model: Path
+) -> None:
+    source = str(gcs_env.local["vol.zarr"] / "raw")
+    missing = _predict(model, source, "gs://no-such-bucket/out.zarr")
+    words = ("cannot be written", "no bucket 'no-such-bucket'", "STORAGE_EMULATOR_HOST")
+    assert_bad_input(missing, *words)
+    assert "AWS_" not in missing.stderr
+
+
+def test_the_lock_object_is_created_conditionally_in_either_store(
+    store_env: S3Server | GcsServer,
+) -> None:
+    # If-None-Match: * on S3, ifGenerationMatch=0 on GCS: the second create must fail on
+    # the server, not by a listing that a racing writer could slip past.
+    url = store_env.url(f".create-{uuid.uuid4().hex}.json")
+    assert place_create(url, b"first")
+    assert not place_create(url, b"second")
+    fs, key = store_env.filesystem(), url.split("://", 1)[1]
+    assert fs.cat_file(key) == b"first"
+    with pytest.raises(FileExistsError):  # refused by the server itself
+        fs.pipe_file(key, b"third", mode="create")
