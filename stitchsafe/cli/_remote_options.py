@@ -34,8 +34,9 @@ STORAGE_OPTION: Any = click.option(
     expose_value=False,
     callback=_use,
     help="An option of the remote store of an s3://, gs:// or https:// input or output, e.g. "
-    "endpoint_url=https://s3.example.org, key=..., secret=..., anon=true (values are "
-    "read as JSON where they parse), or a JSON object of them; repeatable. Default: "
-    "what the store's library reads from the environment (AWS_ENDPOINT_URL, "
-    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE...).",
+    "endpoint_url=https://s3.example.org, key=..., secret=..., anon=true, or for gs:// "
+    "token=KEY.json (values are read as JSON where they parse), or a JSON object of them; "
+    "repeatable. Default: what the store's library reads from the environment "
+    "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE...; "
+    "GOOGLE_APPLICATION_CREDENTIALS or STORAGE_EMULATOR_HOST for gs://).",
 )
