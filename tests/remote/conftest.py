@@ -143,6 +143,15 @@ def _write_images(folder: Path) -> dict[str, Path]:
     return {"vol.zarr": folder / "vol.zarr", "ome.zarr": ome}
 
 
+def _fill_bucket(fs: Any, folder: Path) -> dict[str, Path]:
+    """Make ``BUCKET`` on ``fs`` and upload the images written to ``folder``; return them."""
+    fs.mkdir(BUCKET)
+    local = _write_images(folder)
+    for name, path in local.items():
+        fs.put(str(path), f"{BUCKET}/{name}", recursive=True)
+    return local
+
+
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """The server, with the bucket and the images uploaded."""
@@ -159,11 +168,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         _wait_until_up(f"{endpoint}/moto-api/", proc)
         key, secret = _make_key(endpoint)
         server = S3Server(endpoint, key, secret)
-        fs = server.filesystem()
-        fs.mkdir(BUCKET)
-        server.local = _write_images(tmp_path_factory.mktemp("s3-images"))
-        for name, path in server.local.items():
-            fs.put(str(path), f"{BUCKET}/{name}", recursive=True)
+        server.local = _fill_bucket(server.filesystem(), tmp_path_factory.mktemp("s3-images"))
         yield server
     finally:
         proc.terminate()
@@ -263,11 +268,7 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
     )  # fmt: skip
     try:
         _wait_until_up(f"{server.endpoint}/storage/v1/b", proc)
-        fs = server.filesystem()
-        fs.mkdir(BUCKET)
-        server.local = _write_images(tmp_path_factory.mktemp("gcs-images"))
-        for name, path in server.local.items():
-            fs.put(str(path), f"{BUCKET}/{name}", recursive=True)
+        server.local = _fill_bucket(server.filesystem(), tmp_path_factory.mktemp("gcs-images"))
         yield server
     finally:
         proc.terminate()
