@@ -193,14 +193,19 @@ def test_outputs_where_no_output_can_go_are_refused(url: str, words: tuple[str, 
         assert word in str(refused.value)
 
 
-def test_a_missing_gcs_bucket_for_the_output_exits_2_naming_gcs_settings(
-    gcs_env: GcsServer, model: Path
+def test_a_missing_gcs_bucket_or_endpoint_for_the_output_exits_2_naming_gcs_settings(
+    gcs_env: GcsServer, model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = str(gcs_env.local["vol.zarr"] / "raw")
     missing = _predict(model, source, "gs://no-such-bucket/out.zarr")
     words = ("cannot be written", "no bucket 'no-such-bucket'", "STORAGE_EMULATOR_HOST")
     assert_bad_input(missing, *words)
     assert "AWS_" not in missing.stderr
+    # Nothing listens on port 9: gcsfs retries for about half a minute, then gives up.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
+    nowhere = _predict(model, source, f"gs://{BUCKET}/unreachable.zarr")
+    assert_bad_input(nowhere, "cannot reach", "STORAGE_EMULATOR_HOST")
+    assert "AWS_" not in nowhere.stderr
 
 
 def test_the_lock_object_is_created_conditionally_in_either_store(
