@@ -14,10 +14,8 @@ from ._calibration import (
     SEED_FOREGROUND,
     WHOLE_IMAGE_CALIBRATION,
     CalibrationSettings,
-    average_weights,
     calibrate_labels,
     label_candidates,
-    recalibrate,
 )
 from ._cells import synthetic_cells
 from ._checkpoint import TrainResult
@@ -34,6 +32,7 @@ from ._data import (
     load_training_data,
     sample_origin,
 )
+from ._edit import average_weights, recalibrate, set_labelling_defaults
 from ._losses import DiscriminativeLoss, LossTerms, discriminative_terms
 from ._settings import (
     DEFAULTS,
@@ -81,6 +80,7 @@ __all__ = [
     "recalibrate",
     "same_looking_objects",
     "sample_origin",
+    "set_labelling_defaults",
     "smooth_field",
     "synthetic_cells",
     "train",

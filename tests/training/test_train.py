@@ -418,3 +418,33 @@ def test_average_weights_mixes_two_checkpoints_and_records_the_other(tmp_path: P
     }
     with pytest.raises(StitchsafeError, match=r"weight must lie in \[0, 1\]"):
         average_weights(start, start, weight=1.5, output=tmp_path / "bad.pt")
+
+
+def test_set_labelling_defaults_stores_chosen_parameters_that_predict_then_uses(
+    tmp_path: Path,
+) -> None:
+    from stitchsafe.models import bundled_model
+    from stitchsafe.training import set_labelling_defaults, synthetic_cells
+
+    start = bundled_model(2)
+    params = {"threshold": 0.5, "seed_threshold": 0.5, "seed_foreground_threshold": 0.95, "grow": 3}
+    rule = {"rule": "a test", "scores": [{"ap50": 0.5}]}
+    meta = set_labelling_defaults(start, params, calibration=rule, output=tmp_path / "m.pt")
+    stored = load_model(tmp_path / "m.pt", device="cpu").metadata
+    assert stored == meta
+    assert {k: stored["labels"][k] for k in params} == params
+    assert stored["labels"]["min_size"] == load_model(start).metadata["labels"]["min_size"]
+    assert stored["labels"]["calibration"] == {**rule, "params": params}
+    image, _ = synthetic_cells((96, 96), seed=3)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    result = stitchsafe.predict(
+        tmp_path / "m.pt", tmp_path / "img.tif", output=tmp_path / "o.zarr", progress=False
+    )
+    used = result.label_params
+    assert {k: used[k] for k in params} == params
+    with pytest.raises(StitchsafeError, match="--seed-foreground-threshold"):
+        set_labelling_defaults(
+            start, {**params, "seed_foreground_threshold": 1.5}, calibration=rule,
+            output=tmp_path / "bad.pt",
+        )  # fmt: skip
+    assert not (tmp_path / "bad.pt").exists()
