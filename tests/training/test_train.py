@@ -315,11 +315,12 @@ def test_bundled_models_record_how_to_retrain_them(dims: int) -> None:
     assert meta is not None and meta["dims"] == dims
     command = meta["training"]["command"]
     # The training image is the one examples/train_bundled_models.py writes (cells*.tif);
-    # the checkpoint may have been written under another name and copied in (the 2-D one
-    # was H.pt in its work folder), so only an output is required.
+    # the checkpoint is written under the recipe's name and copied in, so only an output is
+    # required.
     assert command.startswith("stitchsafe train --image cells") and " --output " in command
     assert meta["channel_roles"][-1] == "foreground"
-    # Labelling defaults were calibrated on the training data: the best candidate is stored.
+    # Labelling defaults were chosen on the training data (calibrated by `train`, or by the
+    # script's rule for the 2-D one): the chosen candidate is what is stored.
     calibration = meta["labels"]["calibration"]
     assert {k: meta["labels"].get(k) for k in calibration["params"]} == calibration["params"]
     assert bundled_model(dims).stat().st_size < 3_000_000
