@@ -81,6 +81,7 @@ import stitchsafe
 from stitchsafe.labels import LabelParams, average_precision, label_array
 from stitchsafe.models import load_model
 from stitchsafe.training import (
+    SEED_FOREGROUND,
     average_weights,
     label_candidates,
     recalibrate,
@@ -368,7 +369,12 @@ def _choose_labelling(name: str, workdir: Path) -> None:
     truth = tifffile.imread(NUCLEI / "nuclei_label.tif")[..., :SPLIT]
     real = [(truth[z], _embeddings(out, image[z], work, f"z{z}")) for z in SELECTION_SECTIONS]
     candidates = [c for c in label_candidates(meta["loss"]["delta_d"]) if "seed_threshold" in c]
-    candidates += [{**c, "seed_foreground_threshold": 0.95} for c in candidates[::2]]
+    cut = SEED_FOREGROUND  # each seeded candidate once more with a seed cut of 0.95
+    candidates += [
+        {**c, "seed_foreground_threshold": 0.95}
+        for c in candidates
+        if c["seed_foreground_threshold"] == cut
+    ]
     scored = []
     for c in candidates:
         params = LabelParams(
