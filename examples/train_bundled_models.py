@@ -78,8 +78,7 @@ import tifffile
 import zarr
 
 import stitchsafe
-from stitchsafe.labels import LabelParams, average_precision, label_array
-from stitchsafe.models import load_model
+from stitchsafe.labels import average_precision, label_array, resolve_label_params
 from stitchsafe.training import (
     SEED_FOREGROUND,
     average_weights,
@@ -151,28 +150,12 @@ CONTINUES = {
     "2d-deep-batch": "2d-deep-longer",
     "2d-deep-fine": "2d-deep-batch",
 }
-# Synthetic blocks with the default look (the others are randomised), per model; default 1.
-DEFAULT_LOOKS = {
-    "2d-deep-real2": 8,
-    "2d-deep-fine2": 8,
-    "2d-deep-real": 8,
-    "2d-deep-fine": 8,
-    "2d-deep": 8,
-    "2d-deep-long": 8,
-    "2d-deep-longer": 8,
-    "2d-deep-batch": 8,
-}
-# Trained from random weights although their data has randomised blocks.
-FROM_SCRATCH = {
-    "2d-deep-real2",
-    "2d-deep-fine2",
-    "2d-deep-real",
-    "2d-deep-fine",
-    "2d-deep",
-    "2d-deep-long",
-    "2d-deep-longer",
-    "2d-deep-batch",
-}
+# The depth-3 2-D nets: 8 synthetic blocks with the default look (the others are
+# randomised; other models have 1), trained from random weights (or continued from one
+# another) although their data has randomised blocks.
+DEEP_2D = {name for name in MODELS if name.startswith("2d-deep")}
+DEFAULT_LOOKS = dict.fromkeys(DEEP_2D, 8)
+FROM_SCRATCH = DEEP_2D
 # What runs without --only: the bundled 3-D model and the five runs of the bundled 2-D one.
 BUNDLED = ("3d", "2d-deep-long", "2d-deep-longer", "2d-deep-batch", "2d-deep-real", "2d-deep-real2")
 
@@ -335,7 +318,7 @@ SYNTHETIC_FLOOR = 0.9  # the AP@0.5 promised on the default-look synthetic cells
 SELECTION_SECTIONS = range(25, 55, 5)  # the sections benchmarks/bundled_real.py scores
 
 
-def _embeddings(model: Path, image: np.ndarray, work: Path, name: str) -> np.ndarray:
+def _embeddings(model: stitchsafe.Model, image: np.ndarray, work: Path, name: str) -> np.ndarray:
     """``predict``'s embeddings of ``image`` (no labels), read back whole."""
     tifffile.imwrite(work / f"{name}.tif", image)
     result = stitchsafe.predict(
@@ -360,14 +343,15 @@ def _choose_labelling(name: str, workdir: Path) -> None:
     Only training data is scored: sections ``SELECTION_SECTIONS`` of the half ``x < 128``.
     """
     out = workdir / f"cells{name}.pt"
-    meta = load_model(out, device="cpu").metadata
+    model = stitchsafe.load_model(out)  # loaded once for the nine predictions
+    meta = model.metadata
     work = workdir / f"choose-{name}"
     work.mkdir(exist_ok=True)
     syn_image, syn_truth = synthetic_cells((512, 512), seed=0)
-    synthetic = [(syn_truth, _embeddings(out, syn_image, work, "synthetic"))]
+    synthetic = [(syn_truth, _embeddings(model, syn_image, work, "synthetic"))]
     image = tifffile.imread(NUCLEI / "nuclei.tif")[..., :SPLIT]
     truth = tifffile.imread(NUCLEI / "nuclei_label.tif")[..., :SPLIT]
-    real = [(truth[z], _embeddings(out, image[z], work, f"z{z}")) for z in SELECTION_SECTIONS]
+    real = [(truth[z], _embeddings(model, image[z], work, f"z{z}")) for z in SELECTION_SECTIONS]
     candidates = [c for c in label_candidates(meta["loss"]["delta_d"]) if "seed_threshold" in c]
     cut = SEED_FOREGROUND  # each seeded candidate once more with a seed cut of 0.95
     candidates += [
@@ -377,12 +361,9 @@ def _choose_labelling(name: str, workdir: Path) -> None:
     ]
     scored = []
     for c in candidates:
-        params = LabelParams(
-            c["threshold"], min_size=meta["labels"]["min_size"],
-            foreground_threshold=meta["labels"]["foreground_threshold"],
-            channel_roles=tuple(meta["channel_roles"]), seed_threshold=c["seed_threshold"],
-            seed_foreground_threshold=c["seed_foreground_threshold"], grow=c["grow"],
-        )  # fmt: skip
+        params = resolve_label_params(
+            {**meta["labels"], **c}, meta["channel_roles"], channels=meta["channels_out"]
+        )
         aps = [_pooled_ap([(t, label_array(e, params=params)) for t, e in pairs])
                for pairs in (synthetic, real)]  # fmt: skip
         scored.append({**c, "ap50_synthetic": round(aps[0], 4), "ap50_real": round(aps[1], 4)})

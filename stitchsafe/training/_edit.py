@@ -18,7 +18,7 @@ from ..engine import Normalization
 from ..errors import StitchsafeError
 from ..geometry import ModelGeometry
 from ..io import file_sha256
-from ..labels import LabelParams
+from ..labels import resolve_label_params
 from ..models import UNet, load_model, metadata_geometry, validate_metadata
 from ._calibration import CalibrationSettings, calibrate_labels
 from ._checkpoint import write_checkpoint
@@ -92,23 +92,9 @@ def set_labelling_defaults(
     """
     net, meta, _ = _load_unet(model)
     old = meta.get("labels", {})
-    labels = {
-        "min_size": old.get("min_size", 0),
-        "foreground_threshold": old.get("foreground_threshold", 0.5),
-        "seed_threshold": None,
-        "grow": 0,
-        **params,
-    }
-    LabelParams(  # raises a StitchsafeError naming what is wrong
-        labels["threshold"],
-        min_size=labels["min_size"],
-        foreground_threshold=labels["foreground_threshold"],
-        channel_roles=tuple(meta["channel_roles"]),
-        seed_threshold=labels["seed_threshold"],
-        seed_foreground_threshold=labels.get("seed_foreground_threshold", 0.9),
-        grow=labels["grow"],
-    )
-    labels = {k: v for k, v in labels.items() if v is not None}
+    labels = {k: old[k] for k in ("min_size", "foreground_threshold") if k in old} | params
+    # Raises a StitchsafeError naming what is wrong.
+    resolve_label_params(labels, meta["channel_roles"], channels=int(meta["channels_out"]))
     meta = {**meta, "labels": {**labels, "calibration": {**calibration, "params": params}}}
     validate_metadata(meta)
     write_checkpoint(net, Path(output if output is not None else model), meta)
