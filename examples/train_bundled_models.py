@@ -343,7 +343,7 @@ def _choose_labelling(name: str, workdir: Path) -> None:
     Only training data is scored: sections ``SELECTION_SECTIONS`` of the half ``x < 128``.
     """
     out = workdir / f"cells{name}.pt"
-    model = stitchsafe.load_model(out)  # loaded once for the nine predictions
+    model = stitchsafe.load_model(out)  # loaded once for the seven predictions
     meta = model.metadata
     work = workdir / f"choose-{name}"
     work.mkdir(exist_ok=True)
