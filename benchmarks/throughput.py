@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="comma-separated --scheduler values to run (c) with, e.g. threads,processes:2",
     )
     args = ap.parse_args(argv)
+    # End to end as a first run: the model's geometry checked by probing, not remembered.
+    os.environ.setdefault("STITCHSAFE_CACHE_DIR", "off")
 
     device = resolve_device(args.device)
     shape = tuple(int(v) for v in args.shape.split(","))

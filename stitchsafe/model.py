@@ -6,7 +6,8 @@ minutes; a pipeline that calls :func:`stitchsafe.plan`, :func:`stitchsafe.predic
 :func:`stitchsafe.check` on many images should pay it once. :func:`load_model` returns a
 :class:`Model`; each of those functions takes it as ``model`` and then neither loads nor
 probes again. The command-line tool takes the same path: every command loads its model
-with :func:`load_model`.
+with :func:`load_model`. Between processes, a geometry found by probing is remembered for
+the same model bytes and flags (:func:`stitchsafe.models.remembered_geometry`).
 
 >>> import stitchsafe
 >>> stitchsafe.load_model is load_model
@@ -26,7 +27,7 @@ from .engine import Normalization, compute_normalization
 from .errors import StitchsafeError, UnstitchableModelError
 from .geometry import ModelGeometry, TilingSettings
 from .io import Volume
-from .models import LoadedModel, resolve_geometry
+from .models import LoadedModel, remembered_geometry
 from .models import load_model as load_model_file
 
 __all__ = [
@@ -161,7 +162,7 @@ def load_model(
     given = {"pooling_factors": flags.pooling(loaded.dims), "depth": depth}
     unstitchable = None
     try:
-        geometry, source = resolve_geometry(loaded, **given)
+        geometry, source = remembered_geometry(loaded, **given)
     except UnstitchableModelError as e:
         if not allow_approximate:
             raise

@@ -29,6 +29,7 @@ from ._metadata import (
 )
 from ._probe import measure_period, probe_geometry
 from ._probe_runner import RTOL, Lattice, Runner, structured_input
+from ._remembered import CACHE_ENV, geometry_cache_dir, remembered_geometry
 from ._resolve import resolve_geometry
 from ._save import save_checkpoint, save_export, save_torchscript
 from ._size_scan import DEFAULT_CAP, SizeScan, scan_sizes
@@ -38,6 +39,7 @@ from .bioimageio import ExportResult, export_bioimageio
 
 __all__ = [
     "BUNDLED",
+    "CACHE_ENV",
     "CHECKPOINT_FORMAT",
     "ConvBlock",
     "DEFAULT_CAP",
@@ -66,6 +68,7 @@ __all__ = [
     "dims_from_program",
     "dims_from_weights",
     "export_bioimageio",
+    "geometry_cache_dir",
     "load_model",
     "measure_period",
     "metadata_geometry",
@@ -73,6 +76,7 @@ __all__ = [
     "probe_geometry",
     "probe_with_period",
     "quiet_torchscript",
+    "remembered_geometry",
     "resolve_geometry",
     "save_checkpoint",
     "save_export",
