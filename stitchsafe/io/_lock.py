@@ -19,32 +19,30 @@ zarr wrote, and a refused run leaves no ``out.zarr`` behind):
 
 An output in an object store (``s3://bucket/out.zarr``) has no ``flock``: there the record
 object ``.out.zarr.stitchsafe-lock.json`` beside the group is the lock, created with a
-conditional write (:class:`OutputLock`).
+conditional write (:class:`OutputLock`) and renewed while its run goes on (a lease, see
+``_lease.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
 import json
 import os
-import shlex
-import socket
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import filelock
 
 from ..errors import StitchsafeError
+from ._lease import LEASE_S, LeaseRenewal, lease_left
+from ._lock_owner import LockOwner
 from ._place import place_create, place_read, place_remove
 from ._stores import check_remote_output, is_url
 
-__all__ = ["LockOwner", "OutputLock", "OutputLockedError"]
+__all__ = ["OutputLock", "OutputLockedError"]
 
 ADVICE = "wait for it to finish, or write elsewhere (predict: another --output)"
 # How long a refused run waits for the holder's record to appear (it is written right
@@ -56,106 +54,6 @@ _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EE
 
 class OutputLockedError(StitchsafeError):
     """Another run holds the output's lock: the message names it and says what to do."""
-
-
-@dataclass(frozen=True)
-class LockOwner:
-    """Who holds an output's lock: the record written beside the lock file.
-
-    Attributes
-    ----------
-    host, pid
-        Where the holding process runs.
-    started
-        When it took the lock (local time, ISO 8601).
-    command
-        Its command line.
-    process_start
-        The process's start time as the kernel counts it (Linux ``/proc``), so that a pid
-        reused by another process is not taken for the holder; ``None`` where unknown.
-    token
-        Unique per hold: a run removes the record only if it is still its own.
-    """
-
-    host: str
-    pid: int
-    started: str
-    command: str
-    process_start: str | None = None
-    token: str = ""
-
-    @classmethod
-    def this_process(cls, command: str | None = None) -> LockOwner:
-        """The record of this process, taking a lock now (``command``: default ``argv``)."""
-        if command is None:
-            argv = sys.argv or ["python"]
-            command = shlex.join([os.path.basename(argv[0]), *argv[1:]])
-        status = _process_status(os.getpid())
-        return cls(
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            command=command,
-            process_start=None if status is None else status[1],
-            token=uuid.uuid4().hex,
-        )
-
-    def describe(self) -> str:
-        """``pid 1234 on host x, started 2025-01-01T12:00:00+01:00``."""
-        return f"pid {self.pid} on host {self.host}, started {self.started}"
-
-    def running(self) -> bool | None:
-        """Whether the holding process still runs; ``None`` when it runs on another host.
-
-        >>> LockOwner.this_process().running()
-        True
-        """
-        if self.host != socket.gethostname():
-            return None
-        if self.pid <= 0:
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # it exists, as another user's process
-        status = _process_status(self.pid)
-        if status is None:
-            return True  # no /proc here: the pid exists, which is all we can tell
-        state, start = status
-        if state in ("Z", "X"):
-            return False  # exited, not yet reaped by its parent
-        return self.process_start is None or start == self.process_start
-
-    @classmethod
-    def from_dict(cls, data: Any) -> LockOwner | None:
-        """The record read back from JSON; ``None`` when it is not one."""
-        if not isinstance(data, dict):
-            return None
-        start = data.get("process_start")
-        try:
-            return cls(
-                host=str(data["host"]),
-                pid=int(data["pid"]),
-                started=str(data["started"]),
-                command=str(data.get("command", "")),
-                process_start=None if start is None else str(start),
-                token=str(data.get("token", "")),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
-
-def _process_status(pid: int) -> tuple[str, str] | None:
-    """``(state, start time)`` of process ``pid`` from Linux ``/proc``; ``None`` elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()  # the name in parentheses may hold spaces
-    return (fields[0], fields[19]) if len(fields) > 19 else None
 
 
 def _nothing() -> None:
@@ -177,12 +75,13 @@ class OutputLock:
     On an object store (an output at ``s3://...``: no ``flock``) the record is the lock:
     the object ``.<name>.stitchsafe-lock.json`` beside the group, created with a
     conditional write that fails if it exists (``If-None-Match: *`` on S3; of two runs
-    starting at once, one is refused), read back, and deleted on release if it still
-    holds this run's token. A record left by a killed run on this host (its process gone)
-    is taken over with a note; one from another host cannot be checked and is refused,
-    naming the object to delete if no such run is going on. The lock is advisory there:
-    a takeover deletes and recreates the record, and two runs taking over the same stale
-    record at the same moment are not told apart (there is no lease or heartbeat).
+    starting at once, one is refused), read back, renewed every ``lease_s / 5`` seconds
+    while the run goes on, and deleted on release if it still holds this run's token. A
+    record left by a killed run on this host (its process gone), or one from any host
+    not renewed for ``lease_s``, is taken over with a note; a live one is refused, naming
+    when its lease runs out and the object to delete if no such run is going on. A
+    takeover deletes and recreates the record: two runs taking over the same stale record
+    at the same moment are not told apart.
 
     Attributes
     ----------
@@ -190,6 +89,8 @@ class OutputLock:
         The output group (a zarr v3 group, or the path where ``predict`` creates one).
     advice
         What the refusal tells the second run to do.
+    lease_s
+        In an object store: how long a record not renewed stays valid.
 
     Examples
     --------
@@ -207,9 +108,12 @@ class OutputLock:
 
     group: str
     advice: str = ADVICE
+    lease_s: float = LEASE_S
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "group", os.fspath(self.group))
+        if not self.lease_s > 0:
+            raise ValueError(f"lease_s must be positive, not {self.lease_s!r}")
         check_remote_output(self.group)  # before any lock or output is made
 
     @property
@@ -252,9 +156,11 @@ class OutputLock:
             The lock file cannot be created beside the group, or the file system there
             does not support locks.
         """
+        renewal: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if is_url(self.group):
             owner, stale = self._take_record(command)
             release: Callable[[], object] = _nothing  # the record is the lock
+            renewal = LeaseRenewal(self.record_path, owner.token, self.lease_s)
         else:
             lock = self._acquire()
             try:
@@ -265,7 +171,8 @@ class OutputLock:
                 raise
             release = lock.release
         try:
-            yield owner
+            with renewal:
+                yield owner
         finally:
             try:
                 if (current := self.holder()) is not None and current.token == owner.token:
@@ -324,16 +231,34 @@ class OutputLock:
         stale = None
         if not place_create(self.record_path, data):
             stale = self.holder()
-            if stale is None or stale.running() is not False:
-                again = f" If no such run is going on, delete {self.record_path}."
-                raise OutputLockedError(self._refusal(stale) + again)
-            place_remove(self.record_path)  # its run was killed on this host
+            if stale is None or not self._stale(stale):
+                raise OutputLockedError(self._refusal(stale) + self._lease_advice(stale))
+            place_remove(self.record_path)  # its run was killed
             if not place_create(self.record_path, data):
                 raise OutputLockedError(self._refusal(self.holder()))
         current = self.holder()
         if current is None or current.token != owner.token:
             raise OutputLockedError(self._refusal(current))
         return owner, stale
+
+    def _stale(self, owner: LockOwner) -> bool:
+        """Whether a record in an object store belongs to a run that was killed: its process
+        is gone (this host), or it has not renewed its lease (any host)."""
+        running = owner.running()
+        if running is not None:
+            return not running
+        return lease_left(owner.renewed or owner.started, self.lease_s) <= 0
+
+    def _lease_advice(self, owner: LockOwner | None) -> str:
+        again = f" If no such run is going on, delete {self.record_path}"
+        if owner is None or owner.running() is not None:
+            return again + "."
+        left = max(0, round(lease_left(owner.renewed or owner.started, self.lease_s)))
+        return (
+            f" Its lease runs out in {left} s unless it renews it (every "
+            f"{self.lease_s / 5:.0f} s while it runs); a run after that takes the lock over."
+            f"{again} to go on now."
+        )
 
     def _write_record(self, command: str | None) -> LockOwner:
         """This run's record, written whole (a reader never sees half of it)."""

@@ -40,7 +40,7 @@ from ._downsample import PYRAMID_METHODS, downsample, piece_shape, pyramid_facto
 from ._layout import ImageLayout, OutputSpec
 from ._levels import Pyramid, level_transform, pyramid_of, read_pyramid
 from ._ome_image import multiscales
-from ._place import place_exists, place_listdir, place_remove
+from ._place import place_exists, place_isdir, place_listdir, place_remove
 from ._zarr_meta import zarr_node
 
 __all__ = ["write_pyramid"]
@@ -251,7 +251,9 @@ def _create_level(image: _Image, k: int, shape: Sequence[int]) -> Any:
     path = os.path.join(image.path, str(k))
     there = place_exists(path, links=True)
     node = zarr_node(path) if there else None
-    if there and (node is None or node[0] != "array"):
+    if there and node is None and _half_made(path):
+        place_remove(path)  # a killed run was creating this level
+    elif there and (node is None or node[0] != "array"):
         raise StitchsafeError(
             f"{path!r} exists and is not a zarr array, so the pyramid's level {k} cannot be "
             "written there; move it away and rerun with --resume (nothing was deleted)."
@@ -270,6 +272,12 @@ def _create_level(image: _Image, k: int, shape: Sequence[int]) -> Any:
         dimension_names=src.metadata.dimension_names,
         overwrite=True,
     )
+
+
+def _half_made(path: str) -> bool:
+    """A folder that a run killed while it created a level left: no ``zarr.json``, nothing
+    but zarr's unfinished writes (``*.partial``) in it, if anything."""
+    return place_isdir(path) and all(n.endswith(".partial") for n in place_listdir(path))
 
 
 def _write_level(

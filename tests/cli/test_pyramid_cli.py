@@ -102,6 +102,10 @@ def test_no_pyramid_then_a_failed_pyramid_pass_is_finished_by_resume(
     assert _listed(out) == ["0", "1"]  # only whole levels are listed
     assert "INCOMPLETE (2 of 4 levels written)" in run_cli("info", str(out)).stdout
     shutil.rmtree(out / "2")
+    # What a run killed while it created level 2 leaves: its folder, with at most zarr's
+    # unfinished write of the level's zarr.json. The next run makes the level anew.
+    (out / "2").mkdir()
+    (out / "2" / f"zarr.{'0' * 32}.partial").write_bytes(b'{"zarr_for')
     assert _predict(setup, out, "--resume")["tiles"] == 0  # only what was left
     for image in ("", LABELS):
         done, clean = _levels(out / image), _levels(reference / image)

@@ -103,12 +103,21 @@ def _interrupt_labelling(args: list[str], out: Path, sig: int) -> subprocess.Com
     deadline = time.monotonic() + 120
     # A chunk folder ("c") in the scratch group: the components pass has started writing.
     while proc.poll() is None and time.monotonic() < deadline:
-        if scratch.is_dir() and next(scratch.rglob("c"), None) is not None:
+        if _has_chunk_folder(scratch):
             break
         time.sleep(0.005)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _has_chunk_folder(scratch: Path) -> bool:
+    """Whether a chunk folder is below ``scratch``: the run adds and removes folders there
+    while this looks, so one that vanishes mid-walk only means not yet."""
+    try:
+        return scratch.is_dir() and next(scratch.rglob("c"), None) is not None
+    except FileNotFoundError:
+        return False
 
 
 def _paragraph(stderr: str) -> str:

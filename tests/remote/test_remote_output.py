@@ -10,6 +10,8 @@ written.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import os
 import signal
@@ -154,16 +156,25 @@ def test_a_second_writer_is_refused_while_the_lock_object_is_held(
         second = _predict(model, source, url)
         assert_bad_input(second, "another stitchsafe run", "the first run", "is writing")
     assert not fs.exists(_lock(url)) and not fs.exists(f"{BUCKET}/locked.zarr")
-    # A record from another host cannot be checked: refused, naming the object to delete.
-    other = LockOwner("elsewhere", 1, "2026-01-01T00:00:00+00:00", "stitchsafe predict")
+    # A record from another host: refused while its lease is fresh, naming when it runs
+    # out and the object to delete; taken over with a note once it has run out unrenewed.
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    other = LockOwner("elsewhere", 1, now, "stitchsafe predict", renewed=now)
     key = _lock(url).split("://", 1)[1]
     fs.pipe_file(key, json.dumps(other.__dict__).encode())
     try:
-        refused = pytest.raises(OutputLockedError, match="host elsewhere.*delete")
-        with refused, OutputLock(url).hold():
+        words = r"host elsewhere.*lease runs out in (59\d|600) s.*delete"
+        with pytest.raises(OutputLockedError, match=words), OutputLock(url).hold():
             pass
+        old = dataclasses.replace(other, renewed="2026-01-01T00:00:00+00:00")
+        fs.pipe_file(key, json.dumps(old.__dict__).encode())
+        notes: list[str] = []
+        with OutputLock(url).hold(notify=notes.append) as owner:
+            assert OutputLock(url).holder() == owner
+        assert "took over the lock" in notes[0] and "host elsewhere" in notes[0]
     finally:
-        fs.rm(key)
+        if fs.exists(key):
+            fs.rm(key)
 
 
 def test_a_missing_bucket_or_wrong_credentials_for_the_output_exit_2(
