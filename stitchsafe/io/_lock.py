@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 import filelock
 
 from ..errors import StitchsafeError
-from ._lease import LEASE_S, LeaseRenewal, lease_left
+from ._lease import LEASE_S, LeaseRenewal
 from ._lock_owner import LockOwner
 from ._place import place_create, place_read, place_remove
 from ._stores import check_remote_output, is_url
@@ -247,13 +247,13 @@ class OutputLock:
         running = owner.running()
         if running is not None:
             return not running
-        return lease_left(owner.renewed or owner.started, self.lease_s) <= 0
+        return owner.lease_left(self.lease_s) <= 0
 
     def _lease_advice(self, owner: LockOwner | None) -> str:
         again = f" If no such run is going on, delete {self.record_path}"
         if owner is None or owner.running() is not None:
             return again + "."
-        left = max(0, round(lease_left(owner.renewed or owner.started, self.lease_s)))
+        left = max(0, round(owner.lease_left(self.lease_s)))
         return (
             f" Its lease runs out in {left} s unless it renews it (every "
             f"{self.lease_s / 5:.0f} s while it runs); a run after that takes the lock over."

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ._lease import utc_now
+from ._lease import lease_left, utc_now
 
 __all__ = ["LockOwner"]
 
@@ -62,6 +62,11 @@ class LockOwner:
             token=uuid.uuid4().hex,
             renewed=utc_now(),
         )
+
+    def lease_left(self, lease_s: float) -> float:
+        """Seconds until this record's lease of ``lease_s`` runs out (<= 0: it has); a record
+        never renewed counts from when it was taken."""
+        return lease_left(self.renewed or self.started, lease_s)
 
     def describe(self) -> str:
         """``pid 1234 on host x, started 2025-01-01T12:00:00+01:00``."""
