@@ -27,6 +27,8 @@ from zarr.core.sync import sync as zarr_sync
 from zarr.storage import FsspecStore
 
 from ..errors import StitchsafeError
+from ._gcs_credentials import ENV as GCS_CREDENTIALS_ENV
+from ._gcs_credentials import check_gcs_credentials
 from ._volume import SUPPORTED_INPUTS
 
 __all__ = ["is_url", "parse_storage_options", "use_storage_options"]
@@ -140,7 +142,8 @@ def prepare_url(url: str) -> str:
 
     The options go into fsspec's configuration (what every file system of the protocol
     is made with, in zarr's stores too) and into the ``FSSPEC_<PROTOCOL>`` environment
-    variable, which worker processes started later read when they import fsspec.
+    variable, which worker processes started later read when they import fsspec. A
+    ``gs://`` store's credentials file is checked first (:mod:`._gcs_credentials`).
     """
     protocol = protocol_of(url)
     if _OPTIONS:
@@ -151,6 +154,8 @@ def prepare_url(url: str) -> str:
         conf = {**base[0], **_OPTIONS}
         fsspec.config.conf[protocol] = conf
         os.environ[variable] = json.dumps(conf)
+    if protocol in _GCS:
+        check_gcs_credentials(dict(fsspec.config.conf.get(protocol, {})))
     return url.rstrip("/")
 
 
@@ -258,7 +263,9 @@ def remote_failure(url: str, error: BaseException) -> StitchsafeError:
     response = getattr(error, "response", None)
     code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
     reason = f"{type(error).__name__}: {error}".rstrip(". ")
-    if names & set(_ACCESS) or code in _ACCESS:
+    # gcsfs's HttpError carries the HTTP status: 401 and 403 are refused credentials.
+    refused = "HttpError" in names and getattr(error, "code", None) in (401, 403)
+    if names & set(_ACCESS) or code in _ACCESS or refused:
         return StitchsafeError(
             f"access to {url!r} was denied ({reason}). Check the credentials "
             f"({_credentials_hint(url)}) and that they may read (for an output, also write) "
@@ -294,7 +301,7 @@ def _credentials_hint(url: str) -> str:
         return "for http(s):// the headers the server wants, as --storage-option client_kwargs=..."
     if protocol_of(url) in _GCS:
         return (
-            f"for {protocol_of(url)}:// GOOGLE_APPLICATION_CREDENTIALS, gcloud's "
+            f"for {protocol_of(url)}:// {GCS_CREDENTIALS_ENV}, gcloud's "
             "application-default login, or --storage-option token=KEY.json"
         )
     return (
