@@ -7,13 +7,14 @@ import dataclasses
 import json
 import logging
 import socket
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING
 
 import pytest
 
-from stitchsafe.io import LockOwner, OutputLock, OutputLockedError
+from stitchsafe.io import LeaseRenewal, LockOwner, OutputLock, OutputLockedError
 
 if TYPE_CHECKING:  # the fixtures' type (tests/remote/conftest.py)
     from conftest import GcsServer, S3Server
@@ -64,16 +65,29 @@ def test_a_lock_not_renewed_for_its_lease_is_taken_over_from_any_host(
 
 
 def test_a_holder_whose_lock_was_taken_over_stops_renewing_and_warns(
-    store_env: S3Server | GcsServer, caplog: pytest.LogCaptureFixture
+    store_env: S3Server | GcsServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     lock = OutputLock(_url(store_env), lease_s=LEASE)
     fs, key = store_env.filesystem(), lock.record_path.split("://", 1)[1]
     theirs = dataclasses.replace(
         LockOwner.this_process("stitchsafe predict (took over)"), host="another-host"
     )
+    # Another run takes a lock over only once its holder stopped renewing (a stopped
+    # process): the holder's renewals wait while the record is replaced.
+    stopped = threading.Lock()
+    renew = LeaseRenewal.renew
+
+    def renew_unless_stopped(self: LeaseRenewal) -> bool:
+        with stopped:
+            return renew(self)
+
+    monkeypatch.setattr(LeaseRenewal, "renew", renew_unless_stopped)
     try:
         with caplog.at_level(logging.WARNING, logger="stitchsafe.io"), lock.hold():
-            fs.pipe_file(key, json.dumps(dataclasses.asdict(theirs)).encode())
+            with stopped:
+                fs.pipe_file(key, json.dumps(dataclasses.asdict(theirs)).encode())
             time.sleep(3 * LEASE / 5)  # two renewals at least
             assert lock.holder() == theirs  # not written over by this run's renewal
         assert lock.holder() == theirs  # nor removed on release
