@@ -23,11 +23,14 @@ Measured in one run on one machine, for zarr v3 inputs (uint16, zstd) chunked
     network (both from ``benchmarks/throughput.py``; the compute limit is the mean of one
     measurement before predict and one after, as shared machines drift); with the input
     chunks decoded per chunk of the array in the whole run (normalisation and the input's
-    identity included).
+    identity included); and again without the pyramid (``pyramid=False``), which the I/O
+    limit does not count, to show its share.
 
 Usage::
 
-    python benchmarks/read_amplification.py            # about 6 minutes on 2 CPU cores
+    python benchmarks/read_amplification.py            # about 8 minutes on 2 CPU cores
+    python benchmarks/read_amplification.py --no-amplification \
+        --predict-shape 128,1024,1024 --json-out benchmarks/results/end-to-end-large-cpu-2core.json
 
 Prints a table and writes JSON (``--json-out``).
 """
@@ -178,15 +181,16 @@ def end_to_end(work: Path, shape: tuple[int, ...], seconds: float, counter: Any)
         io = io_limit(volume, plan, os.fspath(work / "io.zarr"), channels, max(2, cores), norm)
         volume.close()
         counter.reset()
-        start = time.perf_counter()
-        stitchsafe.predict(
-            None, src, output=work / "out.zarr", overwrite=True, progress=False, labels=False
-        )
-        speed = math.prod(shape) / (time.perf_counter() - start)
+        speed = _predict_speed(src, work / "out.zarr", shape, pyramid=True)
+        decodes = counter.chunks
+        bare = _predict_speed(src, work / "out.zarr", shape, pyramid=False)
         # Measured again after predict: the machine's speed drifts (shared hosts).
         limits.append(_compute_limits(model, plan, seconds, cores))
         one, many = (sum(v) / 2 for v in zip(*limits))
         limit = min(max(one, many), io)
+        # The limits count every tile's whole write box; tiles at the volume's far edges
+        # are clipped, so the plan's forward passes compute this share of kept voxels.
+        kept = math.prod(shape) / (len(plan) * math.prod(plan.tile_shape))
         row = {
             "chunks": list(chunks),
             "volume_shape": list(shape),
@@ -197,14 +201,26 @@ def end_to_end(work: Path, shape: tuple[int, ...], seconds: float, counter: Any)
             "io_limit": io,
             "end_to_end": speed,
             "end_to_end_over_limit": speed / limit,
+            "end_to_end_no_pyramid": bare,
+            "end_to_end_no_pyramid_over_limit": bare / limit,
+            "plan_kept_share": kept,
             # decodes per chunk of the array (its chunks may reach past a small volume)
-            "end_to_end_decodes_per_chunk": counter.chunks
+            "end_to_end_decodes_per_chunk": decodes
             / math.prod(-(-s // min(c, s)) for s, c in zip(shape, chunks)),
         }
         rows.append(row)
         shutil.rmtree(src, ignore_errors=True)
         print(json.dumps(row), flush=True)
     return rows
+
+
+def _predict_speed(src: Path, out: Path, shape: tuple[int, ...], *, pyramid: bool) -> float:
+    """Voxels/s of ``stitchsafe.predict`` (embeddings only; the pyramid on or off)."""
+    start = time.perf_counter()
+    stitchsafe.predict(
+        None, src, output=out, overwrite=True, progress=False, labels=False, pyramid=pyramid
+    )
+    return math.prod(shape) / (time.perf_counter() - start)
 
 
 def _compute_limits(model: Any, plan: Any, seconds: float, cores: int) -> tuple[float, float]:
@@ -221,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--small-cache-mb", default="128", help="the smaller cache in (a)")
     ap.add_argument("--seconds", type=float, default=8.0, help="compute-limit loop duration")
     ap.add_argument("--no-predict", action="store_true", help="(a) only")
+    ap.add_argument("--no-amplification", action="store_true", help="(b) only")
     ap.add_argument("--workdir", default=None, help="where the zarr files go (default: tmp)")
     ap.add_argument("--json-out", default="benchmarks/results/read-amplification-cpu-2core.json")
     args = ap.parse_args(argv)
@@ -236,7 +253,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "zarr": zarr.__version__,
             "cpus": os.cpu_count(),
         },
-        "amplification": amplification(
+        "amplification": []
+        if args.no_amplification
+        else amplification(
             work, tuple(int(v) for v in args.shape.split(",")), args.small_cache_mb, counter
         ),
     }
@@ -268,7 +287,9 @@ def _report(r: dict[str, Any], small_mb: str) -> None:
         print(
             f"{name:15} predict {row['end_to_end'] / 1e6:.3f} M voxels/s; compute limit "
             f"{max(row['compute_limit_one_stream'], row['compute_limit_streams']) / 1e6:.3f}, "
-            f"I/O limit {row['io_limit'] / 1e6:.2f}; ratio {row['end_to_end_over_limit']:.2f}; "
+            f"I/O limit {row['io_limit'] / 1e6:.2f}; ratio {row['end_to_end_over_limit']:.2f} "
+            f"({row['end_to_end_no_pyramid_over_limit']:.2f} without the pyramid; kept share "
+            f"of the plan's boxes {row['plan_kept_share']:.3f}); "
             f"decodes per chunk {row['end_to_end_decodes_per_chunk']:.2f}"
         )
 

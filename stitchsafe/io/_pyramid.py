@@ -246,8 +246,13 @@ def _record(image: _Image, steps: list[tuple[int, ...]], method: str, *, written
     return _Image(image.path, attrs, image.level0, image.lead, image.layout)
 
 
-def _create_level(image: _Image, k: int, shape: Sequence[int]) -> Any:
-    """An empty level array ``k``, stored like level 0 (dtype, codecs, chunks, shards)."""
+def _create_level(image: _Image, k: int, shape: Sequence[int], method: str) -> Any:
+    """An empty level array ``k``, stored like level 0 (dtype, codecs, chunks, shards).
+
+    Means (of embeddings, intensities) are almost never constant over a chunk, so every
+    chunk is stored without comparing it with the fill value first (as level 0 is); a
+    strided labels level keeps zarr's default, which leaves background chunks out.
+    """
     path = os.path.join(image.path, str(k))
     there = place_exists(path, links=True)
     node = zarr_node(path) if there else None
@@ -270,6 +275,7 @@ def _create_level(image: _Image, k: int, shape: Sequence[int]) -> Any:
         filters=src.filters,
         serializer=src.serializer,
         dimension_names=src.metadata.dimension_names,
+        config={"write_empty_chunks": method == "mean"},
         overwrite=True,
     )
 
@@ -291,7 +297,7 @@ def _write_level(
     """Level ``k`` from level ``k - 1``, one stored object (block) at a time."""
     src = zarr.open_array(store=os.path.join(image.path, str(k - 1)), mode="r")
     shape = tuple(-(-n // f) for n, f in zip(src.shape[image.lead :], step))
-    dst = _create_level(image, k, shape)
+    dst = _create_level(image, k, shape, method)
     factors = (1,) * image.lead + tuple(step)
     block = storage_shape(dst) or dst.shape
     piece = piece_shape(block, src.chunks, factors)

@@ -14,9 +14,10 @@ still marked 0, so it is written again.
 The mask is cross-checked against the stored objects present (a tile's shard, or its one
 chunk when unsharded): where the image's attributes name the array its tiles write
 (``stitchsafe.tile_array``), a tile marked done whose shard is missing is computed again.
-Recomputing, not refusing: zarr stores no shard that equals the fill value (an all-zero
-tile), so a missing one is not always a lost one, and computing a tile again gives the
-same voxels.
+Recomputing, not refusing: embeddings store every tile's shard, but a labels tile array
+(``--no-embeddings``) stores none for a tile that is all background (zarr leaves out
+chunks equal to the fill value there), so a missing one is not always a lost one, and
+computing a tile again gives the same voxels.
 
 Checking is one read of the mask (a million tiles are 1 MB) and one listing of the tile
 array's chunks; plans of over :data:`MAX_RESUME_TILES` tiles are refused before either.

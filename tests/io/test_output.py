@@ -148,6 +148,19 @@ def test_write_block_round_trip_and_alignment(tmp_path: Path) -> None:
         write_block(spec, Box((0, 0, 0), (4, 8, 8)), np.zeros((2, 4, 8, 8), np.float32))
 
 
+def test_write_block_stores_a_block_of_fill_values(tmp_path: Path) -> None:
+    """Every written chunk is stored, zeros (the fill value) too: zarr's default would
+    compare each chunk with the fill value first and leave such chunks out."""
+    spec = _prepare(tmp_path / "o.zarr")
+    stored = tmp_path / "o.zarr" / "embeddings" / "0" / "c"
+    write_block(spec, Box((0, 0, 0), (4, 8, 8)), np.zeros((3, 4, 8, 8), np.float32))
+    write_block(spec, Box((4, 0, 0), (8, 8, 8)), np.ones((3, 4, 8, 8), np.float32))
+    objects = sorted(p.relative_to(stored).as_posix() for p in stored.rglob("*") if p.is_file())
+    assert objects == ["0/0/0/0", "0/1/0/0"]
+    arr = zarr.open_array(str(tmp_path / "o.zarr" / "embeddings" / "0"), mode="r")
+    assert arr[:, :4, :8, :8].max() == 0 and arr[:, 4:8, :8, :8].min() == 1
+
+
 def test_write_block_from_another_process(tmp_path: Path) -> None:
     import multiprocessing
 

@@ -118,6 +118,21 @@ def test_levels_equal_a_reference_downsampling_of_level_0(tmp_path: Path, case: 
     assert all(n <= c for n, c in zip(top, level0.chunks[lead:]))
 
 
+@pytest.mark.parametrize("labels", [False, True], ids=["mean", "stride"])
+def test_constant_chunks_are_stored_in_mean_levels_only(tmp_path: Path, labels: bool) -> None:
+    """A level of means stores every chunk without comparing it with the fill value first
+    (as level 0 does); a labels level leaves background chunks out (zarr's default)."""
+    layout = ImageLayout(
+        shape=(40, 40), chunks=(16, 16), axes="yx", dtype="uint32" if labels else "float32",
+        channels=None if labels else 1,
+    )  # fmt: skip
+    spec = _image(tmp_path, layout, np.zeros(layout.array_shape, layout.dtype))
+    level = write_pyramid(spec).levels[1]
+    stored = tmp_path / "o.zarr" / spec.image / level.path / "c"
+    files = [p for p in stored.rglob("*") if p.is_file()] if stored.exists() else []
+    assert len(files) == (0 if labels else 4)  # 20 x 20 in chunks of 16 x 16
+
+
 @pytest.mark.parametrize("factors", [(3,), (2, 3), (1, 2, 3), (3, 1, 2, 2)])
 def test_mean_of_runs_of_any_length_equals_the_reference(factors: tuple[int, ...]) -> None:
     """Odd sizes (a shorter last run) and factors above 2, float32 as the embeddings."""
