@@ -10,10 +10,10 @@ each output group to one writer at a time. :class:`PhysicalScale` is an image's 
 size, units and translation, read from every input format (``Volume.physical``;
 :class:`PhysicalSettings` for ``--voxel-size`` and ``--unit``) and written into every
 output image. :func:`write_pyramid` adds the resolution levels ``1``, ``2``... of a
-complete image blockwise (``mean`` for embeddings, ``stride`` for labels), and
-:func:`read_pyramid` lists them; :func:`write_channel_metadata` names the embeddings'
-channels, with contrast windows from the data (OMERO metadata, for viewers). The modules
-inside are private; import from here.
+complete image blockwise (``mean`` for embeddings, ``stride`` for labels), from level 1
+when the tiles wrote it (:func:`tiled_level_one`), and :func:`read_pyramid` lists them;
+:func:`write_channel_metadata` names the embeddings' channels, with contrast windows from
+the data (OMERO metadata, for viewers). The modules inside are private; import from here.
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ from ._settings import (
 )
 from ._stores import is_url, parse_storage_options, use_storage_options
 from ._tile_order import TileSubset, input_tile_block
+from ._tiled_level import level_one_of, tiled_level_one
 from ._volume import Volume
 from ._zarr_meta import zarr_node
 
@@ -225,5 +226,7 @@ __all__ = [
     "write_block",
     "write_channel_metadata",
     "write_pyramid",
+    "level_one_of",
+    "tiled_level_one",
     "zarr_node",
 ]

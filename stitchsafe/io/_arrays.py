@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from ..geometry import Box
+from ._downsample import downsample
 from ._layout import OutputSpec
 from ._stores import is_url
 
@@ -101,6 +102,25 @@ def write_block(spec: OutputSpec, box: Box, data: np.ndarray) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(spec.group, *spec.array.split("/"), *key))
     arr[(slice(None), *box.to_slices())] = data
+    if spec.level1_factors is not None:
+        _write_level_one(spec, box, data, spec.level1_factors)
+
+
+def _write_level_one(
+    spec: OutputSpec, box: Box, data: np.ndarray, factors: tuple[int, ...]
+) -> None:
+    """The block ``data`` at ``box`` downsampled (mean) into level ``1``, at ``box`` over
+    ``factors``: whole shards of level 1, since its shards are the write box over them.
+
+    Channel by channel, so the float64 sums stay one channel's size.
+    """
+    level = OutputSpec(spec.group, spec.image, "/".join(p for p in (spec.image, "1") if p))
+    small = Box(
+        tuple(b // f for b, f in zip(box.begin, factors, strict=True)),
+        tuple(-(-e // f) for e, f in zip(box.end, factors, strict=True)),
+    )
+    out = np.stack([downsample(channel, factors, "mean", data.dtype) for channel in data])
+    write_block(level, small, out)
 
 
 def mark_complete(spec: OutputSpec, attrs: dict[str, Any]) -> None:

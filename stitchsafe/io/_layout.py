@@ -144,8 +144,13 @@ class OutputSpec:
         Path of the OME-Zarr image group inside ``group``, e.g. ``"embeddings"``.
     array
         Path of the level-0 array inside ``group``, e.g. ``"embeddings/0"``.
+    level1_factors
+        The pyramid's first factors, when every block written to level 0 is also written,
+        downsampled by them (mean), to level ``1`` (:func:`stitchsafe.io.tiled_level_one`):
+        the pyramid then starts from level 1 instead of reading level 0 back.
     """
 
     group: str
     image: str
     array: str
+    level1_factors: tuple[int, ...] | None = None

@@ -17,6 +17,8 @@ image gets a pyramid after it is complete (:func:`write_pyramid`). Level ``k`` i
   "written": k, "method": ..., "complete": ...}``. An interrupted pass (Ctrl-C, a crash)
   is finished by the next :func:`write_pyramid` (``predict --resume``), from the first
   level not yet whole.
+- an embeddings image whose tiles wrote level 1 with level 0 (:mod:`._tiled_level`: one
+  shard per write box) starts from level 2, never reading level 0 back.
 """
 
 from __future__ import annotations
@@ -26,21 +28,26 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import zarr
 
-from ..errors import StitchsafeError
 from ..geometry import Box
 from ..progress import progress_bar
 from ._arrays import storage_shape
-from ._downsample import PYRAMID_METHODS, downsample, piece_shape, pyramid_factors
-from ._layout import ImageLayout, OutputSpec
-from ._levels import Pyramid, level_transform, pyramid_of, read_pyramid
+from ._downsample import PYRAMID_METHODS, downsample, piece_shape
+from ._layout import OutputSpec
+from ._levels import Pyramid, pyramid_of
 from ._ome_image import multiscales
-from ._place import place_exists, place_isdir, place_listdir, place_remove
+from ._place import place_listdir, place_remove
+from ._pyramid_image import (
+    PyramidImage,
+    create_level,
+    level_shapes,
+    level_steps,
+    open_pyramid_image,
+)
+from ._tiled_level import tiled_factors
 from ._zarr_meta import zarr_node
 
 __all__ = ["write_pyramid"]
@@ -48,26 +55,6 @@ __all__ = ["write_pyramid"]
 # Blocks in memory at once, in bytes: a thread holds about three (the block, its encoded
 # chunks, the stored shard), so GPU-sized tiles (1 GiB shards) get one thread.
 BLOCKS_BYTES = 3 << 30
-
-
-@dataclass(frozen=True)
-class _Image:
-    """What a pyramid pass reads from an image group: level 0 and its metadata."""
-
-    path: str
-    attrs: dict[str, Any]
-    level0: Any
-    lead: int  # leading non-spatial axes (the channel axis)
-    layout: ImageLayout
-
-    @property
-    def multiscale(self) -> dict[str, Any]:
-        return dict(self.attrs["ome"]["multiscales"][0])
-
-    @property
-    def record(self) -> dict[str, Any]:
-        stored = self.attrs.get("stitchsafe")
-        return dict(stored) if isinstance(stored, dict) else {}
 
 
 def write_pyramid(
@@ -109,15 +96,13 @@ def write_pyramid(
     StitchsafeError
         The image group holds something at a level's path that is not a zarr array.
     """
-    image = _open_image(spec)
+    image = open_pyramid_image(spec)
     if method is None:
         method = "stride" if "image-label" in image.attrs["ome"] else "mean"
     if method not in PYRAMID_METHODS:
         raise ValueError(f"unknown pyramid method {method!r}; use one of {PYRAMID_METHODS}")
-    steps = _steps(spec.group, image, like)
-    start = _first_to_write(image, steps, method)
-    if start == 1:
-        image = _record(image, steps, method, written=1)
+    steps = level_steps(spec.group, image, like)
+    image, start = _begin(image, steps, method)
     for k in range(start, len(steps) + 1):
         try:
             _write_level(image, k, steps[k - 1], method, progress, workers)
@@ -132,77 +117,7 @@ def write_pyramid(
     return pyramid_of(spec.image, image.path, image.attrs)
 
 
-def _steps(group: str, image: _Image, like: str | None) -> list[tuple[int, ...]]:
-    """Each level's factors: those of the image ``like``, else until one chunk holds all."""
-    steps = _steps_like(group, like, image.layout.shape)
-    if steps is None:
-        steps = pyramid_factors(
-            image.layout.shape, image.layout.scale, image.level0.chunks[image.lead :]
-        )
-    return steps
-
-
-def _steps_like(group: str, like: str | None, shape: Sequence[int]) -> list[tuple[int, ...]] | None:
-    """The factors of each level of the image ``like`` over the level before it (from
-    the spatial shapes it lists), when its level 0 has ``shape``; else ``None``.
-
-    >>> import tempfile
-    >>> tmp = tempfile.TemporaryDirectory()
-    >>> layout = ImageLayout(shape=(40, 50), chunks=(16, 16), axes=("y", "x"), channels=1)
-    >>> from ._output import create_output
-    >>> spec = create_output(f"{tmp.name}/o.zarr", layout, image="raw")
-    >>> _ = write_pyramid(spec)
-    >>> _steps_like(spec.group, "raw", (40, 50)), _steps_like(spec.group, "raw", (4, 5))
-    ([(2, 2), (2, 2)], None)
-    >>> tmp.cleanup()
-    """
-    pyramid = read_pyramid(group, like) if like is not None else None
-    if pyramid is None or not pyramid.levels or pyramid.levels[0].shape != tuple(shape):
-        return None
-    shapes = [level.shape for level in pyramid.levels]
-    return [
-        tuple(max(1, round(a / b)) for a, b in zip(finer, coarser, strict=True))
-        for finer, coarser in itertools.pairwise(shapes)
-    ]
-
-
-def _open_image(spec: OutputSpec) -> _Image:
-    """The image group of ``spec``, its attributes and level 0, as a pass needs them."""
-    path = os.path.join(spec.group, *spec.image.split("/"))
-    node = zarr_node(path)
-    attrs = node[2] if node is not None and node[0] == "group" else {}
-    ome = attrs.get("ome")
-    if not isinstance(ome, dict) or not ome.get("multiscales"):
-        raise StitchsafeError(f"{spec.image!r} in {spec.group!r} is not an OME-Zarr image.")
-    multiscale = ome["multiscales"][0]
-    datasets = multiscale["datasets"]
-    level0 = zarr.open_array(store=os.path.join(path, datasets[0]["path"]), mode="r")
-    axes = multiscale.get("axes") or []
-    spatial = [a for a in axes if a.get("type") == "space"]
-    lead = level0.ndim - len(spatial)
-    nd = len(spatial)
-    layout = ImageLayout(
-        shape=level0.shape[lead:],
-        chunks=(storage_shape(level0) or level0.shape)[lead:],
-        axes=[a["name"] for a in spatial],
-        dtype=str(level0.dtype),
-        channels=level0.shape[0] if lead else None,
-        scale=level_transform(datasets[0], "scale", lead, nd),
-        units=[a.get("unit") for a in spatial],
-        translation=level_transform(datasets[0], "translation", lead, nd),
-    )
-    return _Image(path, attrs, level0, lead, layout)
-
-
-def _shapes(shape: Sequence[int], steps: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-    """Every level's spatial shape, level 0 first (ceil at each step)."""
-    shapes = [tuple(shape)]
-    for step in steps:
-        shapes.append(tuple(-(-n // f) for n, f in zip(shapes[-1], step)))
-    return shapes
-
-
-def _first_to_write(image: _Image, steps: list[tuple[int, ...]], method: str) -> int:
+def _first_to_write(image: PyramidImage, steps: list[tuple[int, ...]], method: str) -> int:
     """The first level the pass must write: after those an interrupted pass left whole
     (its record, its metadata and its arrays agree), else 1."""
     record = image.record.get("pyramid")
@@ -213,7 +128,7 @@ def _first_to_write(image: _Image, steps: list[tuple[int, ...]], method: str) ->
     datasets = image.multiscale.get("datasets") or []
     if not isinstance(written, int) or not 1 <= written <= n or len(datasets) != written:
         return 1
-    shapes = _shapes(image.layout.shape, steps)
+    shapes = level_shapes(image.layout.shape, steps)
     for k in range(1, written):
         node = zarr_node(os.path.join(image.path, str(k)))
         if datasets[k].get("path") != str(k) or node is None or node[0] != "array":
@@ -226,7 +141,34 @@ def _first_to_write(image: _Image, steps: list[tuple[int, ...]], method: str) ->
     return written
 
 
-def _record(image: _Image, steps: list[tuple[int, ...]], method: str, *, written: int) -> _Image:
+def _begin(
+    image: PyramidImage, steps: list[tuple[int, ...]], method: str
+) -> tuple[PyramidImage, int]:
+    """The image and the first level to write: where an interrupted pass stopped, else a
+    new pass, recorded, from level 2 when the tiles wrote level 1 (else from level 1)."""
+    start = _first_to_write(image, steps, method)
+    if start == 1:
+        start = 2 if _tiles_wrote_level_one(image, steps, method) else 1
+        image = _record(image, steps, method, written=start)
+    return image, start
+
+
+def _tiles_wrote_level_one(image: PyramidImage, steps: list[tuple[int, ...]], method: str) -> bool:
+    """Whether level 1 is whole already: the image's tiles wrote it with level 0
+    (:mod:`._tiled_level`), by this pass's first factors, and its array has its shape."""
+    if method != "mean" or not steps or tiled_factors(image.record) != steps[0]:
+        return False
+    path = os.path.join(image.path, "1")
+    node = zarr_node(path)
+    if node is None or node[0] != "array":
+        return False
+    shape = level_shapes(image.layout.shape, steps)[1]
+    return zarr.open_array(store=path, mode="r").shape[image.lead :] == shape
+
+
+def _record(
+    image: PyramidImage, steps: list[tuple[int, ...]], method: str, *, written: int
+) -> PyramidImage:
     """List levels ``0..written-1`` in the ``multiscales`` and record the pass, at once."""
     total = [
         tuple(math.prod(s[a] for s in steps[:k]) for a in range(len(image.layout.shape)))
@@ -243,51 +185,11 @@ def _record(image: _Image, steps: list[tuple[int, ...]], method: str, *, written
     group = zarr.open_group(store=image.path, mode="r+")
     group.attrs.update({"ome": ome, "stitchsafe": stitchsafe})
     attrs = {**image.attrs, "ome": ome, "stitchsafe": stitchsafe}
-    return _Image(image.path, attrs, image.level0, image.lead, image.layout)
-
-
-def _create_level(image: _Image, k: int, shape: Sequence[int], method: str) -> Any:
-    """An empty level array ``k``, stored like level 0 (dtype, codecs, chunks, shards).
-
-    Means (of embeddings, intensities) are almost never constant over a chunk, so every
-    chunk is stored without comparing it with the fill value first (as level 0 is); a
-    strided labels level keeps zarr's default, which leaves background chunks out.
-    """
-    path = os.path.join(image.path, str(k))
-    there = place_exists(path, links=True)
-    node = zarr_node(path) if there else None
-    if there and node is None and _half_made(path):
-        place_remove(path)  # a killed run was creating this level
-    elif there and (node is None or node[0] != "array"):
-        raise StitchsafeError(
-            f"{path!r} exists and is not a zarr array, so the pyramid's level {k} cannot be "
-            "written there; move it away and rerun with --resume (nothing was deleted)."
-        )
-    src = image.level0
-    return zarr.create_array(
-        store=path,
-        shape=(*src.shape[: image.lead], *shape),
-        chunks=src.chunks,
-        shards=src.shards,
-        dtype=src.dtype,
-        fill_value=src.fill_value,
-        compressors=src.compressors,
-        filters=src.filters,
-        serializer=src.serializer,
-        dimension_names=src.metadata.dimension_names,
-        config={"write_empty_chunks": method == "mean"},
-        overwrite=True,
-    )
-
-
-def _half_made(path: str) -> bool:
-    """A folder that a run killed while it created a level left: no ``zarr.json``, nothing
-    but zarr's unfinished writes (``*.partial``) in it, if anything."""
-    return place_isdir(path) and all(n.endswith(".partial") for n in place_listdir(path))
+    return PyramidImage(image.path, attrs, image.level0, image.lead, image.layout)
 
 
 def _write_level(
-    image: _Image,
+    image: PyramidImage,
     k: int,
     step: tuple[int, ...],
     method: str,
@@ -297,7 +199,7 @@ def _write_level(
     """Level ``k`` from level ``k - 1``, one stored object (block) at a time."""
     src = zarr.open_array(store=os.path.join(image.path, str(k - 1)), mode="r")
     shape = tuple(-(-n // f) for n, f in zip(src.shape[image.lead :], step))
-    dst = _create_level(image, k, shape, method)
+    dst = create_level(image, k, shape, method)
     factors = (1,) * image.lead + tuple(step)
     block = storage_shape(dst) or dst.shape
     piece = piece_shape(block, src.chunks, factors)

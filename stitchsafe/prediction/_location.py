@@ -16,6 +16,7 @@ from ..io import (
     fallback_note,
     inner_path,
     is_url,
+    level_one_of,
     output_image,
     place_exists,
     place_isfile,
@@ -72,4 +73,5 @@ def previous_run(group: str, image: str) -> tuple[OutputSpec, dict[str, Any]] | 
         raise StitchsafeError(
             f"{path} exists but was not written by stitchsafe; choose another --output."
         )
-    return OutputSpec(group=group, image=image, array=inner_path(image, "0")), attrs
+    spec = OutputSpec(group=group, image=image, array=inner_path(image, "0"))
+    return level_one_of(spec, attrs), attrs  # its tiles go on writing level 1 if they did

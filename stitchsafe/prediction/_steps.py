@@ -40,6 +40,7 @@ from ..io import (
     place_isfile,
     prepare_output,
     run_fingerprint,
+    tiled_level_one,
     with_sources,
 )
 from ..labels import (
@@ -246,6 +247,8 @@ def open_target(session: Session, prepared: PreparedRun, settings: PredictSettin
             units=physical.units,
             translation=physical.translation,
         )
+        if settings.output.pyramid:
+            spec = tiled_level_one(spec)  # level 1 written with each tile, not read back
         block = input_tile_block(the_plan, session.volume)  # each input chunk decoded once
         done = DoneMask.create(spec.group, spec.image, the_plan.grid_shape, block)
         return Target(spec, done, done.tiles(the_plan), prepared.attributes)
