@@ -20,11 +20,11 @@ from ._plan import (
     Tile,
     check_tile_shape,
     clamp_tile_shape,
-    default_tile_shape,
     make_plan,
 )
 from ._settings import PoolingLike, TilingSettings
 from ._shape import Shape, parse_ints
+from ._tile_shape import default_tile_shape
 
 __all__ = [
     "Box",

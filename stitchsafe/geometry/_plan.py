@@ -35,7 +35,6 @@ __all__ = [
     "Tile",
     "check_tile_shape",
     "clamp_tile_shape",
-    "default_tile_shape",
     "make_plan",
 ]
 
@@ -315,33 +314,3 @@ def _check_native(native: ModelGeometry, geometry: ModelGeometry) -> None:
     )
     if native.period != geometry.period or native.step != geometry.step or not wider:
         raise ValueError(f"{geometry} does not widen the model's own geometry {native}")
-
-
-def default_tile_shape(
-    volume_shape: Sequence[int], geometry: ModelGeometry, *, max_input_voxels: int
-) -> Shape:
-    """Largest period-multiple write box whose tile input fits ``max_input_voxels``.
-
-    Larger tiles waste less on the halo. The box never exceeds the volume rounded up to
-    the period. It shrinks the axis with the largest write size first.
-
-    >>> from stitchsafe.geometry import unet_geometry
-    >>> g = unet_geometry([(2, 2)] * 2)
-    >>> default_tile_shape((1000, 1000), g, max_input_voxels=200 * 200)  # 7 x 7 tiles
-    (144, 144)
-    >>> default_tile_shape((5, 1000), g, max_input_voxels=200 * 200)
-    (8, 500)
-    """
-    shape = [max(p, -(-v // p) * p) for v, p in zip(volume_shape, geometry.period)]
-    while math.prod(geometry.input_for_output(shape)) > max_input_voxels:
-        candidates = [a for a in range(len(shape)) if shape[a] > geometry.period[a]]
-        if not candidates:
-            break
-        a = max(candidates, key=lambda i: shape[i])
-        shape[a] -= geometry.period[a]
-    # Same tile count, but tiles as equal as the period allows: the last tile of a row
-    # then wastes least of its (fixed-size) forward pass on voxels outside the volume.
-    for a, (w, v, p) in enumerate(zip(shape, volume_shape, geometry.period)):
-        per_tile = -(-v // -(-v // w))
-        shape[a] = min(w, max(p, -(-per_tile // p) * p))
-    return tuple(shape)
