@@ -56,6 +56,7 @@ class _Search:
         # The least work and the narrowest read the axes after ``a`` can add.
         self.floor = [math.prod(min(c[1] for c in f) for f in fronts[a + 1 :]) for a in range(n)]
         self.narrow = [math.prod(f[0][0] for f in fronts[a + 1 :]) for a in range(n)]
+        self.last_reads = [c[0] for c in fronts[-1]]
         self.least: float = math.inf
         self.best: Shape | None = None
 
@@ -63,7 +64,7 @@ class _Search:
         """Try the candidates of axis ``a`` with ``room`` input voxels left per tile."""
         front = self.fronts[a]
         if a == len(self.fronts) - 1:
-            i = bisect.bisect_right([c[0] for c in front], room) - 1
+            i = bisect.bisect_right(self.last_reads, room) - 1
             if i >= 0 and work * front[i][1] < self.least:
                 self.least, self.best = work * front[i][1], (*widths, front[i][2])
             return

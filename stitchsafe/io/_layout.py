@@ -147,7 +147,7 @@ class OutputSpec:
     level1_factors
         The pyramid's first factors, when every block written to level 0 is also written,
         downsampled by them (mean), to level ``1`` (:func:`stitchsafe.io.tiled_level_one`):
-        the pyramid then starts from level 1 instead of reading level 0 back.
+        the pyramid pass then starts from level 2 instead of reading level 0 back.
     """
 
     group: str

@@ -130,15 +130,18 @@ def _first_to_write(image: PyramidImage, steps: list[tuple[int, ...]], method: s
         return 1
     shapes = level_shapes(image.layout.shape, steps)
     for k in range(1, written):
-        node = zarr_node(os.path.join(image.path, str(k)))
-        if datasets[k].get("path") != str(k) or node is None or node[0] != "array":
-            return 1
-        if (
-            zarr.open_array(store=os.path.join(image.path, str(k)), mode="r").shape[image.lead :]
-            != shapes[k]
-        ):
+        if datasets[k].get("path") != str(k) or not _level_has_shape(image, k, shapes[k]):
             return 1
     return written
+
+
+def _level_has_shape(image: PyramidImage, k: int, shape: tuple[int, ...]) -> bool:
+    """Whether the image holds a level-``k`` array of the spatial ``shape``."""
+    path = os.path.join(image.path, str(k))
+    node = zarr_node(path)
+    if node is None or node[0] != "array":
+        return False
+    return zarr.open_array(store=path, mode="r").shape[image.lead :] == shape
 
 
 def _begin(
@@ -158,12 +161,7 @@ def _tiles_wrote_level_one(image: PyramidImage, steps: list[tuple[int, ...]], me
     (:mod:`._tiled_level`), by this pass's first factors, and its array has its shape."""
     if method != "mean" or not steps or tiled_factors(image.record) != steps[0]:
         return False
-    path = os.path.join(image.path, "1")
-    node = zarr_node(path)
-    if node is None or node[0] != "array":
-        return False
-    shape = level_shapes(image.layout.shape, steps)[1]
-    return zarr.open_array(store=path, mode="r").shape[image.lead :] == shape
+    return _level_has_shape(image, 1, level_shapes(image.layout.shape, steps)[1])
 
 
 def _record(
