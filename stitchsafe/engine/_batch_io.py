@@ -13,7 +13,7 @@ import numpy as np
 # write_block is looked up on the package at call time, so that a replacement (a test's
 # failing disk) reaches every writer.
 from .. import io as stitchsafe_io
-from ..geometry import Tile
+from ..geometry import Tile, batch_reads
 from ..io import OutputSpec, Volume, output_array, read_padded
 
 __all__ = [
@@ -52,9 +52,10 @@ def read_batch(
     pad_mode: str,
     transform: Transform | None,
 ) -> np.ndarray:
-    """The tiles' padded, normalised input boxes stacked as one ``(N, C, *read)`` batch."""
+    """The tiles' padded, normalised input boxes stacked as one ``(N, C, *read)`` batch
+    (edge tiles' reads trimmed to what the batch's writes need: :func:`batch_reads`)."""
     return np.stack(
-        [read_padded(volume, t.read, mode=pad_mode, transform=transform) for t in tiles]
+        [read_padded(volume, box, mode=pad_mode, transform=transform) for box in batch_reads(tiles)]
     )
 
 

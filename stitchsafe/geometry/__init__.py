@@ -18,6 +18,7 @@ from ._order import blocked_order, cache_block
 from ._plan import (
     Plan,
     Tile,
+    batch_reads,
     check_tile_shape,
     clamp_tile_shape,
     make_plan,
@@ -34,6 +35,7 @@ __all__ = [
     "Shape",
     "Tile",
     "TilingSettings",
+    "batch_reads",
     "blocked_order",
     "cache_block",
     "check_tile_shape",

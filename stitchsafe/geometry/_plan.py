@@ -33,6 +33,7 @@ from ._shape import Shape, as_shape
 __all__ = [
     "Plan",
     "Tile",
+    "batch_reads",
     "check_tile_shape",
     "clamp_tile_shape",
     "make_plan",
@@ -87,13 +88,35 @@ class Tile:
     ``read`` is the input box (volume coordinates; parts outside the volume are padding),
     ``write`` the output voxels kept (inside the volume), and ``crop`` the box inside the
     tile's raw output that lands on ``write`` (it starts at 0 unless the tile was shifted
-    inward: approximate tiling's border tiles).
+    inward: approximate tiling's border tiles). ``least_read``, for a tile of an exact
+    plan clipped at the volume's far edge, is the smallest valid box from the same begin
+    whose raw output still covers ``crop`` (the same lattice, so the same values); None
+    where that is ``read``. :func:`batch_reads` says what a batch reads.
     """
 
     index: Shape
     read: Box
     write: Box
     crop: Box
+    least_read: Box | None = None
+
+
+def batch_reads(tiles: Sequence[Tile]) -> list[Box]:
+    """The boxes a batch of tiles reads: each tile's read, trimmed at its far end to the
+    largest ``least_read`` of the batch (a batch stacks into one array of one shape).
+
+    An edge tile run alone, or with other edge tiles, computes only what its write needs;
+    with full tiles it reads their box.
+
+    >>> from stitchsafe.geometry import unet_geometry
+    >>> p = make_plan((10,), unet_geometry([(2,)]), tile_shape=8)
+    >>> [t.read.shape for t in p], [b.shape for b in batch_reads([p.tile(1)])]
+    ([(24,), (24,)], [(18,)])
+    >>> [b.shape for b in batch_reads(list(p))]
+    [(24,), (24,)]
+    """
+    extent = tuple(max(axis) for axis in zip(*((t.least_read or t.read).shape for t in tiles)))
+    return [Box.from_shape(extent, t.read.begin) for t in tiles]
 
 
 @dataclass(frozen=True)
@@ -164,7 +187,21 @@ class Plan:
         begin = tuple(self._read_begin(a, b, e) for a, (b, e) in enumerate(zip(wb, we)))
         lo = self.model_geometry.halo_lo
         crop = Box.from_shape(write.shape, tuple(w - r - h for w, r, h in zip(wb, begin, lo)))
-        return Tile(tuple(index), Box.from_shape(self.read_shape, begin), write, crop)
+        return Tile(
+            tuple(index),
+            Box.from_shape(self.read_shape, begin),
+            write,
+            crop,
+            self._least(write, begin),
+        )
+
+    def _least(self, write: Box, begin: Shape) -> Box | None:
+        """An exact plan's clipped edge tile: the smallest valid read covering its write."""
+        if not self.exact or self.native is not None or write.shape == self.tile_shape:
+            return None
+        need = self.geometry.input_for_output(write.shape)
+        least = tuple(min(n, r) for n, r in zip(need, self.read_shape))
+        return None if least == self.read_shape else Box.from_shape(least, begin)
 
     def _read_begin(self, axis: int, write_begin: int, write_end: int) -> int:
         """Where a tile writing ``[write_begin, write_end)`` on ``axis`` starts reading.
