@@ -20,11 +20,16 @@ Measured in one run on one machine, for zarr v3 inputs (uint16, zstd) chunked
     limit): the compute limit is the model's tight-loop forward at the plan's read shape on
     a batch already in memory (the better of one stream and one stream per core), the I/O
     limit reading every tile's padded input and writing outputs of the right shape, no
-    network (both from ``benchmarks/throughput.py``; the compute limit is the mean of one
-    measurement before predict and one after, as shared machines drift); with the input
+    network (both from ``benchmarks/throughput.py``); with the input
     chunks decoded per chunk of the array in the whole run (normalisation and the input's
     identity included); and again without the pyramid (``pyramid=False``), which the I/O
-    limit does not count, to show its share.
+    limit does not count, to show its share. Each predict run is measured ``--repeats``
+    times, alternating which of the two runs first, against the compute limits measured
+    just before and just after it (the machine's speed drifts on shared hosts); the
+    figures are the medians of those ratios, with their spread. One untimed predict run
+    comes first (the process's first run pays imports and first memory, as the compute
+    limit's first forward is not timed either); every timed run writes a new output, the
+    disk flushed before it.
 
 Usage::
 
@@ -43,6 +48,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -60,7 +66,7 @@ from zarr.codecs import BytesCodec
 from zarr.codecs._v2 import V2Codec
 
 from stitchsafe.engine import compute_normalization
-from stitchsafe.geometry import blocked_order
+from stitchsafe.geometry import batch_reads, blocked_order
 from stitchsafe.io import TileSubset, input_tile_block, open_volume, read_padded
 from stitchsafe.models import bundled_model, load_model
 
@@ -128,7 +134,9 @@ def tile_reads(
     counter.reset()
     start = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
-        for _ in pool.map(lambda t: read_padded(volume, t.read, mode="reflect"), tiles):
+        for _ in pool.map(
+            lambda t: read_padded(volume, batch_reads([t])[0], mode="reflect"), tiles
+        ):
             pass
     seconds = time.perf_counter() - start
     volume.close()
@@ -164,58 +172,100 @@ def amplification(work: Path, shape: tuple[int, ...], small_mb: str, counter: An
     return rows
 
 
-def end_to_end(work: Path, shape: tuple[int, ...], seconds: float, counter: Any) -> list:
+def end_to_end(
+    work: Path, shape: tuple[int, ...], seconds: float, counter: Any, repeats: int
+) -> list:
     model = load_model(bundled_model(3))
     channels = int(model.metadata["channels_out"])
     cores = os.cpu_count() or 1
     rows = []
+    warmed = False
     for chunks in CHUNKINGS:
         src = work / f"e2e-{'x'.join(map(str, chunks))}.zarr"
         make_input(src, shape, tuple(min(c, s) for c, s in zip(chunks, shape)))
         plan = stitchsafe.plan(None, src).plan
-        limits = [
-            _compute_limits(model, plan, seconds, cores),
-        ]
+        if not warmed:  # untimed: the process's first run pays its imports and first pages
+            _predict_speed(src, work / "out.zarr", shape, pyramid=True)
+            warmed = True
         volume = open_volume(src, spatial_dims=3)
         norm = compute_normalization(volume, method="percentile")
-        io = io_limit(volume, plan, os.fspath(work / "io.zarr"), channels, max(2, cores), norm)
+        runs, limits = [], [_compute_limits(model, plan, seconds, cores)]
+        decodes: list[int] = []
+        for i in range(repeats):
+            io = io_limit(volume, plan, os.fspath(work / "io.zarr"), channels, max(2, cores), norm)
+            # alternate which runs first: the first run of a process pays its imports
+            order = (True, False) if i % 2 == 0 else (False, True)
+            speeds = {}
+            for pyramid in order:
+                counter.reset()
+                speeds[pyramid] = _predict_speed(src, work / "out.zarr", shape, pyramid=pyramid)
+                decodes.append(counter.chunks)
+            # The limits measured before and after these runs: shared machines drift.
+            limits.append(_compute_limits(model, plan, seconds, cores))
+            one, many = (sum(v) / 2 for v in zip(*limits[-2:]))
+            runs.append(
+                {
+                    "one": one,
+                    "many": many,
+                    "io": io,
+                    "limit": min(max(one, many), io),
+                    "with": speeds[True],
+                    "without": speeds[False],
+                }
+            )
         volume.close()
-        counter.reset()
-        speed = _predict_speed(src, work / "out.zarr", shape, pyramid=True)
-        decodes = counter.chunks
-        bare = _predict_speed(src, work / "out.zarr", shape, pyramid=False)
-        # Measured again after predict: the machine's speed drifts (shared hosts).
-        limits.append(_compute_limits(model, plan, seconds, cores))
-        one, many = (sum(v) / 2 for v in zip(*limits))
-        limit = min(max(one, many), io)
-        # The limits count every tile's whole write box; tiles at the volume's far edges
-        # are clipped, so the plan's forward passes compute this share of kept voxels.
-        kept = math.prod(shape) / (len(plan) * math.prod(plan.tile_shape))
-        row = {
-            "chunks": list(chunks),
-            "volume_shape": list(shape),
-            "tiles": len(plan),
-            "compute_limits_before_and_after": limits,
-            "compute_limit_one_stream": one,
-            "compute_limit_streams": many,
-            "io_limit": io,
-            "end_to_end": speed,
-            "end_to_end_over_limit": speed / limit,
-            "end_to_end_no_pyramid": bare,
-            "end_to_end_no_pyramid_over_limit": bare / limit,
-            "plan_kept_share": kept,
-            # decodes per chunk of the array (its chunks may reach past a small volume)
-            "end_to_end_decodes_per_chunk": decodes
-            / math.prod(-(-s // min(c, s)) for s, c in zip(shape, chunks)),
-        }
-        rows.append(row)
+        rows.append(_row(plan, chunks, shape, runs, limits, max(decodes)))
         shutil.rmtree(src, ignore_errors=True)
-        print(json.dumps(row), flush=True)
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
+def _row(
+    plan: Any,
+    chunks: tuple[int, ...],
+    shape: tuple[int, ...],
+    runs: list,
+    limits: list,
+    decodes: float,
+) -> dict[str, Any]:
+    """One chunking's figures: each repeat's ratios to its own limits, and their medians."""
+    with_ = [r["with"] / r["limit"] for r in runs]
+    without = [r["without"] / r["limit"] for r in runs]
+    full = len(plan) * math.prod(plan.read_shape)
+    return {
+        "chunks": list(chunks),
+        "volume_shape": list(shape),
+        "tiles": len(plan),
+        "tile_shape": list(plan.tile_shape),
+        "repeats": runs,
+        "compute_limits_measured": limits,
+        "compute_limit_one_stream": statistics.median(r["one"] for r in runs),
+        "compute_limit_streams": statistics.median(r["many"] for r in runs),
+        "io_limit": statistics.median(r["io"] for r in runs),
+        "end_to_end": statistics.median(r["with"] for r in runs),
+        "end_to_end_over_limit": statistics.median(with_),
+        "end_to_end_over_limit_each": with_,
+        "end_to_end_no_pyramid": statistics.median(r["without"] for r in runs),
+        "end_to_end_no_pyramid_over_limit": statistics.median(without),
+        "end_to_end_no_pyramid_over_limit_each": without,
+        # The limits count every tile's whole write box at the full read box; tiles at
+        # the volume's far edges keep less, and read less (Tile.least_read).
+        "plan_kept_share": math.prod(shape) / (len(plan) * math.prod(plan.tile_shape)),
+        "plan_read_share": sum(math.prod((t.least_read or t.read).shape) for t in plan) / full,
+        # decodes per chunk of the array, the most of any predict run (its chunks may
+        # reach past a small volume)
+        "end_to_end_decodes_per_chunk": decodes
+        / math.prod(-(-s // min(c, s)) for s, c in zip(shape, chunks)),
+    }
+
+
 def _predict_speed(src: Path, out: Path, shape: tuple[int, ...], *, pyramid: bool) -> float:
-    """Voxels/s of ``stitchsafe.predict`` (embeddings only; the pyramid on or off)."""
+    """Voxels/s of ``stitchsafe.predict`` (embeddings only; the pyramid on or off), into a
+    new output on a settled disk: the last run's output removed and the writes of what ran
+    before flushed, outside the timing (they are not this run's work)."""
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(out.with_name("io.zarr"), ignore_errors=True)
+    os.sync()
     start = time.perf_counter()
     stitchsafe.predict(
         None, src, output=out, overwrite=True, progress=False, labels=False, pyramid=pyramid
@@ -224,7 +274,9 @@ def _predict_speed(src: Path, out: Path, shape: tuple[int, ...], *, pyramid: boo
 
 
 def _compute_limits(model: Any, plan: Any, seconds: float, cores: int) -> tuple[float, float]:
-    """The compute limit with one stream, and with one stream per core."""
+    """The compute limit with one stream, and with one stream per core (the disk flushed
+    first: the writes of the runs before are not the forward's work)."""
+    os.sync()
     cpu = torch.device("cpu")
     one = compute_limit(model, plan, cpu, 1, seconds, "fp32")
     return one, compute_limit(model, plan, cpu, 1, seconds, "fp32", streams=cores)
@@ -235,7 +287,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--shape", default="128,1024,1024", help="volume for (a), Z,Y,X")
     ap.add_argument("--predict-shape", default="64,512,512", help="volume for (b), Z,Y,X")
     ap.add_argument("--small-cache-mb", default="128", help="the smaller cache in (a)")
-    ap.add_argument("--seconds", type=float, default=8.0, help="compute-limit loop duration")
+    ap.add_argument("--seconds", type=float, default=6.0, help="compute-limit loop duration")
+    ap.add_argument("--repeats", type=int, default=3, help="predict runs of each kind in (b)")
     ap.add_argument("--no-predict", action="store_true", help="(a) only")
     ap.add_argument("--no-amplification", action="store_true", help="(b) only")
     ap.add_argument("--workdir", default=None, help="where the zarr files go (default: tmp)")
@@ -261,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if not args.no_predict:
         shape = tuple(int(v) for v in args.predict_shape.split(","))
-        results["end_to_end"] = end_to_end(work, shape, args.seconds, counter)
+        results["end_to_end"] = end_to_end(work, shape, args.seconds, counter, args.repeats)
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     _report(results, args.small_cache_mb)
@@ -287,11 +340,18 @@ def _report(r: dict[str, Any], small_mb: str) -> None:
         print(
             f"{name:15} predict {row['end_to_end'] / 1e6:.3f} M voxels/s; compute limit "
             f"{max(row['compute_limit_one_stream'], row['compute_limit_streams']) / 1e6:.3f}, "
-            f"I/O limit {row['io_limit'] / 1e6:.2f}; ratio {row['end_to_end_over_limit']:.2f} "
-            f"({row['end_to_end_no_pyramid_over_limit']:.2f} without the pyramid; kept share "
-            f"of the plan's boxes {row['plan_kept_share']:.3f}); "
+            f"I/O limit {row['io_limit'] / 1e6:.2f}; ratio {row['end_to_end_over_limit']:.3f} "
+            f"{_spread(row['end_to_end_over_limit_each'])} "
+            f"({row['end_to_end_no_pyramid_over_limit']:.3f} "
+            f"{_spread(row['end_to_end_no_pyramid_over_limit_each'])} without the pyramid; "
+            f"kept share of the plan's boxes {row['plan_kept_share']:.3f}, read share "
+            f"{row['plan_read_share']:.3f}); "
             f"decodes per chunk {row['end_to_end_decodes_per_chunk']:.2f}"
         )
+
+
+def _spread(values: list[float]) -> str:
+    return f"[{min(values):.3f}-{max(values):.3f}]"
 
 
 if __name__ == "__main__":

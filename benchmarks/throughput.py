@@ -44,7 +44,7 @@ import torch
 import zarr
 
 from stitchsafe.engine import compute_normalization, resolve_device
-from stitchsafe.geometry import Box
+from stitchsafe.geometry import Box, batch_reads
 from stitchsafe.io import open_volume, prepare_output, read_padded, write_block
 from stitchsafe.models import UNetConfig, build_unet, load_model, save_checkpoint, unet_metadata
 
@@ -84,7 +84,7 @@ def compute_limit(
     x = torch.randn((batch, plan.geometry.channels_in, *plan.read_shape), device=device)
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, previous // streams))
-    counts = [0] * streams
+    counts, ends = [0] * streams, [0.0] * streams
 
     def loop(i: int, until: float) -> None:
         with forward_context(precision, device):
@@ -92,6 +92,7 @@ def compute_limit(
                 model(x)
                 counts[i] += 1
             _sync(device)
+        ends[i] = time.perf_counter()
 
     try:
         with forward_context(precision, device):
@@ -103,10 +104,12 @@ def compute_limit(
             t.start()
         for t in threads:
             t.join()
-        elapsed = time.perf_counter() - start
     finally:
         torch.set_num_threads(previous)
-    return sum(counts) * batch * math.prod(plan.tile_shape) / elapsed
+    # Each stream's rate over its own time: a stream that finished its last forward early
+    # does not wait, in the figure, for the one still in its last forward.
+    rates = [n / (end - start) for n, end in zip(counts, ends)]
+    return sum(rates) * batch * math.prod(plan.tile_shape)
 
 
 def io_limit(
@@ -135,7 +138,7 @@ def io_limit(
     block = rng.normal(size=(channels, *plan.tile_shape)).astype(dtype)
 
     def one(tile: Any) -> None:
-        read_padded(volume, tile.read, transform=transform)
+        read_padded(volume, batch_reads([tile])[0], transform=transform)  # as predict reads it
         write_block(
             spec, tile.write, block[(slice(None), *Box.from_shape(tile.write.shape).to_slices())]
         )
