@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import zarr
-from nets import make_net, write_model
-from test_oracle import TOL, oracle, relative_error, write_zarr
+from test_oracle import TOL, oracle, pipeline_setup, relative_error
 
 from stitchsafe.engine import run_plan
-from stitchsafe.geometry import make_plan
-from stitchsafe.io import open_volume, prepare_output
-from stitchsafe.models import load_model, unet_metadata
+from stitchsafe.models import load_model
 
 
 @pytest.mark.parametrize(
@@ -35,22 +33,8 @@ from stitchsafe.models import load_model, unet_metadata
 def test_edge_tiles_compute_less_and_stay_exact(
     tmp_path: Path, arch: str, shape: tuple, periods: tuple, batch: int, streams: int
 ) -> None:
-    net, cfg = make_net(arch)
-    g = cfg.geometry()
-    model_path = write_model(net, cfg, tmp_path / "m.pt", "stitchsafe", metadata=unet_metadata(cfg))
-    data = np.random.default_rng(5).normal(size=shape).astype(np.float32)
-    volume = open_volume(write_zarr(tmp_path / "in.zarr", data), spatial_dims=g.dims)
-    plan = make_plan(shape, g, tile_shape=tuple(k * p for k, p in zip(periods, g.period)))
-    spec = prepare_output(
-        str(tmp_path / "out.zarr"),
-        shape=shape,
-        channels=cfg.out_channels,
-        chunks=plan.chunks,
-        axes=("z", "y", "x")[-g.dims :],
-    )
-    model = load_model(model_path)
-    seen: list[tuple[int, ...]] = []
-    model.module.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape)))
+    model_path, data, volume, plan, spec = pipeline_setup(tmp_path, arch, shape, periods, 5)
+    model, seen = _watched(model_path)
     run_plan(volume, model, plan, spec, batch_size=batch, cpu_streams=streams, progress=False)
     out = np.asarray(zarr.open_array(f"{spec.group}/{spec.array}", mode="r"))
     assert relative_error(out, oracle(model_path, data)) <= TOL
@@ -66,24 +50,18 @@ def test_edge_tiles_compute_less_and_stay_exact(
 
 
 def test_a_batch_with_a_full_tile_reads_full_boxes(tmp_path: Path) -> None:
-    net, cfg = make_net("2d-d2-f3")
-    g = cfg.geometry()
-    model_path = write_model(net, cfg, tmp_path / "m.pt", "stitchsafe", metadata=unet_metadata(cfg))
-    shape = (61, 44)
-    data = np.random.default_rng(6).normal(size=shape).astype(np.float32)
-    volume = open_volume(write_zarr(tmp_path / "in.zarr", data), spatial_dims=2)
-    plan = make_plan(shape, g, tile_shape=(18, 9))
-    spec = prepare_output(
-        str(tmp_path / "out.zarr"),
-        shape=shape,
-        channels=cfg.out_channels,
-        chunks=plan.chunks,
-        axes=("y", "x"),
-    )
-    model = load_model(model_path)
-    seen: list[tuple[int, ...]] = []
-    model.module.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape)))
+    model_path, data, volume, plan, spec = pipeline_setup(tmp_path, "2d-d2-f3", (61, 44), (2, 1), 6)
+    assert any(t.least_read is not None for t in plan)
+    model, seen = _watched(model_path)
     run_plan(volume, model, plan, spec, batch_size=len(plan), cpu_streams=1, progress=False)
     assert seen == [(len(plan), 1, *plan.read_shape)]
     out = np.asarray(zarr.open_array(f"{spec.group}/{spec.array}", mode="r"))
     assert relative_error(out, oracle(model_path, data)) <= TOL
+
+
+def _watched(model_path: Path) -> tuple[Any, list[tuple[int, ...]]]:
+    """The loaded model, and the list its forward passes append their input shapes to."""
+    model = load_model(model_path)
+    seen: list[tuple[int, ...]] = []
+    model.module.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape)))
+    return model, seen

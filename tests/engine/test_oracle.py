@@ -8,6 +8,7 @@ stitching the uncropped remainder ``r``, measurably differ from the oracle.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -270,18 +271,15 @@ def test_bundled_models_equal_whole_volume(tmp_path: Path, shape: tuple, tile: t
     assert relative_error(stitched(result), ref) <= TOL
 
 
-@pytest.mark.parametrize("streams", [1, 2, 3])
-@pytest.mark.parametrize(
-    "arch, shape, periods", [("2d-d2-f3", (61, 44), (2, 1)), ("3d-d1-f2", (9, 21, 17), (3, 4, 5))]
-)
-def test_cpu_pipelines_equal_whole_volume(
-    tmp_path: Path, arch: str, shape: tuple, periods: tuple, streams: int
-) -> None:
-    """The single-stream pipeline and the multi-stream CPU one (engine.run_plan)."""
+def pipeline_setup(
+    tmp_path: Path, arch: str, shape: tuple, periods: tuple, seed: int
+) -> tuple[Path, np.ndarray, Any, Any, Any]:
+    """A saved net, random data of ``shape`` in zarr (opened), a plan of tiles ``periods``
+    periods wide and an output for it: what ``run_plan`` needs."""
     net, cfg = make_net(arch)
     g = cfg.geometry()
     model_path = write_model(net, cfg, tmp_path / "m.pt", "stitchsafe", metadata=unet_metadata(cfg))
-    data = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    data = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
     volume = open_volume(write_zarr(tmp_path / "in.zarr", data), spatial_dims=g.dims)
     plan = make_plan(shape, g, tile_shape=tuple(k * p for k, p in zip(periods, g.period)))
     spec = prepare_output(
@@ -291,6 +289,18 @@ def test_cpu_pipelines_equal_whole_volume(
         chunks=plan.chunks,
         axes=("z", "y", "x")[-g.dims :],
     )
+    return model_path, data, volume, plan, spec
+
+
+@pytest.mark.parametrize("streams", [1, 2, 3])
+@pytest.mark.parametrize(
+    "arch, shape, periods", [("2d-d2-f3", (61, 44), (2, 1)), ("3d-d1-f2", (9, 21, 17), (3, 4, 5))]
+)
+def test_cpu_pipelines_equal_whole_volume(
+    tmp_path: Path, arch: str, shape: tuple, periods: tuple, streams: int
+) -> None:
+    """The single-stream pipeline and the multi-stream CPU one (engine.run_plan)."""
+    model_path, data, volume, plan, spec = pipeline_setup(tmp_path, arch, shape, periods, 3)
     done: list[tuple[int, ...]] = []
     stats = run_plan(
         volume,
