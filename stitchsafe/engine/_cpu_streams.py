@@ -29,16 +29,23 @@ from ._run import Progress, RunStats, TileRun, landed
 __all__ = ["run_cpu_streams"]
 
 
-def run_cpu_streams(run: TileRun, streams: int, bar: Progress) -> RunStats:
+def run_cpu_streams(
+    run: TileRun, streams: int, bar: Progress, last: tuple[int, ...] | None = None
+) -> RunStats:
     """Run ``run`` with ``streams`` batches computed at once on the CPU.
 
-    Torch uses ``threads // streams`` threads meanwhile (restored afterwards). Reads run
-    ahead on their own pool, ``options.ahead`` batches at most beyond the streams.
+    Each batch's forward uses ``threads // streams`` of torch's threads (at least one),
+    except that of the batch holding the tile at grid index ``last`` (the plan's last tile
+    in every run order), which uses every stream's: when it starts, no batch is left for
+    the other streams, whose cores would idle once their own batches end. Chosen by the
+    tile, not by the position in this run, so that a resumed run computes each tile with
+    the threads it had (convolutions round differently with other thread counts). Torch's
+    thread count is restored afterwards. Reads run ahead on their own pool,
+    ``options.ahead`` batches at most beyond the streams.
     """
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, previous_threads // streams))
-    pools = _Streams(run, streams, bar)
+    pools = _Streams(run, streams, bar, previous_threads, last)
     try:
         pools.execute()
     finally:
@@ -50,8 +57,10 @@ def run_cpu_streams(run: TileRun, streams: int, bar: Progress) -> RunStats:
 class _Streams:
     """A read pool, a pool of ``streams`` compute threads and the futures in flight."""
 
-    def __init__(self, run: TileRun, streams: int, bar: Progress) -> None:
-        self.run, self.streams, self.bar = run, streams, bar
+    def __init__(
+        self, run: TileRun, streams: int, bar: Progress, threads: int, last: tuple[int, ...] | None
+    ) -> None:
+        self.run, self.streams, self.bar, self.threads, self.last = run, streams, bar, threads, last
         self.device = torch.device("cpu")
         self.busy = 0.0  # seconds of forward passes, summed over the streams
         self.lock = threading.Lock()
@@ -65,8 +74,11 @@ class _Streams:
         for batch in self.run.batches():
             while len(self.running) >= limit:
                 self._finish_oldest()  # bounded: wait for the oldest
+            share = max(1, self.threads // self.streams)
+            tail = any(t.index == self.last for t in batch)
+            threads = share * self.streams if tail else share  # the tail: every stream's
             reading = self.readers.submit(self.run.read, batch)
-            self.running.append(self.computers.submit(self._compute, batch, reading))
+            self.running.append(self.computers.submit(self._compute, batch, reading, threads))
         while self.running:
             self._finish_oldest()
 
@@ -86,9 +98,13 @@ class _Streams:
         for batch in finished:
             self.run.finished(batch)
 
-    def _compute(self, batch: list[Tile], reading: Future[torch.Tensor]) -> list[Tile]:
-        """On a compute thread: wait for the batch's input, run it, hand it to the sink."""
+    def _compute(
+        self, batch: list[Tile], reading: Future[torch.Tensor], threads: int
+    ) -> list[Tile]:
+        """On a compute thread: wait for the batch's input, run it with ``threads`` of
+        torch's threads (a thread's own setting), hand it to the sink."""
         x = reading.result()
+        torch.set_num_threads(threads)
         tick = time.perf_counter()
         with forward_context(self.run.options.precision, self.device):  # thread-local
             y = self.run.model(x).float()

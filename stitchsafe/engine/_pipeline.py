@@ -107,23 +107,26 @@ def run_plan(  # noqa: PLR0913 - data, the options value and four per-run hooks
     counted = CountingSink(output_writer(output)) if sink is None else None
     run = TileRun(volume, model, work, counted or sink, opts, transform=transform, on_done=on_done)
     with Progress(len(work), opts.progress) as bar:
-        stats = _run_streams(run, device, bar, -(-len(plan) // opts.batch_size))
+        stats = _run_streams(run, device, bar, plan)
     return stats if counted is None else dataclasses.replace(stats, nonfinite=counted.total)
 
 
-def _run_streams(run: TileRun, device: torch.device, bar: Progress, plan_batches: int) -> RunStats:
+def _run_streams(run: TileRun, device: torch.device, bar: Progress, plan: Plan) -> RunStats:
     """Several compute streams on the CPU where the plan has batches for them, else one; a
     ``KeyboardInterrupt`` leaves with a note of the tiles finished.
 
     The streams (and so the torch threads of each) are sized by the plan's batches, not by
-    the tiles given: a resumed tile runs with the threads it had in the full run
-    (convolutions round differently with other thread counts).
+    the tiles given, and the batch holding the plan's last tile (its grid's far corner,
+    last in every run order) gets all of theirs: a resumed tile runs with the threads it
+    had in the full run (convolutions round differently with other thread counts).
     """
     try:
         if device.type != "cuda":
-            streams = min(run.options.cpu_streams or cpu_count(), plan_batches)
+            batches = -(-len(plan) // run.options.batch_size)
+            streams = min(run.options.cpu_streams or cpu_count(), batches)
             if streams > 1:
-                return run_cpu_streams(run, streams, bar)
+                last = tuple(g - 1 for g in plan.grid_shape)
+                return run_cpu_streams(run, streams, bar, last)
         return run_single_stream(run, device, bar)
     except KeyboardInterrupt as stop:
         stop.add_note(bar.stopped())
