@@ -4,9 +4,10 @@
 :func:`read_padded` reads a box past its edge like ``numpy.pad``; :func:`create_output`
 and :func:`create_labels` make OME-Zarr 0.5 images described by an :class:`ImageLayout`,
 which :func:`write_block` fills tile by tile (one shard of bounded chunks per tile:
-:class:`ChunkPolicy`); :class:`DoneMask` and the run fingerprint let an interrupted run
-resume, and :func:`input_identity` says which input a run read. :class:`OutputLock` keeps
-each output group to one writer at a time. :class:`PhysicalScale` is an image's voxel
+:class:`ChunkPolicy`; on a local disk stored by :func:`write_whole_shard`);
+:class:`DoneMask` and the run fingerprint let an interrupted run resume, and
+:func:`input_identity` says which input a run read. :class:`OutputLock` keeps each
+output group to one writer at a time. :class:`PhysicalScale` is an image's voxel
 size, units and translation, read from every input format (``Volume.physical``;
 :class:`PhysicalSettings` for ``--voxel-size`` and ``--unit``) and written into every
 output image. :func:`write_pyramid` adds the resolution levels ``1``, ``2``... of a
@@ -116,6 +117,7 @@ from ._series import OME_GROUP, list_images
 from ._settings import (
     OutputSettings,
 )
+from ._shard_file import write_whole_shard
 from ._stores import is_url, parse_storage_options, use_storage_options
 from ._tile_order import TileSubset, input_tile_block
 from ._tiled_level import level_one_of, tiled_level_one
@@ -226,6 +228,7 @@ __all__ = [
     "write_block",
     "write_channel_metadata",
     "write_pyramid",
+    "write_whole_shard",
     "level_one_of",
     "tiled_level_one",
     "zarr_node",
