@@ -5,8 +5,10 @@ write threads take a core from one of them, all wait — on 2 cores the single-s
 pipeline reached only 0.63 of the tight-loop forward speed. Independent streams with
 ``cores // streams`` torch threads each never wait for one another (the forward releases
 the GIL), and each stream crops and writes its own batch, so the cores are shared by
-whichever stage has work. Results equal the single-stream pipeline's to float rounding
-(convolution sums run in an order that depends on the thread count).
+whichever stage has work. The batch holding the plan's last tile, which starts when no
+batch is left for the other streams, runs with all of their threads, so that their cores
+do not idle while it ends the run. Results equal the single-stream pipeline's to float
+rounding (convolution sums run in an order that depends on the thread count).
 
 Stopping early (an error, Ctrl-C) cancels the batches not yet started and the reads they
 wait for, joins the compute and read threads, and reports the batches whose outputs the

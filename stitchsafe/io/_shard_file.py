@@ -32,16 +32,20 @@ from zarr.codecs.sharding import ShardingCodecIndexLocation
 
 __all__ = ["write_whole_shard"]
 
-_SHUFFLES = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE}
-_SHUFFLES["bitshuffle"] = numcodecs.Blosc.BITSHUFFLE
+_SHUFFLES = {
+    "noshuffle": numcodecs.Blosc.NOSHUFFLE,
+    "shuffle": numcodecs.Blosc.SHUFFLE,
+    "bitshuffle": numcodecs.Blosc.BITSHUFFLE,
+}
 
 
 def write_whole_shard(arr: Any, path: str, data: np.ndarray) -> bool:
     """Store ``data``, the whole shard of ``arr`` at the file ``path``, if this module
     can encode it (see above); ``False`` (nothing written) when zarr must.
 
-    ``data`` has the shard's full shape; the caller checked that the shard lies inside
-    the array and that ``path`` is its key on a local disk.
+    ``data`` has the shard's full shape (a shard cut by the array's end does not); the
+    caller checked that ``path`` is its key on a local disk. Every inner chunk is stored,
+    as zarr does with ``write_empty_chunks`` on (stitchsafe's outputs are opened so).
     """
     sharding = _plain_sharding(arr)
     if sharding is None or tuple(data.shape) != tuple(arr.shards):
