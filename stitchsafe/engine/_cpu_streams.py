@@ -62,7 +62,8 @@ class _Streams:
     def __init__(
         self, run: TileRun, streams: int, bar: Progress, threads: int, last: tuple[int, ...] | None
     ) -> None:
-        self.run, self.streams, self.bar, self.threads, self.last = run, streams, bar, threads, last
+        self.run, self.streams, self.bar, self.last = run, streams, bar, last
+        self.share = max(1, threads // streams)  # each stream's torch threads
         self.device = torch.device("cpu")
         self.busy = 0.0  # seconds of forward passes, summed over the streams
         self.lock = threading.Lock()
@@ -76,9 +77,8 @@ class _Streams:
         for batch in self.run.batches():
             while len(self.running) >= limit:
                 self._finish_oldest()  # bounded: wait for the oldest
-            share = max(1, self.threads // self.streams)
             tail = any(t.index == self.last for t in batch)
-            threads = share * self.streams if tail else share  # the tail: every stream's
+            threads = self.share * self.streams if tail else self.share  # tail: every stream's
             reading = self.readers.submit(self.run.read, batch)
             self.running.append(self.computers.submit(self._compute, batch, reading, threads))
         while self.running:

@@ -115,9 +115,10 @@ def _store(path: str, parts: list[bytes]) -> None:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             written = os.writev(fd, parts)
-            rest = memoryview(b"".join(parts))[written:]  # empty unless the write was short
-            while rest:
-                rest = rest[os.write(fd, rest) :]
+            if written < sum(len(p) for p in parts):  # a short write: the rest, in turn
+                rest = memoryview(b"".join(parts))[written:]
+                while rest:
+                    rest = rest[os.write(fd, rest) :]
         finally:
             os.close(fd)
         os.replace(temporary, path)
